@@ -1,0 +1,156 @@
+"""The embedded default task: chains of single-digit modular arithmetic.
+
+A problem starts from a digit and applies ``n`` operations, left to right, modulo ``modulus``::
+
+    question  3+4*7-2+5
+    steps     <<3+4=7>> <<7*7=9>> <<9-2=7>> <<7+5=2>>
+    answer    2
+
+Each step is written as an equation in GSM8k-Aug's ``<<expr=result>>`` style, so the number of
+CoT tokens reflects the real cost of explicit reasoning.
+
+**Why chain of thought is needed.** The answer is a composition of ``n`` modular operations; no
+single operation's result is visible in the question. With the CoT, every token to predict is
+one table lookup (``a op b mod 10``) on values already written down. Without it, a small
+Transformer must carry out all ``n`` lookups serially inside one forward pass, which a 4-layer
+model trained for minutes does not learn: measured on this kind of CPU (``../shared/MEASURED.md``
+and ``docs/default_task.md``), CoT-SFT reaches ~1.0 while No-CoT-SFT stays near 0.25 for n = 4
+(chance is 0.1). Operands are single digits because multi-digit carries make training slow;
+the difficulty lives in the number of steps, which latent methods must internalise.
+
+Knobs: ``n_steps`` (or ``min_steps``..``n_steps`` for a mixed-difficulty set), ``modulus``,
+``operand_max``, ``ops`` and ``wording`` (``symbolic`` or ``words``). Splits are disjoint as
+sets of questions and deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+
+from latentreason.data.example import Example
+from latentreason.errors import ConfigError
+
+_OP_WORDS = {"+": "add", "-": "subtract", "*": "multiply by"}
+
+
+@dataclass
+class TaskConfig:
+    """Knobs of the procedural task (all documented in ``docs/default_task.md``)."""
+
+    n_steps: int = 4
+    #: if set, each problem has a uniformly drawn number of steps in [min_steps, n_steps]
+    min_steps: int | None = None
+    modulus: int = 10
+    operand_max: int = 9
+    ops: str = "+-*"
+    wording: str = "symbolic"
+    #: how a step is written: equation ``<<4+7=1>>`` (GSM8k-Aug style), plain ``4+7=1``, value ``1``
+    step_format: str = "plain"
+    n_train: int = 20000
+    n_valid: int = 300
+    n_test: int = 500
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.n_steps < 1:
+            raise ConfigError(f"task.n_steps must be >= 1, got {self.n_steps}")
+        if self.min_steps is not None and not 1 <= self.min_steps <= self.n_steps:
+            raise ConfigError(f"task.min_steps must be in [1, n_steps={self.n_steps}], got {self.min_steps}")
+        if not 2 <= self.modulus <= 10:
+            raise ConfigError(f"task.modulus must be in [2, 10] (single-digit values), got {self.modulus}")
+        if not 1 <= self.operand_max <= 9:
+            raise ConfigError(f"task.operand_max must be in [1, 9], got {self.operand_max}")
+        if not self.ops or set(self.ops) - set(_OP_WORDS):
+            raise ConfigError(f"task.ops must be a non-empty string over '+-*', got {self.ops!r}")
+        if self.wording not in ("symbolic", "words"):
+            raise ConfigError(f"task.wording must be 'symbolic' or 'words', got {self.wording!r}")
+        if self.step_format not in ("equation", "plain", "value"):
+            raise ConfigError(f"task.step_format must be 'equation', 'plain' or 'value', got {self.step_format!r}")
+        for name in ("n_train", "n_valid", "n_test"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"task.{name} must be >= 0")
+
+
+def _apply(a: int, op: str, b: int, mod: int) -> int:
+    if op == "+":
+        return (a + b) % mod
+    if op == "-":
+        return (a - b) % mod
+    return (a * b) % mod
+
+
+def make_problem(start: int, ops: list[tuple[str, int]], cfg: TaskConfig) -> Example:
+    """Build the example for a start value and a list of (op, operand)."""
+    value = start
+    steps, values = [], []
+    for op, b in ops:
+        new = _apply(value, op, b, cfg.modulus)
+        eq = f"{value}{op}{b}={new}"
+        steps.append({"equation": f"<<{eq}>>", "plain": eq, "value": str(new)}[cfg.step_format])
+        values.append(new)
+        value = new
+    if cfg.wording == "symbolic":
+        question = str(start) + "".join(f"{op}{b}" for op, b in ops)
+    else:
+        parts = [f"Start with {start}."] + [f"{_OP_WORDS[op].capitalize()} {b}." for op, b in ops]
+        question = " ".join(parts) + f" Result mod {cfg.modulus}?"
+    meta = {
+        "task": "modchain",
+        "n_steps": len(ops),
+        "start": start,
+        "ops": [op for op, _ in ops],
+        "operands": [b for _, b in ops],
+        "values": values,
+        # a step whose operation cannot change the value (x*1) only copies its input: non-critical
+        "critical": [not (op == "*" and b == 1) for op, b in ops],
+    }
+    return Example(question, steps, str(value), meta)
+
+
+def _sample(rng: random.Random, cfg: TaskConfig) -> Example:
+    n = cfg.n_steps if cfg.min_steps is None else rng.randint(cfg.min_steps, cfg.n_steps)
+    start = rng.randrange(cfg.modulus)
+    ops = [(rng.choice(cfg.ops), rng.randint(1, cfg.operand_max)) for _ in range(n)]
+    return make_problem(start, ops, cfg)
+
+
+def generate_splits(cfg: TaskConfig) -> dict[str, list[Example]]:
+    """Deterministic train/valid/test splits with no question shared between splits.
+
+    Test is drawn first, then valid (excluding test questions), then train (excluding both);
+    repeats inside the train split are allowed (short chains have few distinct problems).
+    """
+    cfg.validate()
+    rng = random.Random(f"latentreason-modchain-{cfg.seed}")
+    taken: set[str] = set()
+    out: dict[str, list[Example]] = {}
+    for split, n, unique in (("test", cfg.n_test, True), ("valid", cfg.n_valid, True), ("train", cfg.n_train, False)):
+        items: list[Example] = []
+        seen_here: set[str] = set()
+        attempts = 0
+        while len(items) < n:
+            attempts += 1
+            if attempts > 200 * max(n, 1) + 10000:
+                raise ConfigError(
+                    f"task: cannot draw {n} distinct {split} problems with these knobs "
+                    f"(n_steps={cfg.n_steps}, ops={cfg.ops!r}, operand_max={cfg.operand_max}); "
+                    "lower n_test/n_valid or allow more steps"
+                )
+            ex = _sample(rng, cfg)
+            if ex.question in taken or (unique and ex.question in seen_here):
+                continue
+            seen_here.add(ex.question)
+            ex.meta["split"] = split
+            items.append(ex)
+        taken |= seen_here
+        out[split] = items
+    return out
+
+
+def task_description(cfg: TaskConfig) -> dict:
+    d = asdict(cfg)
+    d["name"] = "modchain"
+    d.pop("extra", None)
+    return d

@@ -1,0 +1,303 @@
+"""The method interface, sequence serialisation and the method registry.
+
+A method is an ``nn.Module`` that owns a backbone (and any extra modules it adds, e.g. a latent
+projection). It turns examples into training batches (``features`` / ``collate``), computes its
+loss in ``forward(batch)`` and answers questions in ``generate(examples)``. The trainer and the
+evaluator only ever talk to this interface.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from latentreason.data.answers import judge
+from latentreason.data.example import Example
+from latentreason.errors import ConfigError, DataError
+from latentreason.models.backbone import Backbone
+
+SERIALIZATIONS = ("default", "coconut", "codi", "icot")
+
+
+@dataclass
+class MethodConfig:
+    """Fields every method has."""
+
+    #: sequence layout: default ``Q\\n s1 s2\\n#### A``, coconut ``Q\\n s1\\n s2\\n### A``,
+    #: codi ``Q s1 s2 The answer is: A``, icot `` Q <eos> C <eos> #### A <eos>``
+    serialization: str = "default"
+    #: generation limit for answers (and CoT)
+    max_new_tokens: int = 64
+    #: answer comparison (see data.answers): tolerant | round:K | icot | coconut | codi | math_verify
+    answer_mode: str = "tolerant"
+    #: examples longer than the model's context: "error" (default) or "drop"
+    too_long: str = "error"
+
+    def validate(self) -> None:
+        if self.serialization not in SERIALIZATIONS:
+            raise ConfigError(f"method_args.serialization: {self.serialization!r} is not one of {', '.join(SERIALIZATIONS)}")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"method_args.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.too_long not in ("error", "drop"):
+            raise ConfigError(f"method_args.too_long must be 'error' or 'drop', got {self.too_long!r}")
+
+
+@dataclass
+class TokExample:
+    """An example split into separately tokenised pieces (so methods can rearrange them)."""
+
+    prompt: list[int]
+    steps: list[list[int]]
+    cot_close: list[int]
+    answer_prefix: list[int]
+    answer_value: list[int]
+    example: Example
+    index: int = -1
+
+    @property
+    def cot(self) -> list[int]:
+        return [t for s in self.steps for t in s] + (self.cot_close if self.steps else [])
+
+    @property
+    def answer(self) -> list[int]:
+        return self.answer_prefix + self.answer_value
+
+
+class Serializer:
+    """Turns examples into token pieces for one serialisation style (SPEC §3.1)."""
+
+    def __init__(self, style: str, backbone: Backbone):
+        self.style = style
+        self.tok = backbone.tokenizer
+        self.eos = backbone.ids.eos
+
+    @property
+    def answer_marker(self) -> str:
+        return {"default": "####", "coconut": "###", "codi": "The answer is:", "icot": "####"}[self.style]
+
+    @property
+    def stop_after_eos(self) -> int:
+        return 2 if self.style == "icot" else 1
+
+    @property
+    def empty_cot(self) -> list[int]:
+        """What stands between prompt and answer when there is no CoT (iCoT keeps its EOS)."""
+        return [self.eos] if self.style == "icot" else []
+
+    def _texts(self, ex: Example) -> tuple[str, list[str], str, str, str]:
+        q, a, steps = ex.question, ex.answer, ex.steps
+        if self.style == "default":
+            return f"{q}\n", [s if i == 0 else f" {s}" for i, s in enumerate(steps)], "\n", "#### ", a
+        if self.style == "coconut":
+            return f"{q}\n", [f"{s}\n" for s in steps], "", "### ", a
+        if self.style == "codi":
+            return q, [f" {s}" for s in steps], "", " The answer is: ", a
+        return f" {q} ", [f" {s}" for s in steps], " ", " #### ", f"{a} "  # icot
+
+    def tokenize(self, examples: list[Example]) -> list[TokExample]:
+        """Tokenise many examples with one batched tokenizer call."""
+        texts, shapes = [], []
+        for ex in examples:
+            p, steps, close, ap, av = self._texts(ex)
+            shapes.append(len(steps))
+            texts.extend([p, *steps, close, ap, av])
+        ids = self.tok(texts, add_special_tokens=False).input_ids if texts else []
+        out, k = [], 0
+        for i, (ex, n) in enumerate(zip(examples, shapes)):
+            p, steps, close, ap, av = ids[k], ids[k + 1 : k + 1 + n], ids[k + 1 + n], ids[k + 2 + n], ids[k + 3 + n]
+            k += 4 + n
+            if self.style == "icot":
+                p, close = p + [self.eos], close + [self.eos]
+            out.append(TokExample(list(p), [list(s) for s in steps], list(close), list(ap), list(av) + [self.eos], ex, i))
+        return out
+
+
+@dataclass
+class Generation:
+    """A method's answer to one question, with its cost."""
+
+    text: str
+    generated_tokens: int
+    reasoning_tokens: int
+    latent_steps: int = 0
+    forward_passes: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def collate_lm(seqs: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, Tensor]:
+    """Right-pad (input_ids, labels) pairs into a causal-LM batch."""
+    width = max(len(s) for s, _ in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(seqs), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, (s, lab) in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        labels[i, : len(lab)] = torch.tensor(lab)
+        mask[i, : len(s)] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+class Method(nn.Module):
+    """Base class: subclasses set ``name``, ``Config`` and implement the abstract parts."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    #: one-line description shown by ``latentreason train --help``
+    summary: ClassVar[str] = ""
+
+    def __init__(self, backbone: Backbone, config: MethodConfig | None = None):
+        super().__init__()
+        self.config = config if config is not None else self.Config()
+        self.config.validate()
+        self.model = backbone.model
+        self.tokenizer = backbone.tokenizer
+        self.ids = backbone.ids
+        self.serializer = Serializer(self.config.serialization, backbone)
+
+    # ------------------------------------------------------------------ conveniences
+    @property
+    def backbone(self) -> Backbone:
+        return Backbone(self.model, self.tokenizer, self.ids)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def max_positions(self) -> int | None:
+        return self.backbone.max_positions
+
+    # ------------------------------------------------------------------ data
+    def prepare(self, examples: list[Example], what: str = "data") -> list[TokExample]:
+        """Tokenise examples and check they fit the context (error or drop, per ``too_long``)."""
+        toks = self.serializer.tokenize(examples)
+        limit = self.max_positions
+        if limit is None:
+            return toks
+        kept = []
+        for t in toks:
+            n = self.sequence_length(t)
+            if n > limit:
+                if self.config.too_long == "error":
+                    raise DataError(
+                        f"{what}: example {t.index} is {n} tokens long, longer than the model's context of "
+                        f"{limit} positions (question starts {t.example.question[:40]!r}); set "
+                        "method_args.too_long=drop to skip such examples or use a model with a longer context"
+                    )
+                continue
+            kept.append(t)
+        if not kept:
+            raise DataError(f"{what}: every example is longer than the model's context of {limit} positions")
+        return kept
+
+    def generation_budget(self, prompts: list[list[int]], reserved: int = 0) -> int:
+        """``max_new_tokens`` capped by the model's context; a prompt that does not fit is an error."""
+        limit = self.max_positions
+        budget = self.config.max_new_tokens
+        if limit is None:
+            return budget
+        longest = max(len(p) for p in prompts) + reserved
+        if longest + 1 > limit:
+            k = max(range(len(prompts)), key=lambda i: len(prompts[i]))
+            raise DataError(
+                f"question {k} of this batch needs {longest} positions before the answer, more than the model's "
+                f"context of {limit} positions; use a model with a longer context"
+            )
+        return min(budget, limit - longest)
+
+    def sequence_length(self, t: TokExample) -> int:
+        """Longest sequence this method builds for the example (training or generation)."""
+        return len(t.prompt) + len(t.cot) + len(t.answer)
+
+    def features(self, t: TokExample) -> Any:
+        raise NotImplementedError
+
+    def collate(self, feats: list[Any]) -> dict[str, Tensor]:
+        return collate_lm(feats, self.ids.pad)
+
+    # ------------------------------------------------------------------ training hooks
+    def on_train_step(self, step: int, epoch: float, steps_per_epoch: int) -> bool:
+        """Called before every optimiser step; return True to reset the optimiser (stage change)."""
+        return False
+
+    def trainer_state(self) -> dict[str, Any]:
+        """Method state to store in checkpoints (curriculum stage, removal amount, ...)."""
+        return {}
+
+    def load_trainer_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def stage_label(self) -> str | None:
+        """Current curriculum stage, for stage-wise logs (None: no stages)."""
+        return None
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def generate(self, examples: list[Example]) -> list[Generation]:
+        raise NotImplementedError
+
+    def judge(self, ex: Example, gen: Generation):
+        markers = (self.serializer.answer_marker,)
+        return judge(gen.text, ex.answer, ex.answer_type, self.config.answer_mode, markers=markers)
+
+    def count_reasoning_tokens(self, tokens: list[int]) -> int:
+        """Number of generated tokens before the answer marker (all of them when it is absent)."""
+        marker = self.serializer.answer_marker
+        text = self.tokenizer.decode(tokens, skip_special_tokens=False)
+        pos = text.rfind(marker)
+        if pos < 0:
+            return len(tokens)
+        lo, hi = 0, len(tokens)  # smallest k with len(decode(tokens[:k])) > pos
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if len(self.tokenizer.decode(tokens[:mid], skip_special_tokens=False)) > pos:
+                hi = mid
+            else:
+                lo = mid + 1
+        return max(lo - 1, 0)
+
+    def extra_modules(self) -> dict[str, nn.Module]:
+        """Modules beyond the backbone whose weights go into ``extra.safetensors``."""
+        return {n: m for n, m in self.named_children() if n != "model"}
+
+
+# ---------------------------------------------------------------------- registry
+METHODS: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method_class(name: str) -> type[Method]:
+    from latentreason import methods as _m  # noqa: F401  (populates the registry)
+
+    if name not in METHODS:
+        raise ConfigError(f"method: unknown method {name!r}; valid methods: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def method_config(cls: type[Method], args: dict[str, Any] | MethodConfig | None) -> MethodConfig:
+    from latentreason.config import from_dict
+
+    if isinstance(args, MethodConfig):
+        return args
+    presets = getattr(cls, "presets", {})
+    args = dict(args or {})
+    preset = args.pop("preset", None)
+    base: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in presets:
+            raise ConfigError(f"method_args.preset: unknown preset {preset!r} for {cls.name}; valid: {', '.join(presets) or 'none'}")
+        base = dict(presets[preset])
+    base.update(args)
+    return from_dict(cls.Config, base, "method_args")
+
+
+def config_dict(cfg: MethodConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

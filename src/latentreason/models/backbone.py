@@ -1,0 +1,249 @@
+"""Backbones: the tiny from-scratch default, or any Hugging Face causal LM.
+
+``load_backbone(ModelConfig)`` returns a :class:`Backbone` (model + tokenizer + special-token
+ids). ``name`` is ``tiny-gpt2`` / ``tiny-llama`` (built locally, random init, byte tokenizer) or
+a Hugging Face id / local path loaded with ``AutoModelForCausalLM`` / ``AutoTokenizer``. In
+every case the latent special tokens are added and the embeddings resized, and nothing below
+branches on the model class: embeddings come from ``get_input_embeddings()``, latents go in
+through ``inputs_embeds``, caches are ``transformers`` ``Cache`` objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPT2Config,
+    LlamaConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from latentreason.errors import CheckpointError, ConfigError
+from latentreason.models.tokenizer import SpecialIds, build_byte_tokenizer, ensure_special_tokens, special_ids
+
+TINY = ("tiny-gpt2", "tiny-llama")
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+
+
+@dataclass
+class ModelConfig:
+    """Which backbone to use and, for the tiny ones, its size."""
+
+    #: ``tiny-gpt2`` | ``tiny-llama`` | a Hugging Face model id or local path
+    name: str = "tiny-gpt2"
+    n_layer: int = 4
+    n_embd: int = 128
+    n_head: int = 4
+    n_positions: int = 256
+    dropout: float = 0.0
+    #: weights dtype for HF models: auto | float32 | bfloat16 | float16
+    dtype: str = "float32"
+    #: only ever set by the user: lets HF run code shipped with a model
+    trust_remote_code: bool = False
+    #: initialise the new special-token rows from this token's embedding (Coconut uses "<<")
+    init_new_tokens_from: str | None = None
+    #: LoRA through peft (0 = off): rank, alpha, dropout, target module names (None = peft default)
+    lora_r: int = 0
+    lora_alpha: int = 32
+    lora_dropout: float = 0.1
+    lora_targets: list[str] | None = None
+    attn_implementation: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.name in TINY:
+            for k in ("n_layer", "n_embd", "n_head", "n_positions"):
+                if getattr(self, k) < 1:
+                    raise ConfigError(f"model.{k} must be >= 1, got {getattr(self, k)}")
+            if self.n_embd % self.n_head:
+                raise ConfigError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
+        if self.dtype != "auto" and self.dtype not in _DTYPES:
+            raise ConfigError(f"model.dtype must be one of auto, {', '.join(_DTYPES)}; got {self.dtype!r}")
+        if self.lora_r < 0:
+            raise ConfigError(f"model.lora_r must be >= 0, got {self.lora_r}")
+
+
+@dataclass
+class Backbone:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    ids: SpecialIds
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.get_input_embeddings().weight.shape[1]
+
+    @property
+    def num_layers(self) -> int:
+        cfg = self.model.config
+        return int(getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer"))
+
+    @property
+    def max_positions(self) -> int | None:
+        cfg = self.model.config
+        for k in ("n_positions", "max_position_embeddings"):
+            v = getattr(cfg, k, None)
+            if isinstance(v, int):
+                return v
+        return None
+
+
+def tiny_config(cfg: ModelConfig, vocab_size: int, ids: SpecialIds):
+    common = dict(vocab_size=vocab_size, bos_token_id=ids.eos, eos_token_id=ids.eos, pad_token_id=ids.pad)
+    if cfg.name == "tiny-gpt2":
+        return GPT2Config(
+            n_positions=cfg.n_positions,
+            n_embd=cfg.n_embd,
+            n_layer=cfg.n_layer,
+            n_head=cfg.n_head,
+            resid_pdrop=cfg.dropout,
+            embd_pdrop=cfg.dropout,
+            attn_pdrop=cfg.dropout,
+            **common,
+        )
+    return LlamaConfig(
+        hidden_size=cfg.n_embd,
+        intermediate_size=4 * cfg.n_embd,
+        num_hidden_layers=cfg.n_layer,
+        num_attention_heads=cfg.n_head,
+        num_key_value_heads=cfg.n_head,
+        max_position_embeddings=cfg.n_positions,
+        attention_dropout=cfg.dropout,
+        tie_word_embeddings=True,
+        **common,
+    )
+
+
+def _init_new_rows(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, n_old: int, source: str) -> None:
+    src_ids = tokenizer(source, add_special_tokens=False).input_ids
+    if not src_ids:
+        raise ConfigError(f"model.init_new_tokens_from: {source!r} encodes to no token")
+    with torch.no_grad():
+        emb = model.get_input_embeddings().weight
+        emb[n_old:] = emb[src_ids[0]]
+        out = model.get_output_embeddings()
+        if out is not None and out.weight.data_ptr() != emb.data_ptr():
+            out.weight[n_old:] = out.weight[src_ids[0]]
+
+
+def load_backbone(cfg: ModelConfig, seed: int | None = None) -> Backbone:
+    """Build the tiny default or load a Hugging Face causal LM, with special tokens added."""
+    cfg.validate()
+    if cfg.name in TINY:
+        tokenizer = build_byte_tokenizer()
+        ids = special_ids(tokenizer)
+        if seed is not None:
+            torch.manual_seed(seed)
+        hf_cfg = tiny_config(cfg, len(tokenizer), ids)
+        if cfg.attn_implementation:
+            hf_cfg._attn_implementation = cfg.attn_implementation
+        model = AutoModelForCausalLM.from_config(hf_cfg)
+        if cfg.init_new_tokens_from:
+            _init_new_rows(model, tokenizer, 256, cfg.init_new_tokens_from)
+        return Backbone(model, tokenizer, ids)
+    path = cfg.name
+    kw: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **kw)
+    except (OSError, ValueError) as e:
+        raise ConfigError(
+            f"model.name {path!r}: cannot load a tokenizer ({e}); use tiny-gpt2, tiny-llama, "
+            "a Hugging Face model id or a local directory"
+        ) from None
+    n_old = len(tokenizer)
+    ensure_special_tokens(tokenizer)
+    mkw = dict(kw)
+    if cfg.dtype != "auto":
+        mkw["dtype"] = _DTYPES[cfg.dtype]
+    else:
+        mkw["dtype"] = "auto"
+    if cfg.attn_implementation:
+        mkw["attn_implementation"] = cfg.attn_implementation
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **mkw)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"model.name {path!r}: cannot load a causal LM ({e})") from None
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0] or len(tokenizer) != n_old:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        if cfg.init_new_tokens_from and len(tokenizer) > n_old:
+            _init_new_rows(model, tokenizer, n_old, cfg.init_new_tokens_from)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return Backbone(model, tokenizer, special_ids(tokenizer))
+
+
+def maybe_apply_lora(backbone: Backbone, cfg: ModelConfig) -> Backbone:
+    """Wrap the model in a peft LoRA model when ``cfg.lora_r > 0`` (new token rows stay frozen)."""
+    if cfg.lora_r <= 0:
+        return backbone
+    from peft import LoraConfig, get_peft_model
+
+    lcfg = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=cfg.lora_targets,
+        task_type="CAUSAL_LM",
+    )
+    backbone.model = get_peft_model(backbone.model, lcfg)
+    return backbone
+
+
+def save_backbone(backbone: Backbone, directory: Path) -> None:
+    model = backbone.model
+    if hasattr(model, "merge_and_unload"):  # peft: store merged full weights, loadable without peft
+        import copy
+
+        model = copy.deepcopy(model).merge_and_unload()
+    model.save_pretrained(directory, safe_serialization=True)
+    backbone.tokenizer.save_pretrained(directory)
+
+
+def load_backbone_dir(directory: Path, dtype: str = "float32", trust_remote_code: bool = False) -> Backbone:
+    """Load a saved backbone strictly: any missing, unexpected or mismatched weight is an error."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{directory}: cannot load tokenizer/config ({e})") from None
+    vocab = getattr(config, "vocab_size", None)
+    if vocab is not None and vocab < len(tokenizer):
+        raise CheckpointError(
+            f"{directory}: tokenizer has {len(tokenizer)} tokens but the model's vocabulary has {vocab} rows"
+        )
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(
+            directory,
+            output_loading_info=True,
+            dtype=_DTYPES.get(dtype, torch.float32) if dtype != "auto" else "auto",
+            trust_remote_code=trust_remote_code,
+        )
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+        raise CheckpointError(f"{directory}: cannot load model weights ({_short(e)})") from None
+    problems = []
+    for key in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"):
+        vals = list(info.get(key) or [])
+        if vals:
+            problems.append(f"{key.replace('_', ' ')}: {', '.join(map(str, vals[:5]))}{' ...' if len(vals) > 5 else ''}")
+    if problems:
+        raise CheckpointError(f"{directory}: strict load failed ({'; '.join(problems)})")
+    tokenizer.padding_side = "left"
+    return Backbone(model, tokenizer, special_ids(tokenizer))
+
+
+def _short(e: BaseException) -> str:
+    s = str(e).strip().splitlines()
+    return s[0][:300] if s else type(e).__name__
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

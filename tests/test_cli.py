@@ -1,0 +1,86 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from latentreason.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("cmd", [[], ["train"], ["eval"], ["demo"], ["data", "show"], ["data", "list"], ["methods"]])
+def test_help(cmd):
+    r = runner.invoke(app, [*cmd, "--help"])
+    assert r.exit_code == 0, r.output
+    assert "Usage" in r.output
+    if cmd in (["train"], ["eval"], ["data", "show"]):
+        assert "latentreason " in r.output  # examples in the help text
+
+
+def test_module_entry_point():
+    r = subprocess.run([sys.executable, "-m", "latentreason", "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "demo" in r.stdout
+
+
+def test_data_show_fixture(fixtures):
+    r = runner.invoke(app, ["data", "show", str(fixtures / "gsm8k_aug.txt"), "--limit", "2"])
+    assert r.exit_code == 0, r.output
+    assert "<<2/2=1>>" in r.output and "3 examples (2 shown)" in r.output
+
+
+def test_data_show_json(fixtures):
+    r = runner.invoke(app, ["data", "show", str(fixtures / "prontoqa.json"), "--json", "--limit", "0"])
+    lines = [json.loads(x) for x in r.output.strip().splitlines()]
+    assert [x["answer"] for x in lines] == ["False", "True"] and set(lines[0]) == {"question", "steps", "answer"}
+
+
+def test_data_show_shared(shared_data):
+    r = runner.invoke(app, ["data", "show", str(shared_data / "gsm8k_aug" / "test.txt"), "--limit", "2", "--json"])
+    rows = [json.loads(x) for x in r.output.strip().splitlines()]
+    assert rows[0]["answer"] == "18" and rows[0]["steps"] == ["<<16-3-4=9>>", "<<9*2=18>>"]
+    r = runner.invoke(app, ["data", "show", str(shared_data / "gsm8k" / "test.jsonl"), "--limit", "2", "--json"])
+    rows = [json.loads(x) for x in r.output.strip().splitlines()]
+    assert rows[0]["answer"] == "18" and len(rows) == 2
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "latentreason", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_bad_input_one_line_error_no_traceback(fixtures, tmp_path):
+    r = _cli("data", "show", str(fixtures / "malformed_aug.txt"), "--format", "gsm8k_aug")
+    assert r.returncode == 2
+    assert "malformed_aug.txt:2" in r.stderr and "Traceback" not in r.stderr
+    assert len([line for line in r.stderr.strip().splitlines() if line.strip()]) == 1
+    r = _cli("data", "show", "nonesuch")
+    assert r.returncode == 2 and "valid names:" in r.stderr
+    r = _cli("train", "--method", "nope", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "valid methods: " in r.stderr and "Traceback" not in r.stderr
+    r = _cli("--debug", "data", "show", "nonesuch")
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_train_eval_cli_roundtrip(tmp_path, fixtures):
+    run = tmp_path / "run"
+    r = _cli("train", "--method", "cot", "--out", str(run), "--max-steps", "5", "--batch-size", "16", "--no-progress",
+             "--set", "model.n_layer=1", "--set", "model.n_embd=32", "--set", "model.n_head=2", "--set", "model.n_positions=512",
+             "--set", "data.task.n_train=200", "--set", "data.task.n_valid=10", "--set", "data.task.n_test=10")
+    assert r.returncode == 0, r.stderr
+    res = json.loads((run / "results.json").read_text())
+    assert res["test"]["n"] == 10
+    # a GSM8K file the byte tokenizer has never seen still runs
+    r = _cli("eval", "--checkpoint", str(run), "--dataset", str(fixtures / "gsm8k.jsonl"), "--batch-size", "2",
+             "--max-new-tokens", "8", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    out = json.loads((run / "eval-gsm8k-test.json").read_text())
+    assert out["metrics"]["n"] == 2 and len(out["records"]) == 2
+    # the default 256-position model cannot hold a long question: a clear error, not a crash
+    small = tmp_path / "small"
+    r = _cli("train", "--method", "nocot", "--out", str(small), "--max-steps", "1", "--batch-size", "4", "--no-progress",
+             "--set", "model.n_layer=1", "--set", "model.n_embd=32", "--set", "model.n_head=2", "--set", "model.n_positions=64",
+             "--set", "data.task.n_train=20", "--set", "data.task.n_valid=4", "--set", "data.task.n_test=4")
+    assert r.returncode == 0, r.stderr
+    r = _cli("eval", "--checkpoint", str(small), "--dataset", str(fixtures / "gsm8k.jsonl"), "--no-progress")
+    assert r.returncode == 2 and "context of 64 positions" in r.stderr

@@ -1,0 +1,118 @@
+import json
+
+import pytest
+import torch
+
+from latentreason.errors import CheckpointError, ConfigError
+from latentreason.training.api import build_method, run_training
+from latentreason.training.checkpoint import load_method, save_method
+from latentreason.training.run_config import load_run_config
+
+
+def _cfg(tmp_path, method="cot", steps=30, **extra):
+    over = [
+        f"method={method}",
+        f"out_dir={tmp_path / method}",
+        "model.n_layer=2",
+        "model.n_embd=64",
+        "model.n_head=2",
+        f"train.max_steps={steps}",
+        "train.batch_size=32",
+        "train.lr=3e-3",
+        "train.warmup_steps=5",
+        "train.log_every=5",
+        "data.task.n_train=600",
+        "data.task.n_valid=20",
+        "data.task.n_test=20",
+        "data.valid_limit=20",
+    ] + [f"{k}={v}" for k, v in extra.items()]
+    return load_run_config(overrides=over)
+
+
+def _losses(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if r["type"] == "train"]
+
+
+def test_short_training_lowers_loss_and_writes_results(tmp_path):
+    cfg = _cfg(tmp_path, steps=40)
+    res = run_training(cfg, progress=False)
+    losses = _losses(tmp_path / "cot")
+    assert losses[-1] < 0.6 * losses[0]
+    saved = json.loads((tmp_path / "cot" / "results.json").read_text())
+    assert saved["test"]["n"] == 20 and 0.0 <= saved["test"]["accuracy"] <= 1.0
+    assert saved["train"]["steps"] == 40 and saved["config"]["method"] == "cot"
+    assert (tmp_path / "cot" / "model" / "model.safetensors").exists()
+    assert res["test"]["mean_reasoning_tokens"] >= 0
+
+
+def test_checkpoint_reload_strict_same_logits(tmp_path):
+    cfg = _cfg(tmp_path, steps=3)
+    method = build_method(cfg)
+    save_method(method, tmp_path / "ck")
+    loaded = load_method(tmp_path / "ck")
+    x = torch.tensor([method.tokenizer("1+2*3\n<<1+2=3>>").input_ids])
+    method.eval()
+    assert torch.equal(method.model(input_ids=x).logits, loaded.model(input_ids=x).logits)
+    # same with a llama backbone
+    cfg2 = _cfg(tmp_path, steps=3, **{"model.name": "tiny-llama"})
+    m2 = build_method(cfg2)
+    save_method(m2, tmp_path / "ck2")
+    l2 = load_method(tmp_path / "ck2")
+    m2.eval()
+    assert torch.equal(m2.model(input_ids=x).logits, l2.model(input_ids=x).logits)
+
+
+def test_strict_load_rejects_wrong_method_and_shapes(tmp_path):
+    cfg = _cfg(tmp_path, steps=3)
+    method = build_method(cfg)
+    save_method(method, tmp_path / "ck")
+    with pytest.raises(CheckpointError, match="of method 'cot', expected 'nocot'"):
+        load_method(tmp_path / "ck", expected_method="nocot")
+    # corrupt the vocabulary size in config.json: shapes no longer match the weights
+    c = json.loads((tmp_path / "ck" / "config.json").read_text())
+    c["vocab_size"] = c["vocab_size"] + 5
+    (tmp_path / "ck" / "config.json").write_text(json.dumps(c))
+    with pytest.raises(CheckpointError):
+        load_method(tmp_path / "ck")
+
+
+def test_truncated_safetensors_is_a_clear_error(tmp_path):
+    method = build_method(_cfg(tmp_path, steps=3))
+    save_method(method, tmp_path / "ck")
+    f = tmp_path / "ck" / "model.safetensors"
+    f.write_bytes(f.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="ck"):
+        load_method(tmp_path / "ck")
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match=r"train.lrr: unknown key"):
+        load_run_config(overrides=["train.lrr=1"])
+    with pytest.raises(ConfigError, match=r"train.batch_size: expected an integer"):
+        load_run_config(overrides=["train.batch_size=abc"])
+    with pytest.raises(ConfigError, match=r"train.batch_size must be >= 1"):
+        load_run_config(overrides=["train.batch_size=0"])
+    cfg = load_run_config(overrides=["method=nope"])
+    with pytest.raises(ConfigError, match=r"unknown method 'nope'; valid methods: cot, nocot"):
+        build_method(cfg)
+    cfg = load_run_config(overrides=["method_args.bogus=1"])
+    with pytest.raises(ConfigError, match=r"method_args.bogus: unknown key"):
+        build_method(cfg)
+
+
+def test_resume_continues_same_loss_trace(tmp_path):
+    import shutil
+
+    full = _cfg(tmp_path / "a", steps=12, **{"train.save_every": 6, "train.keep_checkpoints": 5})
+    run_training(full, progress=False, evaluate_test=False)
+    first = _losses(tmp_path / "a" / "cot")
+    # a copy of the run as it was at step 6: resume must reproduce steps 7..12 exactly
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "b" / "cot" / "checkpoints" / "step-00000012")
+    shutil.rmtree(tmp_path / "b" / "cot" / "model")
+    cont = _cfg(tmp_path / "b", steps=12)
+    run_training(cont, progress=False, evaluate_test=False, resume=True)
+    second = _losses(tmp_path / "b" / "cot")
+    assert len(first) == len(second) == 12 // 5 + 1
+    assert second == pytest.approx(first, rel=1e-5, abs=1e-6)
