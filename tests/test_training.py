@@ -94,7 +94,7 @@ def test_config_errors_name_the_field():
     with pytest.raises(ConfigError, match=r"train.batch_size must be >= 1"):
         load_run_config(overrides=["train.batch_size=0"])
     cfg = load_run_config(overrides=["method=nope"])
-    with pytest.raises(ConfigError, match=r"unknown method 'nope'; valid methods: cot, nocot"):
+    with pytest.raises(ConfigError, match=r"unknown method 'nope'; valid methods: .*cot, nocot"):
         build_method(cfg)
     cfg = load_run_config(overrides=["method_args.bogus=1"])
     with pytest.raises(ConfigError, match=r"method_args.bogus: unknown key"):

@@ -14,6 +14,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from latentreason.errors import LatentReasonError
@@ -28,6 +29,17 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect data sets: list the named ones, show parsed examples.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+analyze_app = typer.Typer(help="Analyses: thought probing, soft-thinking study, System-1.5 grid.", no_args_is_help=True)
+app.add_typer(analyze_app, name="analyze")
+
+from latentreason.cli_soft import analyze_soft_app, soft_app  # noqa: E402
+
+app.add_typer(soft_app)  # latentreason soft-think
+analyze_app.add_typer(analyze_soft_app)  # latentreason analyze soft-thinking
+
+from latentreason.cli_report import report_app  # noqa: E402
+
+app.add_typer(report_app)  # latentreason report RUN_DIR [--output FILE]
 
 def _console(stderr: bool) -> Console:
     c = Console(stderr=stderr)
@@ -103,9 +115,9 @@ def data_show(
             sys.stdout.write(json.dumps({"question": ex.question, "steps": ex.steps, "answer": ex.answer}, ensure_ascii=False) + "\n")
         return
     for i, ex in enumerate(shown):
-        out.print(f"[bold]#{i}[/bold] [cyan]question:[/cyan] {ex.question}", markup=True, highlight=False)
-        out.print(f"   [cyan]steps ({len(ex.steps)}):[/cyan] {' | '.join(ex.steps)}", markup=True, highlight=False)
-        out.print(f"   [cyan]answer:[/cyan] {ex.answer}", markup=True, highlight=False)
+        out.print(f"[bold]#{i}[/bold] [cyan]question:[/cyan] {escape(ex.question)}", markup=True, highlight=False)
+        out.print(f"   [cyan]steps ({len(ex.steps)}):[/cyan] {escape(' | '.join(ex.steps))}", markup=True, highlight=False)
+        out.print(f"   [cyan]answer:[/cyan] {escape(ex.answer)}", markup=True, highlight=False)
     out.print(f"{len(examples)} examples ({len(shown)} shown)")
 
 
@@ -138,6 +150,7 @@ def train(
     * `latentreason train --out runs/cot --resume` (continue an interrupted run)
     * multi-GPU: `accelerate launch --num_processes 4 -m latentreason train --config ...`
     """
+    from latentreason.errors import ConfigError
     from latentreason.training.api import run_training
     from latentreason.training.run_config import load_run_config
 
@@ -152,15 +165,23 @@ def train(
     if trust_remote_code:
         overrides.append("model.trust_remote_code=true")
     base = {}
-    if resume and config is None and out_dir and (Path(out_dir) / "run_config.json").exists():
-        base = json.loads((Path(out_dir) / "run_config.json").read_text())
+    saved_cfg = Path(out_dir) / "run_config.json" if out_dir else None
+    if resume and config is None and saved_cfg is not None and saved_cfg.is_file():
+        try:
+            base = json.loads(saved_cfg.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{saved_cfg}: unreadable run config ({e}); remove it or pass --config") from None
+        if not isinstance(base, dict):
+            raise ConfigError(f"{saved_cfg}: expected a JSON object")
     cfg = load_run_config(config, overrides, base=base)
     if cfg.out_dir == "runs/train":
         cfg.out_dir = f"runs/{cfg.method}"
-    res = run_training(cfg, resume=resume, progress=not no_progress, log=lambda s: err.print(s, highlight=False))
+    res = run_training(cfg, resume=resume, progress=not no_progress, log=lambda s: err.print(s, highlight=False, markup=False))
+    if not res.get("_main_process", True):
+        return
     if "test" in res:
         _print_table({cfg.method: {**res["test"], "train_seconds": res["train"]["train_seconds"]}}, "test results")
-    err.print(f"run directory: {cfg.out_dir} (model in {cfg.out_dir}/model, results.json beside it)")
+    err.print(f"run directory: {cfg.out_dir} (model in {cfg.out_dir}/model, results.json beside it)", markup=False, highlight=False)
 
 
 # --------------------------------------------------------------------------- eval
@@ -179,6 +200,7 @@ def eval_(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     output: Optional[Path] = typer.Option(None, "--output", help="Where to write the JSON results (default: beside the checkpoint)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow a Hub model's own code to run."),
+    expect_method: Optional[str] = typer.Option(None, "--method", "-m", help="Fail unless the checkpoint is of this method."),
     no_progress: bool = typer.Option(False, "--no-progress"),
 ) -> None:
     """Evaluate a checkpoint: accuracy, tokens, latent steps, latency; JSON results beside it.
@@ -187,15 +209,25 @@ def eval_(
 
     * `latentreason eval --checkpoint runs/demo/cot --dataset modchain --limit 200`
     * `latentreason eval --checkpoint runs/cot --dataset ../shared/data/gsm8k/test.jsonl --batch-size 32`
+    * `latentreason eval --checkpoint runs/codi --method codi` (fails unless it is a CODI checkpoint)
     """
+    import re
+
     from latentreason.config import parse_override
     from latentreason.data.registry import load_dataset
+    from latentreason.errors import CheckpointError, ConfigError
     from latentreason.evaluation.evaluate import evaluate
     from latentreason.training.checkpoint import load_method, read_method_meta, resolve_checkpoint
-    from latentreason.utils import atomic_write_json, env_info, pick_device
+    from latentreason.utils import atomic_write_json, check_output_file, env_info, pick_device
 
     if batch_size < 1:
-        raise LatentReasonError(f"--batch-size must be >= 1, got {batch_size}")
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    if limit is not None and limit < 0:
+        raise ConfigError(f"--limit must be >= 0, got {limit}")
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
     overrides = {".".join(k).removeprefix("method_args."): v for k, v in (parse_override(s) for s in set_)}
     if answer_mode:
         overrides["answer_mode"] = answer_mode
@@ -203,23 +235,19 @@ def eval_(
         overrides["max_new_tokens"] = max_new_tokens
     ckpt = resolve_checkpoint(checkpoint)
     meta = read_method_meta(ckpt)
-    task = None
-    rc = meta.get("run_config") or {}
-    if dataset in ("modchain", "default", "modchain_mixed") and rc.get("data", {}).get("task"):
-        from latentreason.config import from_dict
-        from latentreason.data.procedural import TaskConfig
-
-        task = from_dict(TaskConfig, rc["data"]["task"], "task")
-    examples = load_dataset(dataset, split, data_dir_=data_dir_, fmt=fmt, task=task, limit=limit)
+    if expect_method is not None and meta["method"] != expect_method:
+        raise CheckpointError(f"{ckpt}: checkpoint is of method {meta['method']!r}, expected {expect_method!r} (--method)")
+    name = Path(dataset).stem if os.sep in dataset or Path(dataset).suffix else dataset
+    target = output or (ckpt.parent if ckpt.name == "model" else ckpt) / f"eval-{name}-{split}.json"
+    check_output_file(target, "results file (--output)")
+    examples = load_dataset(dataset, split, data_dir_=data_dir_, fmt=fmt, task=_task_of(ckpt, dataset), limit=limit)
     dev = pick_device(device)
     method = load_method(ckpt, device=dev, trust_remote_code=trust_remote_code, config_overrides=overrides)
     res = evaluate(method, examples, batch_size=batch_size, progress=not no_progress, description=f"eval {meta['method']}")
-    name = Path(dataset).stem if os.sep in dataset or Path(dataset).suffix else dataset
-    target = output or (ckpt.parent if ckpt.name == "model" else ckpt) / f"eval-{name}-{split}.json"
     atomic_write_json(target, {"checkpoint": str(ckpt), "method": meta["method"], "dataset": dataset, "split": split,
                                "metrics": res.metrics, "env": env_info(dev), "records": res.records})
     _print_table({meta["method"]: res.metrics}, f"{dataset} [{split}]")
-    err.print(f"results written to {target}")
+    err.print(f"results written to {target}", markup=False, highlight=False)
 
 
 # --------------------------------------------------------------------------- demo
@@ -229,6 +257,13 @@ def demo(
     quick: bool = typer.Option(False, "--quick", help="A much smaller run (for tests and smoke checks)."),
     methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated subset of the demo's methods."),
     fresh: bool = typer.Option(False, "--fresh", help="Retrain everything instead of reusing finished methods."),
+    eval_set: list[str] = typer.Option(
+        [], "--eval-set",
+        help="Also evaluate every method on this set, NAME=PATH (SVAMP json, GSM-Hard / MultiArith / ASDiv jsonl, "
+             "any supported format) or a named set (svamp, gsm_hard, multiarith, asdiv); repeatable. "
+             "Results go to results.json under \"ood\"; questions too long for the model's context are counted as too_long.",
+    ),
+    data_dir_: Optional[str] = typer.Option(None, "--data-dir", help="Data directory for named --eval-set sets."),
     no_progress: bool = typer.Option(False, "--no-progress"),
 ) -> None:
     """The end-to-end demo on the embedded default task: train, evaluate, compare.
@@ -237,11 +272,16 @@ def demo(
     on CPU (GPU when present), evaluates all of them on the same test questions, prints a table
     and writes `OUT/results.json`. Methods that already finished are reused.
 
-    Example: `latentreason demo --out runs/demo`
+    Examples:
+
+    * `latentreason demo --out runs/demo`
+    * `latentreason demo --out runs/demo --eval-set svamp=tests/fixtures/svamp.json --eval-set gsmhard=tests/fixtures/gsmhard.jsonl`
+    * `latentreason demo --out runs/demo --eval-set svamp --eval-set gsm_hard --data-dir DATA` (named sets)
     """
     from latentreason.evaluation.demo import run_demo
 
-    run_demo(out_dir, quick=quick, only=methods.split(",") if methods else None, fresh=fresh, progress=not no_progress)
+    run_demo(out_dir, quick=quick, only=methods.split(",") if methods else None, fresh=fresh, progress=not no_progress,
+             eval_sets=eval_set, data_dir=data_dir_)
 
 
 @app.command("methods")
@@ -266,6 +306,119 @@ def methods_() -> None:
     out.print(t)
 
 
+# --------------------------------------------------------------------------- analyze
+@analyze_app.command("probe")
+def analyze_probe(
+    checkpoint: str = typer.Option(..., "--checkpoint", help="A latent-method checkpoint (CODI, Coconut, ...)."),
+    dataset: str = typer.Option("modchain", "--dataset", "-d", help="Named data set or file path."),
+    split: str = typer.Option("test", "--split"),
+    limit: int = typer.Option(100, "--limit", "-n", help="Questions to probe."),
+    top_k: int = typer.Option(5, "--top-k", "-k", help="Tokens kept per thought."),
+    show: int = typer.Option(3, "--show", help="Examples printed in full."),
+    data_dir_: Optional[str] = typer.Option(None, "--data-dir"),
+    output: Optional[Path] = typer.Option(None, "--output", help="JSON file (default: probe-DATASET.json beside the checkpoint)."),
+) -> None:
+    """Decode every continuous thought through the LM head: top-k tokens, probing scores, norms.
+
+    Examples:
+
+    * `latentreason analyze probe --checkpoint runs/demo/codi --limit 200 --top-k 5`
+    * `latentreason analyze probe --checkpoint runs/codi --dataset gsm8k_aug --data-dir ../shared/data`
+    """
+    from latentreason.analysis.probe import probe_thoughts
+    from latentreason.data.registry import load_dataset
+    from latentreason.training.checkpoint import load_method, resolve_checkpoint
+    from latentreason.utils import atomic_write_json
+
+    ckpt = resolve_checkpoint(checkpoint)
+    method = load_method(ckpt)
+    if not hasattr(method, "latent_prompts"):
+        raise LatentReasonError(f"{ckpt}: method {method.name!r} has no continuous thoughts to probe")
+    examples = load_dataset(dataset, split, data_dir_=data_dir_, task=_task_of(ckpt, dataset), limit=limit)
+    res = probe_thoughts(method, examples, top_k=top_k)
+    for r in res["examples"][:show]:
+        out.print(f"[bold]{r['question']}[/bold]  results {r['results']}  -> {r['output']}", highlight=False)
+        for th in r["thoughts"]:
+            tops = "  ".join(f"{t!r}:{p:.2f}" for t, p in th["top"])
+            out.print(f"   {th['position']:>10}  |h|={th['norm']:.1f}  {tops}", highlight=False)
+    t = Table(title="thought probing")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    for k, v in res["summary"].items():
+        t.add_row(k, json.dumps(v) if isinstance(v, dict) else _fmt(v))
+    out.print(t)
+    name = Path(dataset).stem if os.sep in dataset or Path(dataset).suffix else dataset
+    target = output or (ckpt.parent if ckpt.name == "model" else ckpt) / f"probe-{name}.json"
+    atomic_write_json(target, res)
+    err.print(f"written to {target}")
+
+
+@analyze_app.command("system15-grid")
+def analyze_system15_grid(
+    checkpoint: str = typer.Option(..., "--checkpoint", help="A System-1.5 stage-2 checkpoint."),
+    dataset: str = typer.Option("modchain", "--dataset", "-d", help="Named data set or file path."),
+    split: str = typer.Option("test", "--split"),
+    limit: int = typer.Option(200, "--limit", "-n", help="Questions per cell."),
+    lambda_depth: str = typer.Option("0.3,0.5,0.7,0.8,0.9,0.95", "--lambda-depth", help="Router thresholds (rows)."),
+    lambda_step: str = typer.Option("1,2,3,4,5,6", "--lambda-step", help="Numbers of latent steps (columns)."),
+    batch_size: int = typer.Option(100, "--batch-size", "-b"),
+    data_dir_: Optional[str] = typer.Option(None, "--data-dir"),
+    output: Optional[Path] = typer.Option(None, "--output", help="JSON file (default: system15-grid.json beside the checkpoint)."),
+) -> None:
+    """Sweep λ_depth × λ_step at test time: accuracy, latency and layers per latent step (JSON + heatmap PNG).
+
+    Examples:
+
+    * `latentreason analyze system15-grid --checkpoint runs/demo/system15`
+    * `latentreason analyze system15-grid --checkpoint runs/s15 --lambda-depth 0.5,0.9 --lambda-step 2,4 --limit 100`
+    """
+    from latentreason.analysis.system15_grid import plot_grid, system15_grid
+    from latentreason.data.registry import load_dataset
+    from latentreason.training.checkpoint import load_method, resolve_checkpoint
+    from latentreason.utils import atomic_write_json
+
+    try:
+        depths = [float(x) for x in lambda_depth.split(",") if x.strip()]
+        steps = [int(x) for x in lambda_step.split(",") if x.strip()]
+    except ValueError:
+        raise LatentReasonError("--lambda-depth takes numbers and --lambda-step integers, comma-separated") from None
+    if not depths or not steps or any(not 0 <= d <= 1 for d in depths) or any(s < 0 for s in steps):
+        raise LatentReasonError("--lambda-depth values must lie in [0, 1] and --lambda-step values be >= 0")
+    ckpt = resolve_checkpoint(checkpoint)
+    method = load_method(ckpt)
+    if method.name != "system15":
+        raise LatentReasonError(f"{ckpt}: a {method.name!r} checkpoint; the grid needs a system15 one")
+    examples = load_dataset(dataset, split, data_dir_=data_dir_, task=_task_of(ckpt, dataset), limit=limit)
+    grid = system15_grid(method, examples, depths, steps, batch_size)
+    base = output or (ckpt.parent if ckpt.name == "model" else ckpt) / "system15-grid.json"
+    atomic_write_json(base, grid)
+    png = plot_grid(grid, Path(base).with_suffix(".png"))
+    t = Table(title=f"System-1.5 grid: accuracy (ms/question) on {len(examples)} questions")
+    t.add_column("λ_depth \\ λ_step")
+    for s_ in steps:
+        t.add_column(str(s_), justify="right")
+    for i, d in enumerate(depths):
+        t.add_row(str(d), *[f"{grid['accuracy'][i][j]:.3f} ({grid['latency_ms_per_question'][i][j]:.2f})" for j in range(len(steps))])
+    out.print(t)
+    b = grid["best"]
+    err.print(f"best cell: λ_depth {b['lambda_depth']}, λ_step {b['lambda_step']}: accuracy {b['accuracy']:.3f}, "
+              f"{b['latency_ms_per_question']:.2f} ms/question, {b['layers_per_latent_step']:.2f} layers per latent step", markup=False)
+    err.print(f"written to {base} and {png}", markup=False)
+
+
+def _task_of(ckpt: Path, dataset: str):
+    """The procedural task a checkpoint was trained on (so `--dataset modchain` means the same task)."""
+    from latentreason.config import from_dict
+    from latentreason.data.procedural import TaskConfig
+    from latentreason.training.checkpoint import read_method_meta
+
+    if dataset not in ("modchain", "default", "modchain_mixed"):
+        return None
+    rc = read_method_meta(ckpt).get("run_config") or {}
+    task = rc.get("data", {}).get("task")
+    return from_dict(TaskConfig, task, "task") if task else None
+
+
 # --------------------------------------------------------------------------- helpers
 def _fmt(v) -> str:
     if isinstance(v, float):
@@ -287,33 +440,86 @@ def _print_table(rows: dict[str, dict], title: str) -> None:
     out.print(t)
 
 
+def _print_soft_table(rows: dict[str, dict]) -> None:
+    ks = sorted({k for r in rows.values() for k in (r.get("pass_at_k") or {})}, key=int)
+    t = Table(title="soft thinking on the CoT model (and noisy continuous thoughts)")
+    for c in ["mode", "accuracy", *[f"pass@{k}" for k in ks], "ROUGE-L vs greedy", "JS to top-1", "JS to top-2"]:
+        t.add_column(c, justify="left" if c == "mode" else "right")
+    for mode, r in rows.items():
+        pk = r.get("pass_at_k") or {}
+        t.add_row(mode, _fmt(r.get("accuracy")), *[_fmt(pk.get(k, "")) for k in ks],
+                  *[_fmt(r.get(k)) if r.get(k) is not None else "–" for k in ("rouge_l_vs_greedy", "js_top1", "js_top2")])
+    out.print(t)
+
+
 def main(argv: list[str] | None = None) -> None:
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    """Run the CLI; a user error prints one ``error: ...`` line and exits 2 (128 + signal when interrupted)."""
+
+    def _error_line(msg: str, prefix: str = "error:") -> None:
+        """Print one line on stderr (never wrapped; markup in the message is not interpreted)."""
+        from rich.text import Text
+
+        text = " ".join(str(msg).split())  # newlines inside a message would break "one line"
+        rank = os.environ.get("RANK")
+        if rank not in (None, "", "0") and os.environ.get("WORLD_SIZE", "1") != "1":
+            prefix = f"[rank {rank}] {prefix}"
+        err.print(Text.assemble((prefix, "red"), " ", text), soft_wrap=True, highlight=False)
+
+    def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+        import click
+
+        usage: list[type] = [click.ClickException]
+        exits: list[type] = [click.exceptions.Exit, typer.Exit]
+        aborts: list[type] = [click.exceptions.Abort, typer.Abort]
+        try:
+            from typer._click import exceptions as tce
+
+            usage.append(tce.ClickException)
+        except ImportError:  # typer without its own click copy
+            pass
+        return tuple(usage), tuple(exits), tuple(aborts)
+
+    from latentreason.errors import TrainingInterrupted
+
+    args = list(argv) if argv is not None else sys.argv[1:]
+    debug = "--debug" in args
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=args, standalone_mode=False)
+    except TrainingInterrupted as e:
+        if debug:
+            raise
+        _error_line(str(e), "interrupted:")
+        sys.exit(128 + getattr(e, "signum", 2))
     except LatentReasonError as e:
         if debug:
             raise
-        err.print(f"[red]error:[/red] {e}", highlight=False)
+        _error_line(str(e))
         sys.exit(2)
     except KeyboardInterrupt:
-        err.print("interrupted")
+        if debug:
+            raise
+        _error_line("interrupted", "interrupted:")
         sys.exit(130)
     except SystemExit:
         raise
-    except Exception as e:  # click usage errors and the like
-        import click
-
-        if isinstance(e, click.exceptions.Exit):
+    except OSError as e:  # the environment (disk full, permissions, ...), not the input
+        if debug:
+            raise
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        _error_line(f"{where}{e.strerror or e} (run with --debug for the traceback)")
+        sys.exit(1)
+    except Exception as e:  # usage errors (click's, or typer's own copy of click) and the like
+        usage, exits, aborts = _click_exception_types()
+        if isinstance(e, exits):
             sys.exit(e.exit_code)
-        if isinstance(e, click.ClickException):
+        if isinstance(e, usage):
             e.show()
             sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+        if isinstance(e, aborts):
             sys.exit(130)
         if debug:
             raise
-        err.print(f"[red]error:[/red] {type(e).__name__}: {e} (run with --debug for the traceback)", highlight=False)
+        _error_line(f"{type(e).__name__}: {e} (run with --debug for the traceback)")
         sys.exit(1)
 
 

@@ -117,6 +117,25 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def to_dict_nondefault(obj: Any) -> Any:
+    """Like :func:`to_dict` but without fields equal to their defaults (stable across new fields)."""
+    if dataclasses.is_dataclass(obj):
+        out = {}
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                default = f.default_factory()  # type: ignore[misc]
+            else:
+                default = dataclasses.MISSING
+            if default is not dataclasses.MISSING and to_dict(v) == to_dict(default):
+                continue
+            out[f.name] = to_dict_nondefault(v)
+        return out
+    return to_dict(obj)
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``a.b=1e-3`` -> (["a", "b"], 0.001); values are parsed as YAML scalars/lists."""
     if "=" not in item:

@@ -30,8 +30,15 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def default_mode(directory: bool = False) -> int:
+    """The permissions a plain ``open`` / ``mkdir`` would give (``tempfile`` makes private 0600 / 0700 ones)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    """Write ``text`` to ``path`` through a temporary file and a rename (a reader never sees half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -40,6 +47,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -113,8 +121,7 @@ def env_info(device: torch.device | None = None) -> dict[str, Any]:
 
 def check_writable_dir(path: str | os.PathLike, what: str = "output directory") -> Path:
     """Create ``path`` if needed and make sure we can write there, with a clear error otherwise."""
-    from latentreason.errors import LatentReasonError
-
+    check_output_dir(path, what)
     p = Path(path)
     try:
         p.mkdir(parents=True, exist_ok=True)
@@ -122,5 +129,46 @@ def check_writable_dir(path: str | os.PathLike, what: str = "output directory") 
         probe.write_text("")
         probe.unlink()
     except OSError as e:
-        raise LatentReasonError(f"{what} {str(p)!r} is not writable: {e.strerror or e}") from None
+        from latentreason.errors import OutputError
+
+        raise OutputError(f"{what} {str(p)!r} is not writable: {e.strerror or e}") from None
+    return p
+
+
+def check_output_dir(path: str | os.PathLike, what: str = "output directory") -> Path:
+    """Check, without creating anything, that directory ``path`` exists and is writable or can be created.
+
+    The path is resolved (``~`` expanded); the nearest existing ancestor must be a directory we
+    may write into. Returns the resolved path.
+    """
+    from latentreason.errors import OutputError
+
+    raw = str(path)
+    if not raw.strip():
+        raise OutputError(f"{what}: empty path")
+    p = Path(raw).expanduser().resolve()
+    if p.exists():
+        if not p.is_dir():
+            raise OutputError(f"{what} {raw!r} exists and is not a directory")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise OutputError(f"{what} {raw!r} is not writable (permission denied)")
+        return p
+    anc = p.parent
+    while not anc.exists():
+        anc = anc.parent
+    if not anc.is_dir():
+        raise OutputError(f"{what} {raw!r} cannot be created: {str(anc)!r} is a file, not a directory")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {raw!r} cannot be created: {str(anc)!r} is not writable (permission denied)")
+    return p
+
+
+def check_output_file(path: str | os.PathLike, what: str = "output file") -> Path:
+    """Check, without creating anything, that file ``path`` can be written (atomically, beside itself)."""
+    from latentreason.errors import OutputError
+
+    p = Path(str(path)).expanduser().resolve()
+    if p.is_dir():
+        raise OutputError(f"{what} {str(path)!r} is a directory")
+    check_output_dir(p.parent, f"directory of the {what}")
     return p

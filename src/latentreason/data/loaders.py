@@ -17,7 +17,12 @@ Formats (``FORMATS``):
 ==================  =====================================================================
 
 Malformed input raises :class:`~latentreason.errors.DataError` naming the file, the line and
-what was expected.
+what was expected. Gold answers are checked per format, so that an answer the evaluation could
+never match is an error rather than a silent zero: a number for ``gsm8k_aug``, ``gsm8k_aug_nl``,
+``gsm8k`` and ``jsonl`` records of answer type ``number`` (``18``, ``-3.5``, ``1,234``, ``$5``);
+space-separated digits for ``icot_mult``; ``True``/``False`` for ``prontoqa``; one of the choice
+labels for ``commonsenseqa`` (absent in its unlabelled test split); JSON numbers for ``svamp``,
+``gsm_hard`` and ``pal``; any non-empty sentence for ``prosqa``.
 """
 
 from __future__ import annotations
@@ -28,11 +33,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from latentreason.data.example import Example
+from latentreason.data.example import ANSWER_TYPES, Example
 from latentreason.errors import DataError
 
 _EQ_STEP = re.compile(r"^<<[^<>]*>>$")
 _MULT_Q = re.compile(r"^\d( \d)* \* \d( \d)*$")
+_MULT_A = re.compile(r"^\d( \d)*$")
+#: a gold numeric answer: optional sign, digits with optional thousands separators and decimals
+#: ("18", "-3.5", "1,234", "18.", ".5"); "$" and unicode minus signs are accepted as in SPEC §2.8
+_GOLD_NUMBER = re.compile(r"^[-+]?(\d{1,3}(,\d{3})+|\d+)?(\.\d*)?([eE][-+]?\d+)?$")
 
 
 # --------------------------------------------------------------------------- reading helpers
@@ -109,6 +118,20 @@ def _require(obj: dict[str, Any], key: str, types: type | tuple[type, ...], loc:
     return val
 
 
+def check_number_answer(answer: str, loc: str, what: str = "answer") -> str:
+    """A gold answer of a numeric data set must be a number; anything else is an error naming ``loc``.
+
+    Without this check a non-numeric gold answer would be silently unmatchable (accuracy 0).
+    Accepted: ``18``, ``-3.5``, ``1,234``, ``18.``, ``$5``, ``−2`` (unicode minus), ``1e3``.
+    """
+    from latentreason.data.answers import clean_number_text
+
+    txt = clean_number_text(answer)
+    if not txt or not any(c.isdigit() for c in txt) or not _GOLD_NUMBER.match(txt):
+        raise DataError(f"{loc}: {what} {answer[:40]!r} is not a number (expected e.g. 18, -3.5 or 1,234)")
+    return answer
+
+
 def _number_text(x: float | int) -> str:
     if isinstance(x, float) and x.is_integer() and abs(x) < 1e15:
         return str(int(x))
@@ -135,6 +158,7 @@ def load_gsm8k_aug(path: Path) -> list[Example]:
     out = []
     for i, line in _lines(path):
         q, cot, a = _split_cot_line(path, i, line)
+        check_number_answer(a, f"{path}:{i}", "answer after '####'")
         steps = cot.split()
         out.append(Example(q, steps, a, {"source_line": i}))
     return out
@@ -152,6 +176,7 @@ def load_gsm8k_aug_nl(path: Path) -> list[Example]:
     out = []
     for i, line in _lines(path):
         q, cot, a = _split_cot_line(path, i, line)
+        check_number_answer(a, f"{path}:{i}", "answer after '####'")
         out.append(Example(q, split_nl_steps(cot), a, {"source_line": i}))
     return out
 
@@ -162,6 +187,8 @@ def load_icot_mult(path: Path) -> list[Example]:
         q, cot, a = _split_cot_line(path, i, line)
         if not _MULT_Q.match(q):
             raise DataError(f"{path}:{i}: expected digits 'a * b' (space-separated, LSD first), got {q[:40]!r}")
+        if not _MULT_A.match(a):
+            raise DataError(f"{path}:{i}: answer {a[:40]!r} after '####' is not space-separated digits (e.g. '5 5 6 0')")
         steps = [s.strip() for s in cot.split(" + ")] if cot else []
         out.append(Example(q, steps, a, {"source_line": i, "answer_type": "text"}))
     return out
@@ -180,6 +207,7 @@ def load_gsm8k(path: Path) -> list[Example]:
         gold = gold.strip().replace(",", "")
         if not gold:
             raise DataError(f"{loc}: empty answer after '####'")
+        check_number_answer(gold, loc, "answer after '####'")
         steps = [s.strip() for s in body.strip().split("\n") if s.strip()]
         out.append(Example(q.strip(), steps, gold, {"source_line": i}))
     return out
@@ -254,6 +282,10 @@ def load_commonsenseqa(path: Path) -> list[Example]:
                 raise DataError(f"{loc}: each choice should be an object with 'label' and 'text'")
             labels.append((c["label"], c["text"]))
         key = obj.get("answerKey")
+        if key is not None and (not isinstance(key, str) or key not in dict(labels)):
+            raise DataError(
+                f"{loc}: answerKey {key!r} is not one of the choice labels ({', '.join(str(lab) for lab, _ in labels)})"
+            )
         text = dict(labels).get(key, "") if key else ""
         q = stem + " " + " ".join(f"({lab}) {t}" for lab, t in labels)
         steps = [expl[obj["id"]]] if obj.get("id") in expl else []
@@ -290,6 +322,13 @@ def load_records_jsonl(path: Path) -> list[Example]:
         meta = obj.get("meta", {})
         if not isinstance(meta, dict):
             raise DataError(f"{loc}: key 'meta' should be an object")
+        kind = meta.get("answer_type", "number")
+        if kind not in ANSWER_TYPES:
+            raise DataError(f"{loc}: meta.answer_type {kind!r} is not one of {', '.join(ANSWER_TYPES)}")
+        if kind == "number":
+            check_number_answer(a, loc, "answer (meta.answer_type number, the default)")
+        elif kind == "bool" and a.strip() not in ("True", "False"):
+            raise DataError(f"{loc}: answer {a!r} of answer_type bool should be 'True' or 'False'")
         out.append(Example(q, [str(s) for s in steps], a, meta))
     return out
 
@@ -355,10 +394,10 @@ def detect_format(path: Path) -> str:
 def load_file(path: str | Path, fmt: str | None = None) -> list[Example]:
     """Load a data file, detecting its format unless ``fmt`` is given."""
     path = Path(path)
+    if fmt not in (None, "auto") and fmt not in FORMATS:
+        raise DataError(f"{path}: unknown data format {fmt!r} (--format / data.format); valid formats: {', '.join(FORMATS)}")
     if fmt in (None, "auto"):
         fmt = detect_format(path)
-    if fmt not in FORMATS:
-        raise DataError(f"unknown data format {fmt!r}; valid formats: {', '.join(FORMATS)}")
     examples = FORMATS[fmt](path)
     if not examples:
         raise DataError(f"{path}: no examples found")

@@ -88,7 +88,8 @@ def data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
     if explicit:
         p = Path(explicit)
         if not p.is_dir():
-            raise DataError(f"data directory {str(p)!r} does not exist")
+            what = "is a file, not a directory" if p.exists() else "does not exist"
+            raise DataError(f"data directory {str(p)!r} (--data-dir / data.data_dir) {what}")
         return p
     env = os.environ.get(ENV_DATA_DIR)
     if env:
@@ -119,6 +120,10 @@ def load_dataset(
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
     name = str(name_or_path)
+    if fmt is not None and fmt not in FORMATS and fmt != "auto":
+        raise DataError(f"{name}: unknown data format {fmt!r} (--format / data.format); valid formats: {', '.join(FORMATS)}")
+    if limit is not None and limit < 0:
+        raise DataError(f"limit must be >= 0, got {limit}")
     if name in PROCEDURAL:
         cfg = task if task is not None else PROCEDURAL[name]
         if name == "modchain_mixed" and task is not None and task.min_steps is None:
@@ -144,12 +149,10 @@ def load_dataset(
             if os.sep in name or path.suffix:
                 raise DataError(f"{name}: file not found")
             raise DataError(f"unknown data set {name!r}; valid names: {', '.join(dataset_names())} (or a file path)")
-        if fmt is not None and fmt not in FORMATS and fmt != "auto":
-            raise DataError(f"unknown data format {fmt!r}; valid formats: {', '.join(FORMATS)}")
+        if path.is_dir():
+            raise DataError(f"{name}: is a directory, expected a data file or a named data set")
         examples = load_file(path, fmt)
     if limit is not None:
-        if limit < 0:
-            raise DataError(f"limit must be >= 0, got {limit}")
         examples = examples[:limit]
     return examples
 

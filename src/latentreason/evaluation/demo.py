@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from latentreason.data.procedural import TaskConfig
-from latentreason.evaluation.bench import BenchConfig, BenchEntry, run_bench
+from latentreason.evaluation.bench import BenchConfig, BenchEntry, SoftStudyConfig, parse_eval_sets, run_bench
 from latentreason.models.backbone import ModelConfig
 from latentreason.training.run_config import TrainConfig
 
@@ -22,28 +22,53 @@ def demo_config(quick: bool = False) -> BenchConfig:
     if quick:
         task = TaskConfig(n_train=2000, n_valid=50, n_test=50)
         model = ModelConfig(n_layer=2, n_embd=64, n_head=2)
-        steps = {"cot": 40, "nocot": 40}
+        steps = {"cot": 40, "nocot": 40, "codi": 20, "coconut": 20, "icot": 20, "system15": 10}
         test_limit, valid_limit = 50, 50
     else:
         task = TaskConfig()
         model = ModelConfig()
-        steps = {"cot": 500, "nocot": 500}
+        steps = {"cot": 500, "nocot": 500, "codi": 600, "coconut": 700, "icot": 500, "system15": 300}
         test_limit, valid_limit = None, 200
+    latent_train = {"max_steps": steps["codi"], "lr": 1e-3, "warmup_steps": 20}
+    coconut_train = {"max_steps": steps["coconut"], "lr": 1e-3, "warmup_steps": 20}
     train = TrainConfig(batch_size=32, lr=2e-3, warmup_steps=30, log_every=25, eval_every=0, eval_batch_size=200)
     entries = [
         BenchEntry("cot", "cot", train={"max_steps": steps["cot"]}),
         BenchEntry("nocot", "nocot", train={"max_steps": steps["nocot"]}),
+        # CODI from the CoT-SFT model: the project's best setting, and the paper's objective on the same budget
+        BenchEntry("codi", "codi", {"preset": "default_task"}, train=latent_train, init_from="cot"),
+        BenchEntry("codi_paper", "codi", {"preset": "codi_paper"}, train=latent_train, init_from="cot"),
+        # Coconut from the CoT-SFT model (its stage 0): the project's setting and the paper's mechanics, same budget
+        BenchEntry("coconut", "coconut", {"preset": "default_task"}, train=coconut_train, init_from="cot"),
+        BenchEntry("coconut_paper", "coconut", {"preset": "coconut_paper_default_task"}, train=coconut_train, init_from="cot"),
+        # iCoT internalises the CoT of the CoT-SFT model
+        BenchEntry("icot", "icot", {"preset": "default_task"},
+                   train={"max_steps": steps["icot"], "lr": 1e-3, "warmup_steps": 20}, init_from="cot"),
+        # System-1.5: stage 1 is the CODI run's objective (not trained twice); stage 2 learns the shortcuts
+        BenchEntry("system15_stage1", "system15", {"preset": "stage1"}, model_from="codi"),
+        BenchEntry("system15", "system15", {"preset": "default_task"},
+                   train={"max_steps": steps["system15"], "lr": 3e-3, "warmup_steps": 20}, init_from="codi"),
     ]
+    soft = SoftStudyConfig(limit=20, samples=2, ks=[1, 2]) if quick else SoftStudyConfig()
     return BenchConfig(task=task, model=model, train=train, entries=entries, eval_batch_size=100,
-                       test_limit=test_limit, valid_limit=valid_limit)
+                       test_limit=test_limit, valid_limit=valid_limit, soft_thinking=soft)
 
 
 def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, only: list[str] | None = None,
-             fresh: bool = False, progress: bool = True) -> dict[str, Any]:
-    from latentreason.cli import _print_table, err
+             fresh: bool = False, progress: bool = True, eval_sets: list[str] | None = None,
+             data_dir: str | None = None) -> dict[str, Any]:
+    """``eval_sets``: extra evaluation sets as ``NAME=PATH`` (or a named set), see ``bench.parse_eval_sets``."""
+    from latentreason.cli import _print_soft_table, _print_table, err
 
     cfg = demo_config(quick)
-    results = run_bench(cfg, out_dir, only=only, fresh=fresh, progress=progress, log=lambda s: err.print(s, highlight=False))
+    cfg.eval_sets = parse_eval_sets(eval_sets, data_dir)
+    results = run_bench(cfg, out_dir, only=only, fresh=fresh, progress=progress,
+                        log=lambda s: err.print(s, highlight=False, markup=False))
     _print_table(results["methods"], f"demo on the embedded default task ({results['task']['n_steps']}-step modular chains)")
-    err.print(f"results: {Path(out_dir) / 'results.json'} (total {results['total_seconds']:.0f} s)")
+    if "soft_thinking" in results:
+        _print_soft_table(results["soft_thinking"])
+    from latentreason.evaluation.report import write_report
+
+    err.print(f"results: {Path(out_dir) / 'results.json'} (total {results['total_seconds']:.0f} s)", markup=False)
+    err.print(f"report: {write_report(out_dir)}", markup=False)
     return results

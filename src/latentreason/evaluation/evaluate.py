@@ -63,11 +63,19 @@ def evaluate(
     keep_records: bool = True,
     warmup: bool = True,
     description: str = "eval",
+    repeats: int = 1,
 ) -> EvalResult:
-    """Accuracy, unparseable count, lengths and latency of ``method`` on ``examples``."""
+    """Accuracy, unparseable count, lengths and latency of ``method`` on ``examples``.
+
+    Latency is the median over ``repeats`` full passes (after one warm-up batch when ``warmup``).
+    """
     if warmup and examples:
         run_generation(method, examples[: min(len(examples), batch_size, 8)], batch_size)
     gens, times = run_generation(method, examples, batch_size, progress, description)
+    totals = [sum(times)]
+    for _ in range(max(0, repeats - 1)):
+        totals.append(sum(run_generation(method, examples, batch_size)[1]))
+    total_s = median(totals)
     records = []
     correct = parsed = 0
     for ex, g in zip(examples, gens):
@@ -91,7 +99,6 @@ def evaluate(
                 }
             )
     n = len(examples)
-    total_s = sum(times)
     gen_tokens = sum(g.generated_tokens for g in gens)
     metrics = {
         "accuracy": correct / n if n else 0.0,
@@ -107,6 +114,7 @@ def evaluate(
         "batch_size": batch_size,
         "tokens_per_s": gen_tokens / total_s if total_s > 0 else 0.0,
         "eval_seconds": total_s,
+        "latency_repeats": len(totals),
         "device": str(method.device),
         "dtype": str(next(method.model.parameters()).dtype).replace("torch.", ""),
     }

@@ -1,7 +1,12 @@
 """Methods: one file per method, each a ``Method`` subclass registered by name."""
 
+from latentreason.methods.adaptive import CODIAdaptive
 from latentreason.methods.base import METHODS, Generation, Method, MethodConfig, get_method_class, method_config
+from latentreason.methods.coconut import Coconut
+from latentreason.methods.codi import CODI
 from latentreason.methods.cot import CoT
+from latentreason.methods.icot import ICoT
 from latentreason.methods.nocot import NoCoT
+from latentreason.methods.system15 import System15
 
-__all__ = ["METHODS", "CoT", "Generation", "Method", "MethodConfig", "NoCoT", "get_method_class", "method_config"]
+__all__ = ["CODI", "CODIAdaptive", "Coconut", "ICoT", "METHODS", "CoT", "Generation", "Method", "MethodConfig", "NoCoT", "System15", "get_method_class", "method_config"]

@@ -235,6 +235,10 @@ class Method(nn.Module):
         """Current curriculum stage, for stage-wise logs (None: no stages)."""
         return None
 
+    def stage_label_at(self, step: int, steps_per_epoch: int) -> str | None:
+        """The stage ``on_train_step(step, ...)`` will switch to (lets the trainer evaluate the old one first)."""
+        return None
+
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def generate(self, examples: list[Example]) -> list[Generation]:

@@ -150,7 +150,7 @@ def load_backbone(cfg: ModelConfig, seed: int | None = None) -> Backbone:
         if cfg.init_new_tokens_from:
             _init_new_rows(model, tokenizer, 256, cfg.init_new_tokens_from)
         return Backbone(model, tokenizer, ids)
-    path = cfg.name
+    path = resolve_model_name(cfg.name)
     kw: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **kw)
@@ -181,6 +181,35 @@ def load_backbone(cfg: ModelConfig, seed: int | None = None) -> Backbone:
     return Backbone(model, tokenizer, special_ids(tokenizer))
 
 
+def resolve_model_name(name: str) -> str:
+    """A local model directory (which must exist) or a Hugging Face id, checked before anything is loaded.
+
+    Anything that is clearly a path (absolute, ``./``, ``../``, ``~``, more than one ``/``, or an
+    existing file) must be an existing directory: a missing path is an error, never a download.
+    A name like ``gpt2`` or ``org/model`` that does not exist locally is a Hub id.
+    """
+    if not name or not name.strip():
+        raise ConfigError("model.name: empty; use tiny-gpt2, tiny-llama, a Hugging Face model id or a local directory")
+    p = Path(name).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise ConfigError(f"model.name {name!r}: is a file; expected a model directory (config.json, weights, tokenizer)")
+        if not (p / "config.json").is_file():
+            raise ConfigError(f"model.name {name!r}: directory has no config.json; not a Hugging Face model directory")
+        return str(p)
+    path_like = (
+        p.is_absolute()
+        or name.startswith(("./", "../", "~", ".\\"))
+        or name.count("/") > 1
+        or "\\" in name
+    )
+    if path_like:
+        raise ConfigError(
+            f"model.name {name!r}: no such directory (a local model path must exist; nothing is downloaded for a path)"
+        )
+    return name
+
+
 def maybe_apply_lora(backbone: Backbone, cfg: ModelConfig) -> Backbone:
     """Wrap the model in a peft LoRA model when ``cfg.lora_r > 0`` (new token rows stay frozen)."""
     if cfg.lora_r <= 0:
@@ -198,18 +227,30 @@ def maybe_apply_lora(backbone: Backbone, cfg: ModelConfig) -> Backbone:
     return backbone
 
 
-def save_backbone(backbone: Backbone, directory: Path) -> None:
+def save_backbone(backbone: Backbone, directory: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    """Write the backbone (safetensors) and its tokenizer; ``state_dict``: full weights to write
+    instead of the module's own (a model sharded by FSDP holds only a shard)."""
     model = backbone.model
     if hasattr(model, "merge_and_unload"):  # peft: store merged full weights, loadable without peft
+        if state_dict is not None:
+            raise ConfigError("LoRA (model.lora_r > 0) cannot be saved from a sharded (FSDP) model; train it with DDP")
         import copy
 
         model = copy.deepcopy(model).merge_and_unload()
-    model.save_pretrained(directory, safe_serialization=True)
+    if state_dict is None:
+        model.save_pretrained(directory, safe_serialization=True)
+    else:
+        model.save_pretrained(directory, safe_serialization=True, state_dict=state_dict)
     backbone.tokenizer.save_pretrained(directory)
 
 
 def load_backbone_dir(directory: Path, dtype: str = "float32", trust_remote_code: bool = False) -> Backbone:
-    """Load a saved backbone strictly: any missing, unexpected or mismatched weight is an error."""
+    """Load a saved backbone strictly: any missing, unexpected or mismatched weight is an error.
+
+    Only safetensors weights are read (never a pickled ``pytorch_model.bin``).
+    """
+    if not (directory / "model.safetensors").is_file() and not (directory / "model.safetensors.index.json").is_file():
+        raise CheckpointError(f"{directory}: no model.safetensors in the checkpoint")
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
         config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code)
@@ -224,6 +265,9 @@ def load_backbone_dir(directory: Path, dtype: str = "float32", trust_remote_code
         model, info = AutoModelForCausalLM.from_pretrained(
             directory,
             output_loading_info=True,
+            use_safetensors=True,
+            # report mismatched shapes in the loading info (then refused below) instead of a bare error
+            ignore_mismatched_sizes=True,
             dtype=_DTYPES.get(dtype, torch.float32) if dtype != "auto" else "auto",
             trust_remote_code=trust_remote_code,
         )
@@ -231,9 +275,11 @@ def load_backbone_dir(directory: Path, dtype: str = "float32", trust_remote_code
         raise CheckpointError(f"{directory}: cannot load model weights ({_short(e)})") from None
     problems = []
     for key in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"):
-        vals = list(info.get(key) or [])
+        vals = sorted(info.get(key) or [], key=str)
+        if key == "mismatched_keys":  # (name, shape on disk, shape the config asks for)
+            vals = [f"{v[0]} {tuple(v[1])} on disk vs {tuple(v[2])} from config.json" if isinstance(v, tuple) else v for v in vals]
         if vals:
-            problems.append(f"{key.replace('_', ' ')}: {', '.join(map(str, vals[:5]))}{' ...' if len(vals) > 5 else ''}")
+            problems.append(f"{key.replace('_', ' ')}: {', '.join(map(str, vals[:3]))}{' ...' if len(vals) > 3 else ''}")
     if problems:
         raise CheckpointError(f"{directory}: strict load failed ({'; '.join(problems)})")
     tokenizer.padding_side = "left"
@@ -243,6 +289,45 @@ def load_backbone_dir(directory: Path, dtype: str = "float32", trust_remote_code
 def _short(e: BaseException) -> str:
     s = str(e).strip().splitlines()
     return s[0][:300] if s else type(e).__name__
+
+
+#: attribute paths (relative to ``model.base_model``, then to ``model``) tried in order
+FINAL_NORM_PATHS = (
+    "ln_f",  # GPT-2, GPT-J, GPT-Neo, BLOOM, CodeGen
+    "norm",  # LLaMA, Mistral, Qwen, Gemma, Phi-3, OLMo
+    "final_layer_norm",  # GPT-NeoX, Pythia
+    "final_layernorm",  # Phi, ChatGLM
+    "decoder.final_layer_norm",  # OPT
+    "decoder.norm",
+    "norm_f",  # Mamba, MPT
+    "ln_out",  # RWKV
+    "transformer.ln_f",
+    "model.norm",
+)
+
+
+def _get_path(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def find_final_norm(model: nn.Module) -> nn.Module:
+    """The final normalisation layer of a causal LM (before the LM head)."""
+    roots = [getattr(model, "base_model", None), model]
+    for root in roots:
+        if root is None:
+            continue
+        for path in FINAL_NORM_PATHS:
+            mod = _get_path(root, path)
+            if isinstance(mod, nn.Module):
+                return mod
+    raise ConfigError(
+        f"cannot find the final norm of {type(model).__name__}; looked for "
+        f"{', '.join(FINAL_NORM_PATHS)} on model.base_model and model"
+    )
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

@@ -6,13 +6,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from latentreason.data.example import Example
-from latentreason.data.registry import load_dataset
+from latentreason.data.registry import NAMED, load_dataset
+from latentreason.errors import CheckpointError, DataError
 from latentreason.methods.base import Method, get_method_class, method_config
 from latentreason.models.backbone import load_backbone, maybe_apply_lora
-from latentreason.training.checkpoint import load_method
+from latentreason.training.checkpoint import load_method, resolve_checkpoint
 from latentreason.training.run_config import RunConfig, run_config_dict
 from latentreason.training.trainer import Trainer
-from latentreason.utils import atomic_write_json, check_writable_dir, env_info
+from latentreason.utils import atomic_write_json, check_output_dir, env_info
 
 
 def build_method(cfg: RunConfig) -> Method:
@@ -20,11 +21,49 @@ def build_method(cfg: RunConfig) -> Method:
     cls = get_method_class(cfg.method)
     mcfg = method_config(cls, cfg.method_args)
     if cfg.init_from:
-        backbone = load_method(cfg.init_from, trust_remote_code=cfg.model.trust_remote_code).backbone
+        try:
+            src = resolve_checkpoint(cfg.init_from)
+        except CheckpointError as e:
+            raise CheckpointError(f"init_from: {e}") from None
+        source = load_method(src, trust_remote_code=cfg.model.trust_remote_code)
+        backbone = source.backbone
     else:
+        source = None
         backbone = load_backbone(cfg.model, seed=cfg.train.seed)
     backbone = maybe_apply_lora(backbone, cfg.model)
-    return cls(backbone, mcfg)
+    method = cls(backbone, mcfg)
+    if source is not None:  # extra modules both methods have (e.g. CODI's projection) carry over too
+        copy_extra_modules(source, method, "init_from")
+    return method
+
+
+def copy_extra_modules(source: Method, target: Method, what: str) -> None:
+    """Load ``target``'s extra modules from the same-named ones of ``source`` (strict shapes)."""
+    theirs = source.extra_modules()
+    for name, mod in target.extra_modules().items():
+        if name in theirs:
+            try:
+                mod.load_state_dict(theirs[name].state_dict(), strict=True)
+            except RuntimeError as e:
+                raise CheckpointError(f"{what}: module {name!r} does not match ({str(e).splitlines()[0]})") from None
+
+
+def convert_method(source: Method, method: str, method_args: dict[str, Any] | None = None) -> Method:
+    """``source``'s trained weights viewed through another method (e.g. a CODI run as System-1.5's stage 1)."""
+    cls = get_method_class(method)
+    target = cls(source.backbone, method_config(cls, method_args or {}))
+    copy_extra_modules(source, target, f"{source.name} -> {method}")
+    return target.to(source.device).eval()
+
+
+def has_split(cfg: RunConfig, which: str) -> bool:
+    """Whether the configured data has a ``which`` split (a named set may lack valid/test)."""
+    d = cfg.data
+    if which == "valid" and d.valid_path or which == "test" and d.test_path:
+        return True
+    spec = NAMED.get(str(d.dataset))
+    split = {"train": d.train_split, "valid": d.valid_split, "test": d.test_split}[which]
+    return spec is None or split in spec.files
 
 
 def load_split(cfg: RunConfig, which: str) -> list[Example]:
@@ -33,8 +72,21 @@ def load_split(cfg: RunConfig, which: str) -> list[Example]:
     split = {"train": d.train_split, "valid": d.valid_split, "test": d.test_split}[which]
     limit = {"train": d.train_limit, "valid": d.valid_limit, "test": d.test_limit}[which]
     if path:
-        return load_dataset(path, "test", fmt=d.format, limit=limit)
+        if not Path(path).expanduser().is_file():
+            raise DataError(f"data.{which}_path {path!r}: file not found")
+        return load_dataset(Path(path).expanduser(), "test", fmt=d.format, limit=limit)
     return load_dataset(d.dataset, split, data_dir_=d.data_dir, fmt=d.format, task=d.task, limit=limit)
+
+
+def check_prompts_fit(method: Method, examples: list[Example], what: str) -> None:
+    """Fail before training, not after it, when a question cannot fit the model's context."""
+    if not examples or method.max_positions is None:
+        return
+    toks = method.serializer.tokenize(examples)
+    try:
+        method.generation_budget([t.prompt for t in toks])
+    except DataError as e:
+        raise DataError(f"{what}: {e}") from None
 
 
 def run_training(
@@ -47,28 +99,37 @@ def run_training(
     log: Callable[[str], None] | None = None,
     method: Method | None = None,
 ) -> dict[str, Any]:
-    """Train, evaluate on the test split, write ``results.json`` beside the model; return the results."""
+    """Train, evaluate on the test split, write ``results.json`` beside the model; return the results.
+
+    Every input is checked before anything is written: the output directory (without creating
+    it), the data, the method and its model. Under several processes only the main one writes
+    and evaluates on the test split; ``results["_main_process"]`` says which one this is.
+    """
     from latentreason.evaluation.evaluate import evaluate
 
-    out = check_writable_dir(cfg.out_dir)
+    out = Path(cfg.out_dir)
+    check_output_dir(out, "output directory (out_dir)")
     train = load_split(cfg, "train")
-    try:
-        valid = load_split(cfg, "valid")
-    except Exception:  # noqa: BLE001 - a set without a valid split trains without validation
-        valid = []
+    valid = load_split(cfg, "valid") if has_split(cfg, "valid") else []
     test = load_split(cfg, "test") if evaluate_test else []
     method = method or build_method(cfg)
+    for what, examples in (("validation data", valid), ("test data", test)):
+        check_prompts_fit(method, examples, what)
     trainer = Trainer(cfg, method, train, valid, out, progress=progress, log=log)
     summary = trainer.fit(resume=resume)
+    acc = trainer.accelerator
     results: dict[str, Any] = {"method": cfg.method, "train": summary.to_dict()}
-    if evaluate_test and trainer.accelerator.is_main_process:
-        m = trainer.accelerator.unwrap_model(trainer.model)
+    m = acc.unwrap_model(trainer.model)
+    if evaluate_test and acc.is_main_process:
+        if trainer.fsdp:  # the main process holds a shard only: evaluate the saved full model
+            m = load_method(out / "model", device=acc.device)
         res = evaluate(m, test, batch_size=eval_batch_size or cfg.train.eval_batch_size, progress=progress, description=f"test {cfg.method}")
         results["test"] = res.metrics
-        atomic_write_json(Path(out) / "predictions.json", res.records)
+        atomic_write_json(out / "predictions.json", res.records)
     results["config"] = run_config_dict(cfg)
-    results["env"] = env_info(trainer.accelerator.device)
-    if trainer.accelerator.is_main_process:
-        atomic_write_json(Path(out) / "results.json", results)
-    results["_method"] = trainer.accelerator.unwrap_model(trainer.model)
+    results["env"] = env_info(acc.device)
+    if acc.is_main_process:
+        atomic_write_json(out / "results.json", results)
+    results["_method"] = m
+    results["_main_process"] = acc.is_main_process
     return results

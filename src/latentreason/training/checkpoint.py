@@ -5,8 +5,11 @@ Layout of a checkpoint directory (written to a temporary directory, then renamed
     method.json            method name, method config, run config, library versions
     config.json, model.safetensors, tokenizer.json, ...   the backbone (save_pretrained)
     extra.safetensors      the method's extra modules (projection, routers, ...), if any
-    trainer_state.json     step, epoch, scheduler, RNG (python/numpy), method stage   [training only]
-    optimizer.safetensors  optimiser tensors, RNG tensors                              [training only]
+    trainer_state.json     step, scheduler, RNG (python/numpy), method curriculum state,
+                           optimiser hyper-parameters (keyed by parameter name)        [training only]
+    optimizer.safetensors  optimiser tensors, RNG tensors (torch, numpy, CUDA)        [training only]
+
+The data position is not stored separately: batches are a function of (seed, step).
 
 A run directory holds the final model in ``model/`` and periodic ones in
 ``checkpoints/step-NNNNNNNN/``; :func:`resolve_checkpoint` accepts any of these paths. Nothing is
@@ -16,6 +19,7 @@ ever unpickled: tensors come from safetensors, the rest from JSON.
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import tempfile
@@ -30,7 +34,7 @@ from safetensors.torch import load_file, save_file
 from latentreason.errors import CheckpointError
 from latentreason.methods.base import Method, config_dict, get_method_class, method_config
 from latentreason.models.backbone import load_backbone_dir, save_backbone
-from latentreason.utils import atomic_write_json, env_info, replace_dir
+from latentreason.utils import atomic_write_json, default_mode, env_info, replace_dir
 
 FORMAT_VERSION = 1
 
@@ -52,14 +56,66 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    ckpts = sorted(Path(run_dir).glob("checkpoints/step-*/trainer_state.json"))
-    return ckpts[-1].parent if ckpts else None
+    """The newest complete training checkpoint of a run directory (``checkpoints/step-N``), if any."""
+    ckpts = sorted(
+        d.parent
+        for d in Path(run_dir).glob("checkpoints/step-*/trainer_state.json")
+        if (d.parent / "optimizer.safetensors").is_file() and (d.parent / "method.json").is_file()
+    )
+    return ckpts[-1] if ckpts else None
+
+
+def clean_partial_writes(run_dir: str | Path) -> list[Path]:
+    """Remove what a killed process may have left half-written in a run directory.
+
+    Checkpoints are written to ``.NAME.tmp-*`` and renamed into place, and a replaced directory
+    is first moved to ``.NAME.old-PID``; a process killed in between leaves those behind. If the
+    directory being replaced is missing, its ``.old`` copy is moved back. Returns what was removed.
+    """
+    import shutil as _sh
+
+    removed: list[Path] = []
+    for parent in (Path(run_dir), Path(run_dir) / "checkpoints"):
+        if not parent.is_dir():
+            continue
+        for d in sorted(parent.iterdir()):
+            name = d.name
+            if not name.startswith("."):
+                continue
+            if ".tmp-" in name:
+                _sh.rmtree(d, ignore_errors=True) if d.is_dir() else d.unlink(missing_ok=True)
+                removed.append(d)
+            elif ".old-" in name:
+                final = parent / name[1:].split(".old-", 1)[0]
+                if not final.exists() and d.is_dir():
+                    d.rename(final)
+                else:
+                    _sh.rmtree(d, ignore_errors=True)
+                    removed.append(d)
+    return removed
 
 
 # ---------------------------------------------------------------------- method
-def _write_method(method: Method, directory: Path, run_config: dict[str, Any] | None) -> None:
-    save_backbone(method.backbone, directory)
-    extras = {f"{name}.{k}": v.detach().cpu().contiguous() for name, mod in method.extra_modules().items() for k, v in mod.state_dict().items()}
+def _write_method(
+    method: Method, directory: Path, run_config: dict[str, Any] | None, state_dict: dict[str, torch.Tensor] | None = None
+) -> None:
+    if state_dict is None:
+        save_backbone(method.backbone, directory)
+        extras = {
+            f"{name}.{k}": v.detach().cpu().contiguous()
+            for name, mod in method.extra_modules().items()
+            for k, v in mod.state_dict().items()
+        }
+    else:
+        # a full state dict of the method gathered from a sharded (FSDP) model: "model.*" is the
+        # backbone, "<name>.*" the extra module <name>; anything else does not belong here
+        names = tuple(f"{n}." for n in method.extra_modules())
+        stray = sorted(k for k in state_dict if not k.startswith(("model.", *names)))
+        if stray:
+            raise CheckpointError(f"{directory}: gathered state dict has keys outside method {method.name!r}: {stray[:3]}")
+        backbone_sd = {k[len("model."):]: v.detach().cpu().contiguous() for k, v in state_dict.items() if k.startswith("model.")}
+        save_backbone(method.backbone, directory, state_dict=backbone_sd)
+        extras = {k: v.detach().cpu().contiguous() for k, v in state_dict.items() if k.startswith(names)}
     if extras:
         save_file(extras, str(directory / "extra.safetensors"))
     meta = {
@@ -72,18 +128,29 @@ def _write_method(method: Method, directory: Path, run_config: dict[str, Any] | 
     (directory / "method.json").write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
 
 
-def save_method(method: Method, directory: str | Path, run_config: dict[str, Any] | None = None, extra_files: dict[str, Any] | None = None) -> Path:
-    """Write a loadable checkpoint atomically (temporary directory + rename)."""
+def save_method(
+    method: Method,
+    directory: str | Path,
+    run_config: dict[str, Any] | None = None,
+    extra_files: dict[str, Any] | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write a loadable checkpoint atomically (temporary directory + rename).
+
+    ``state_dict``: the method's full state dict when the module itself holds only a shard of
+    the weights (FSDP); by default the weights are read from ``method``.
+    """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     try:
-        _write_method(method, tmp, run_config)
+        _write_method(method, tmp, run_config, state_dict)
         for name, obj in (extra_files or {}).items():
             if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
                 save_file(obj, str(tmp / name))
             else:
                 (tmp / name).write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
+        os.chmod(tmp, default_mode(directory=True))
         replace_dir(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -174,10 +241,16 @@ def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dic
 
 
 def _unflatten_optimizer(tensors: dict[str, torch.Tensor], js: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`_flatten_optimizer`; parameters are keyed by name (``keys: "fqn"``) or by index."""
+    by_name = js.get("keys") == "fqn"
     state = {}
     for pid, st in js["state"].items():
-        state[int(pid)] = {k: tensors[f"optim.{pid}.{k}"] if v == "__tensor__" else v for k, v in st.items()}
-    return {"state": state, "param_groups": js["param_groups"]}
+        key = pid if by_name else int(pid)
+        try:
+            state[key] = {k: tensors[f"optim.{pid}.{k}"] if v == "__tensor__" else v for k, v in st.items()}
+        except KeyError as e:
+            raise CheckpointError(f"optimizer.safetensors: missing tensor {e.args[0]!r}") from None
+    return {"state": state, "param_groups": js["param_groups"], **({"keys": "fqn"} if by_name else {})}
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -206,12 +279,25 @@ def set_rng_state(tensors: dict[str, torch.Tensor], js: dict[str, Any]) -> None:
 def save_training_checkpoint(
     method: Method,
     directory: Path,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | dict[str, Any],
     scheduler: Any,
     state: dict[str, Any],
     run_config: dict[str, Any] | None,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    opt_tensors, opt_json = _flatten_optimizer(optimizer.state_dict())
+    """Write a resumable checkpoint atomically.
+
+    ``optimizer`` is an optimiser or its state dict; a state dict keyed by parameter *names*
+    (``torch.distributed.checkpoint.state_dict.get_optimizer_state_dict``, which is what the
+    trainer stores: independent of the number of processes and of FSDP sharding) is recorded
+    as such. ``state_dict``: see :func:`save_method`.
+    """
+    osd = optimizer if isinstance(optimizer, dict) else optimizer.state_dict()
+    opt_tensors, opt_json = _flatten_optimizer(osd)
+    if any(isinstance(k, str) for k in osd["state"]) or any(
+        isinstance(p, str) for g in osd["param_groups"] for p in g.get("params", [])
+    ):
+        opt_json["keys"] = "fqn"
     rng_tensors, rng_json = rng_state()
     payload = {
         **state,
@@ -225,14 +311,29 @@ def save_training_checkpoint(
         directory,
         run_config,
         extra_files={"optimizer.safetensors": {**opt_tensors, **rng_tensors}, "trainer_state.json": payload},
+        state_dict=state_dict,
     )
 
 
 def load_training_checkpoint(directory: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, torch.Tensor]]:
-    """(trainer state, optimizer state dict, rng tensors) of a training checkpoint."""
+    """(trainer state, optimizer state dict, rng tensors) of a training checkpoint.
+
+    The optimizer state dict has ``"keys": "fqn"`` when its parameters are keyed by name.
+    """
     try:
         state = json.loads((directory / "trainer_state.json").read_text(encoding="utf-8"))
         tensors = load_file(str(directory / "optimizer.safetensors"))
     except (OSError, json.JSONDecodeError, SafetensorError) as e:
-        raise CheckpointError(f"{directory}: unreadable training state ({e})") from None
-    return state, _unflatten_optimizer(tensors, state["optimizer"]), {k: v for k, v in tensors.items() if k.startswith("rng.")}
+        raise CheckpointError(f"{directory}: unreadable training state ({_first_line(e)})") from None
+    for key in ("step", "optimizer", "rng"):
+        if key not in state:
+            raise CheckpointError(f"{directory / 'trainer_state.json'}: missing field {key!r}")
+    if "rng.torch" not in tensors:
+        raise CheckpointError(f"{directory / 'optimizer.safetensors'}: missing the RNG state")
+    opt = _unflatten_optimizer(tensors, state["optimizer"])
+    return state, opt, {k: v for k, v in tensors.items() if k.startswith("rng.")}
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:300] if lines else type(e).__name__

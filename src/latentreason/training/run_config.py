@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from latentreason.config import apply_overrides, from_dict, load_yaml, to_dict
 from latentreason.data.procedural import TaskConfig
@@ -47,6 +51,8 @@ class TrainConfig:
     epochs: float = 1.0
     max_steps: int | None = None
     warmup_steps: int = 50
+    #: if set, warm-up = this fraction of the total steps (overrides warmup_steps)
+    warmup_ratio: float | None = None
     #: cosine | linear | constant (after warm-up)
     schedule: str = "cosine"
     grad_clip: float = 1.0
@@ -87,6 +93,21 @@ class TrainConfig:
                 raise ConfigError(f"train.{k} must be >= 0, got {getattr(self, k)}")
         if self.keep_checkpoints < 1:
             raise ConfigError(f"train.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+        if self.eval_batch_size < 1:
+            raise ConfigError(f"train.eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        for k in ("lr", "weight_decay", "grad_clip", "epochs"):
+            if not math.isfinite(getattr(self, k)):
+                raise ConfigError(f"train.{k} must be a finite number, got {getattr(self, k)}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.grad_clip < 0:
+            raise ConfigError(f"train.grad_clip must be >= 0 (0 = no clipping), got {self.grad_clip}")
+        if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
+            raise ConfigError(f"train.beta1 and train.beta2 must be in [0, 1), got {self.beta1} and {self.beta2}")
+        if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio <= 1.0:
+            raise ConfigError(f"train.warmup_ratio must be between 0 and 1, got {self.warmup_ratio}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 
 @dataclass
@@ -103,11 +124,62 @@ class RunConfig:
 
 
 def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict[str, Any] | None = None) -> RunConfig:
+    """A run config from ``base``, then the YAML file ``path``, then ``key=value`` overrides.
+
+    An invalid value is reported where it came from: ``--set train.lr=x: ...`` for an override,
+    ``FILE:LINE: ...`` for the YAML file.
+    """
     data: dict[str, Any] = dict(base or {})
+    yaml_data: dict[str, Any] = {}
     if path is not None:
-        data.update(load_yaml(path))
-    apply_overrides(data, list(overrides or []))
-    return from_dict(RunConfig, data)
+        yaml_data = load_yaml(path)
+        data.update(yaml_data)
+    overrides = list(overrides or [])
+    apply_overrides(data, overrides)
+    try:
+        return from_dict(RunConfig, data)
+    except ConfigError as e:
+        raise ConfigError(_locate(str(e), path, yaml_data, overrides)) from None
+
+
+_FIELD = re.compile(r"^([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)")
+
+
+def _locate(msg: str, path: str | Path | None, yaml_data: dict[str, Any], overrides: list[str]) -> str:
+    """Prefix a config error with the override or the YAML line that set the offending field."""
+    m = _FIELD.match(msg)
+    if not m:
+        return msg
+    field_keys = m.group(1).split(".")
+    for item in reversed(overrides):
+        key = item.split("=", 1)[0].strip().split(".")
+        n = min(len(key), len(field_keys))
+        if key[:n] == field_keys[:n]:
+            return f"--set {item}: {msg}"
+    if path is not None:
+        line = _yaml_line(Path(path), field_keys)
+        if line is not None:
+            return f"{path}:{line}: {msg}"
+    return msg
+
+
+def _yaml_line(path: Path, keys: list[str]) -> int | None:
+    """1-based line of the deepest of ``keys`` (a nested mapping path) present in a YAML file."""
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    line = None
+    for k in keys:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        for kn, vn in node.value:
+            if isinstance(kn, yaml.ScalarNode) and kn.value == k:
+                line, node = kn.start_mark.line + 1, vn
+                break
+        else:
+            break
+    return line
 
 
 def run_config_dict(cfg: RunConfig) -> dict[str, Any]:

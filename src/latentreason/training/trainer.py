@@ -6,11 +6,20 @@
   accumulation is ``batch_size / (P * m)``, so a run on 1 or 2 processes sees the same batches.
   Batches are a deterministic function of (seed, step): global batch k of epoch e is slice k of
   a seeded permutation of the training set, which makes resume exact.
-* Multi-process training (DDP, or FSDP when asked) is accelerate's; only the main process writes
-  checkpoints and logs.
+* Loss normalisation: every micro-batch's loss is weighted by its share of the *global* batch's
+  target tokens (``labels != -100`` after the causal shift; a method may define
+  ``loss_weight(batch)`` instead). For a loss that is a per-token mean (CoT, No-CoT) the
+  gradient is then the per-token mean over the whole global batch, whatever the split into
+  processes and micro-batches, so P processes x micro-batch b equal 1 process x batch P*b.
+  The global token count is summed over processes with ``accelerator.reduce`` (one scalar per
+  step); gradients are averaged by DDP / FSDP as usual (the weights carry a factor P for that).
+* Multi-process training (DDP, or FSDP with ``train.distributed=fsdp`` on GPUs) is accelerate's;
+  only the main process writes checkpoints, metrics and logs.
 * Metrics go to ``metrics.jsonl`` (one JSON object per line); periodic resumable checkpoints to
-  ``checkpoints/step-NNNNNNNN/``; the final model to ``model/``. A non-finite loss stops training
-  and keeps the last good weights; Ctrl-C saves a checkpoint before exiting.
+  ``checkpoints/step-NNNNNNNN/`` (model, optimiser, RNG, step, the method's curriculum state;
+  written atomically); the final model to ``model/``. A non-finite loss or gradient norm stops
+  training before the weights are updated and keeps the checkpoints written so far; SIGINT /
+  SIGTERM finish the current step, save a checkpoint and stop (a second one stops at once).
 """
 
 from __future__ import annotations
@@ -18,7 +27,10 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
+import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -26,23 +38,28 @@ from typing import Any, Callable
 import torch
 
 from latentreason.data.example import Example
-from latentreason.errors import ConfigError, TrainingError
+from latentreason.errors import CheckpointError, ConfigError, NonFiniteLossError, TrainingInterrupted
 from latentreason.methods.base import Method, TokExample
 from latentreason.progress import progress_bar
 from latentreason.training.checkpoint import (
+    clean_partial_writes,
     latest_checkpoint,
     load_method,
     load_training_checkpoint,
+    read_method_meta,
     save_method,
     save_training_checkpoint,
     set_rng_state,
 )
 from latentreason.training.run_config import RunConfig, run_config_dict
-from latentreason.utils import atomic_write_json, seed_everything
+from latentreason.utils import atomic_write_json, atomic_write_text, seed_everything
 
+__all__ = ["Trainer", "TrainSummary", "TrainingInterrupted", "make_accelerator", "read_metrics"]
 
-class TrainingInterrupted(TrainingError):
-    """Ctrl-C during training (a checkpoint was saved)."""
+#: run-config fields that must not change between a checkpoint and ``--resume`` (they decide
+#: which examples make up each batch and what the model is)
+RESUME_FIXED = ("method", "method_args", "model", "data.dataset", "data.format", "data.train_split", "data.train_limit",
+                "data.task", "train.batch_size", "train.seed")
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
@@ -58,12 +75,15 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_optimizer(method: Method, cfg) -> torch.optim.Optimizer:
+def build_optimizer(method: Method, cfg, decay_ids: set[int] | None = None) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices only. ``decay_ids``: ids of the parameters to decay,
+    taken before FSDP flattened them into 1-D shards (by default: every parameter with >= 2 dims)."""
     decay, no_decay = [], []
     for p in method.parameters():
         if not p.requires_grad:
             continue
-        (decay if p.dim() >= 2 else no_decay).append(p)
+        is_matrix = id(p) in decay_ids if decay_ids is not None else p.dim() >= 2
+        (decay if is_matrix else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
@@ -84,6 +104,62 @@ class TrainSummary:
         return dict(self.__dict__)
 
 
+def make_accelerator(tcfg) -> Any:
+    """The ``Accelerator`` for a training config (CPU / GPU, mixed precision, DDP or FSDP)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, DistributedType
+
+    mp = tcfg.mixed_precision
+    cpu = tcfg.device == "cpu" or (tcfg.device == "auto" and not torch.cuda.is_available())
+    if mp == "auto":
+        mp = "bf16" if not cpu and torch.cuda.is_bf16_supported() else "no"
+    kwargs: dict[str, Any] = {"cpu": cpu, "mixed_precision": mp}
+    if tcfg.distributed == "fsdp":
+        from accelerate import FullyShardedDataParallelPlugin
+
+        # FSDP1 through prepare_model (FSDP2 needs model and optimizer prepared together, which a
+        # curriculum that resets the optimiser cannot do); original parameters keep their names
+        kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(fsdp_version=1, use_orig_params=True)
+    kwargs["kwargs_handlers"] = [DistributedDataParallelKwargs(find_unused_parameters=True)]
+    acc = Accelerator(**kwargs)
+    is_fsdp = acc.distributed_type == DistributedType.FSDP
+    if tcfg.distributed == "fsdp" and acc.num_processes > 1 and not is_fsdp:
+        raise ConfigError(
+            f"train.distributed=fsdp: accelerate shards models with FSDP on GPUs only; this run is "
+            f"{acc.distributed_type.value} on {acc.device}; use train.distributed=ddp (or auto)"
+        )
+    if tcfg.distributed == "ddp" and is_fsdp:
+        raise ConfigError("train.distributed=ddp, but the launcher asked for FSDP (accelerate launch --use_fsdp)")
+    return acc
+
+
+class _StopSignals:
+    """SIGINT / SIGTERM set a flag the training loop checks between steps (the step in flight
+    finishes, a checkpoint is saved); a second signal raises ``KeyboardInterrupt`` at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.hit: int | None = None
+        self._prev: dict[int, Any] = {}
+
+    def _handler(self, signum, frame) -> None:  # noqa: ARG002
+        if self.hit is not None:
+            raise KeyboardInterrupt
+        self.hit = signum
+
+    def __enter__(self) -> "_StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._prev[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        for sig, prev in self._prev.items():
+            signal.signal(sig, prev)
+        return False
+
+
 class Trainer:
     def __init__(
         self,
@@ -95,23 +171,15 @@ class Trainer:
         progress: bool = True,
         log: Callable[[str], None] | None = None,
     ):
-        from accelerate import Accelerator
-        from accelerate.utils import DistributedDataParallelKwargs
+        from accelerate.utils import DistributedType
 
         self.cfg = cfg
         self.tcfg = cfg.train
         self.out_dir = Path(out_dir or cfg.out_dir)
-        mp = self.tcfg.mixed_precision
-        cpu = self.tcfg.device == "cpu" or (self.tcfg.device == "auto" and not torch.cuda.is_available())
-        if mp == "auto":
-            mp = "bf16" if not cpu and torch.cuda.is_bf16_supported() else "no"
-        kwargs: dict[str, Any] = {"cpu": cpu, "mixed_precision": mp}
-        if self.tcfg.distributed == "fsdp":
-            from accelerate import FullyShardedDataParallelPlugin
-
-            kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin()
-        kwargs["kwargs_handlers"] = [DistributedDataParallelKwargs(find_unused_parameters=True)]
-        self.accelerator = Accelerator(**kwargs)
+        self.accelerator = make_accelerator(self.tcfg)
+        self.fsdp = self.accelerator.distributed_type == DistributedType.FSDP
+        if self.fsdp and hasattr(method.model, "merge_and_unload"):
+            raise ConfigError("LoRA (model.lora_r > 0) is not supported with FSDP; use train.distributed=ddp")
         if self.tcfg.device.startswith("cuda:") and self.accelerator.num_processes == 1:
             torch.cuda.set_device(torch.device(self.tcfg.device))
         self.method = method
@@ -128,10 +196,16 @@ class Trainer:
         self.train_toks: list[TokExample] = method.prepare(train_examples, "training data")
         self.valid_examples = valid_examples or []
         n = len(self.train_toks)
+        # a training set smaller than the batch: every step is the whole set (split the same way)
         self.batch = min(B, n)
         self.steps_per_epoch = max(1, n // self.batch)
         self.total_steps = self.tcfg.max_steps or max(1, math.ceil(self.tcfg.epochs * self.steps_per_epoch))
         self.metrics_path = self.out_dir / "metrics.jsonl"
+        self.warmup = (
+            int(round(self.tcfg.warmup_ratio * self.total_steps)) if self.tcfg.warmup_ratio is not None else self.tcfg.warmup_steps
+        )
+        self._signals: _StopSignals | None = None
+        self._decay_ids: set[int] | None = None
 
     # ------------------------------------------------------------------ helpers
     def log(self, msg: str) -> None:
@@ -164,15 +238,43 @@ class Trainer:
         dev = self.accelerator.device
         return {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
+    @staticmethod
+    def loss_units(method: Method, batch: dict[str, Any], n_examples: int) -> float:
+        """How many loss terms a micro-batch's mean loss averages over (its weight in the global mean).
+
+        ``method.loss_weight(batch)`` when the method defines it, else the number of target
+        tokens of a causal-LM batch (``labels[:, 1:] != -100``), else the number of examples.
+        """
+        fn = getattr(method, "loss_weight", None)
+        if callable(fn):
+            return float(fn(batch))
+        labels = batch.get("labels") if isinstance(batch, dict) else None
+        if isinstance(labels, torch.Tensor) and labels.dim() == 2:
+            return float((labels[:, 1:] != -100).sum())
+        return float(n_examples)
+
+    def _sum_over_processes(self, values: list[float]) -> list[float]:
+        if self.world == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
+        return self.accelerator.reduce(t, reduction="sum").tolist()
+
     def _validate(self, step: int, stage: str | None, kind: str = "eval") -> float | None:
         if not self.valid_examples:
+            return None
+        if self.fsdp:  # the main process alone cannot run a sharded model; test evaluation uses model/
             return None
         from latentreason.evaluation.evaluate import evaluate
 
         acc = None
         if self.accelerator.is_main_process:
             m = self.accelerator.unwrap_model(self.model)
-            res = evaluate(m, self.valid_examples, batch_size=self.tcfg.eval_batch_size, keep_records=False, warmup=False)
+            was_training = m.training
+            m.eval()
+            try:
+                res = evaluate(m, self.valid_examples, batch_size=self.tcfg.eval_batch_size, keep_records=False, warmup=False)
+            finally:
+                m.train(was_training)
             acc = res.metrics["accuracy"]
             row = {"step": step, "type": kind, "valid_accuracy": acc, "valid_n": res.metrics["n"],
                    "valid_mean_latent_steps": res.metrics["mean_latent_steps"],
@@ -184,13 +286,45 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         return acc
 
-    def _save_checkpoint(self, step: int, train_seconds: float, last_loss: float | None) -> Path | None:
-        path = None
+    def _checkpoint_dir(self, step: int) -> Path:
+        return self.out_dir / "checkpoints" / f"step-{step:08d}"
+
+    def _check_finite_weights(self, step: int) -> None:
+        for name, p in self.accelerator.unwrap_model(self.model).named_parameters():
+            if not torch.isfinite(p.detach()).all():
+                newest = latest_checkpoint(self.out_dir)
+                raise NonFiniteLossError(
+                    f"weights became non-finite ({name}) by step {step}; nothing saved for it; "
+                    f"last good checkpoint: {newest if newest else 'none'}"
+                )
+
+    def _full_model_state(self) -> dict[str, torch.Tensor] | None:
+        """Under FSDP the full weights gathered on the main process (every process must call this)."""
+        if not self.fsdp:
+            return None
+        return self.accelerator.get_state_dict(self.model)
+
+    def _optimizer_state(self) -> dict[str, Any]:
+        """The optimiser state keyed by parameter names, gathered in full (every process must call this)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(
+            self.model, self.optimizer.optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
+
+    def _save_checkpoint(self, step: int, train_seconds: float, last_loss: float | None) -> Path:
+        """Write ``checkpoints/step-N`` (main process; every process must call this)."""
+        path = self._checkpoint_dir(step)
+        if not self.fsdp:  # every process holds the same weights: they all reach the same verdict
+            self._check_finite_weights(step)
+        model_sd = self._full_model_state()
+        optim_sd = self._optimizer_state()
         if self.accelerator.is_main_process:
-            path = self.out_dir / "checkpoints" / f"step-{step:08d}"
-            state = {"step": step, "train_seconds": train_seconds, "last_loss": last_loss, "total_steps": self.total_steps}
+            state = {"step": step, "train_seconds": train_seconds, "last_loss": last_loss, "total_steps": self.total_steps,
+                     "num_processes": self.world}
             save_training_checkpoint(
-                self.accelerator.unwrap_model(self.model), path, self.optimizer, None, state, run_config_dict(self.cfg)
+                self.accelerator.unwrap_model(self.model), path, optim_sd, None, state, run_config_dict(self.cfg),
+                state_dict=model_sd,
             )
             ckpts = sorted((self.out_dir / "checkpoints").glob("step-*"))
             for old in ckpts[: -self.tcfg.keep_checkpoints]:
@@ -199,35 +333,112 @@ class Trainer:
         return path
 
     def _new_optimizer(self) -> None:
-        opt = build_optimizer(self.accelerator.unwrap_model(self.model), self.tcfg)
+        opt = build_optimizer(self.accelerator.unwrap_model(self.model), self.tcfg, self._decay_ids)
         self.optimizer = self.accelerator.prepare_optimizer(opt)
+
+    def _load_optimizer_state(self, opt_state: dict[str, Any], where: Path) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        try:
+            if opt_state.pop("keys", None) == "fqn":
+                set_optimizer_state_dict(
+                    self.model, self.optimizer.optimizer, opt_state, options=StateDictOptions(full_state_dict=True)
+                )
+            else:  # checkpoints written before parameters were keyed by name
+                self.optimizer.optimizer.load_state_dict(opt_state)
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{where}: optimizer state does not match this model ({_first_line(e)})") from None
+
+    def _check_resumable(self, resume_dir: Path) -> None:
+        saved = read_method_meta(resume_dir).get("run_config") or {}
+        now = run_config_dict(self.cfg)
+        diffs = []
+        for key in RESUME_FIXED:
+            a, b = _get_path(saved, key), _get_path(now, key)
+            if a is not _MISSING and a != b:
+                diffs.append(f"{key}: {a!r} in the checkpoint, {b!r} now")
+        if diffs:
+            raise CheckpointError(
+                f"{resume_dir}: cannot resume with a different configuration ({'; '.join(diffs[:3])}); "
+                "use a new run directory instead"
+            )
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop metric rows a killed run wrote after the checkpoint at ``step`` (and broken lines)."""
+        if not self.accelerator.is_main_process or not self.metrics_path.exists():
+            return
+        keep = []
+        for line in self.metrics_path.read_text(encoding="utf-8").split("\n"):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            s = row.get("step", 0)
+            # rows of step N written before its checkpoint: the train row and a periodic eval;
+            # a stage_end row at N is written after it (by the next step) and will be again
+            if s < step or (s == step and row.get("type") in ("train", "eval")):
+                keep.append(line)
+        atomic_write_text(self.metrics_path, "".join(k + "\n" for k in keep))
+
+    def _prepare_run_dir(self, resume: bool) -> Path | None:
+        """Create the run directory (main process), clean what a killed run left; the checkpoint to resume from."""
+        acc = self.accelerator
+        resume_dir = None
+        if acc.is_main_process:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            removed = clean_partial_writes(self.out_dir)
+            if removed:
+                self.log(f"removed {len(removed)} partial write(s) of an interrupted run: {', '.join(p.name for p in removed[:3])}")
+        acc.wait_for_everyone()
+        if resume:
+            resume_dir = latest_checkpoint(self.out_dir)
+            if resume_dir is None:
+                self.log(f"--resume: no checkpoint in {self.out_dir / 'checkpoints'}; starting from step 0")
+        if resume_dir is None and acc.is_main_process:
+            # a new run in this directory: outputs of an earlier run must not mix with this one's
+            stale = [self.out_dir / n for n in ("model", "checkpoints", "results.json", "predictions.json", "metrics.jsonl")]
+            stale = [p for p in stale if p.exists()]
+            for p in stale:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+            if stale:
+                self.log(f"new run in {self.out_dir}: removed the previous run's {', '.join(p.name for p in stale)}")
+            atomic_write_json(self.out_dir / "run_config.json", run_config_dict(self.cfg))
+        acc.wait_for_everyone()
+        return resume_dir
+
+    def _stop_requested(self) -> bool:
+        hit = self._signals is not None and self._signals.hit is not None
+        if self.world > 1:  # stop on every process at the same step
+            hit = self._sum_over_processes([1.0 if hit else 0.0])[0] > 0
+        return hit
 
     # ------------------------------------------------------------------ main loop
     def fit(self, resume: bool = False) -> TrainSummary:
         acc = self.accelerator
         seed_everything(self.tcfg.seed)
-        if acc.is_main_process:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
         step, train_seconds, last_loss = 0, 0.0, None
-        resume_dir = latest_checkpoint(self.out_dir) if resume else None
+        resume_dir = self._prepare_run_dir(resume)
         if resume_dir is not None:
-            loaded = load_method(resume_dir, expected_method=self.method.name)
-            self.method.load_state_dict(loaded.state_dict(), strict=True)
+            self._check_resumable(resume_dir)
+            loaded = load_method(resume_dir, expected_method=self.method.name,
+                                 trust_remote_code=self.cfg.model.trust_remote_code)
+            try:
+                self.method.load_state_dict(loaded.state_dict(), strict=True)
+            except RuntimeError as e:
+                raise CheckpointError(f"{resume_dir}: weights do not match this model ({_first_line(e)})") from None
             del loaded
         self.method.train()
+        self._decay_ids = {id(p) for p in self.method.parameters() if p.dim() >= 2}
         self.model = acc.prepare_model(self.method)
         self._new_optimizer()
         if resume_dir is not None:
             state, opt_state, rng = load_training_checkpoint(resume_dir)
-            self.optimizer.optimizer.load_state_dict(opt_state)
+            self._load_optimizer_state(opt_state, resume_dir)
             step, train_seconds, last_loss = state["step"], state["train_seconds"], state.get("last_loss")
             acc.unwrap_model(self.model).load_trainer_state(state.get("method_state") or {})
             set_rng_state(rng, state["rng"])
             self._truncate_metrics(step)
             self.log(f"resumed from {resume_dir} at step {step}")
-        elif acc.is_main_process:
-            self.metrics_path.unlink(missing_ok=True)
-            atomic_write_json(self.out_dir / "run_config.json", run_config_dict(self.cfg))
         acc.wait_for_everyone()
         self.log(
             f"training {self.method.name}: {len(self.train_toks)} examples, {self.total_steps} steps, global batch "
@@ -236,42 +447,58 @@ class Trainer:
         unwrapped = acc.unwrap_model(self.model)
         valid_acc = None
         t_start = time.perf_counter() - train_seconds
-        try:
-            with progress_bar(self.total_steps, f"train {self.method.name}", enabled=self.progress) as bar:
-                bar.update(step)
-                while step < self.total_steps:
-                    old_stage = unwrapped.stage_label()
-                    reset = unwrapped.on_train_step(step, step / self.steps_per_epoch, self.steps_per_epoch)
-                    new_stage = unwrapped.stage_label()
-                    if new_stage != old_stage and step > 0:
-                        self._validate(step, old_stage, kind="stage_end")
-                    if reset:
-                        self._new_optimizer()
-                    last_loss, parts, n_tokens, dt = self._train_step(step)
-                    step += 1
-                    train_seconds = time.perf_counter() - t_start
-                    if step % max(1, self.tcfg.log_every) == 0 or step == self.total_steps:
-                        row = {"step": step, "type": "train", "epoch": round(step / self.steps_per_epoch, 4),
-                               "loss": last_loss, **parts, "lr": self.optimizer.param_groups[0]["lr"],
-                               "tokens_per_s": n_tokens / dt if dt > 0 else None, "elapsed_s": round(train_seconds, 3)}
-                        if new_stage is not None:
-                            row["stage"] = new_stage
-                        self._write_metrics(row)
-                    bar.update(1, info=f"loss {last_loss:.4f} lr {self.optimizer.param_groups[0]['lr']:.2e} "
-                               f"{n_tokens / max(dt, 1e-9):,.0f} tok/s" + (f" stage {new_stage}" if new_stage is not None else ""))
-                    if self.tcfg.eval_every and step % self.tcfg.eval_every == 0 and step < self.total_steps:
-                        self._validate(step, new_stage)
-                    if self.tcfg.save_every and step % self.tcfg.save_every == 0 and step < self.total_steps:
-                        self._save_checkpoint(step, train_seconds, last_loss)
-        except KeyboardInterrupt:
-            path = self._save_checkpoint(step, time.perf_counter() - t_start, last_loss)
-            raise TrainingInterrupted(f"interrupted at step {step}; checkpoint saved to {path}; continue with --resume") from None
+        with _StopSignals() as self._signals:
+            try:
+                with progress_bar(self.total_steps, f"train {self.method.name}", enabled=self.progress) as bar:
+                    bar.update(step)
+                    while step < self.total_steps:
+                        old_stage = unwrapped.stage_label()
+                        reset = unwrapped.on_train_step(step, step / self.steps_per_epoch, self.steps_per_epoch)
+                        new_stage = unwrapped.stage_label()
+                        if new_stage != old_stage and step > 0:
+                            self._validate(step, old_stage, kind="stage_end")
+                        if reset:
+                            self._new_optimizer()
+                        last_loss, parts, n_tokens, dt = self._train_step(step)
+                        step += 1
+                        train_seconds = time.perf_counter() - t_start
+                        if step % max(1, self.tcfg.log_every) == 0 or step == self.total_steps:
+                            row = {"step": step, "type": "train", "epoch": round(step / self.steps_per_epoch, 4),
+                                   "loss": last_loss, **parts, "lr": self.optimizer.param_groups[0]["lr"],
+                                   "tokens_per_s": n_tokens / dt if dt > 0 else None, "elapsed_s": round(train_seconds, 3),
+                                   "global_batch_size": self.batch}
+                            if new_stage is not None:
+                                row["stage"] = new_stage
+                            self._write_metrics(row)
+                        bar.update(1, info=f"loss {last_loss:.4f} lr {self.optimizer.param_groups[0]['lr']:.2e} "
+                                   f"{n_tokens / max(dt, 1e-9):,.0f} tok/s" + (f" stage {new_stage}" if new_stage is not None else ""))
+                        if self.tcfg.eval_every and step % self.tcfg.eval_every == 0 and step < self.total_steps:
+                            self._validate(step, new_stage)
+                        saved = None
+                        if self.tcfg.save_every and step % self.tcfg.save_every == 0 and step < self.total_steps:
+                            saved = self._save_checkpoint(step, train_seconds, last_loss)
+                        if self._stop_requested():
+                            path = saved or self._save_checkpoint(step, train_seconds, last_loss)
+                            name = signal.Signals(self._signals.hit).name if self._signals.hit else "a signal"
+                            raise TrainingInterrupted(
+                                f"{name} at step {step}: checkpoint saved to {path}; continue with --resume",
+                                signum=int(self._signals.hit or signal.SIGINT),
+                            )
+            except KeyboardInterrupt:  # a second signal: stop now, the step in flight is lost
+                newest = latest_checkpoint(self.out_dir)
+                raise TrainingInterrupted(
+                    f"interrupted again during step {step + 1}: stopped without saving it; "
+                    f"newest checkpoint: {newest if newest else 'none'}"
+                ) from None
+        self._signals = None
         valid_acc = self._validate(step, unwrapped.stage_label(), kind="final")
+        if not self.fsdp:
+            self._check_finite_weights(step)
+        model_sd = self._full_model_state()
         if acc.is_main_process:
-            save_method(unwrapped, self.out_dir / "model", run_config_dict(self.cfg))
-            # the final model supersedes the resumable checkpoints; keep the newest one for --resume
-            self._save_checkpoint(step, train_seconds, last_loss)
-        acc.wait_for_everyone()
+            save_method(unwrapped, self.out_dir / "model", run_config_dict(self.cfg), state_dict=model_sd)
+        # the final model supersedes the resumable checkpoints; keep the newest one for --resume
+        self._save_checkpoint(step, train_seconds, last_loss)
         return TrainSummary(
             steps=step,
             train_seconds=round(train_seconds, 3),
@@ -288,61 +515,72 @@ class Trainer:
         acc = self.accelerator
         unwrapped = acc.unwrap_model(self.model)
         t0 = time.perf_counter()
-        factor = lr_factor(step, self.tcfg.warmup_steps, self.total_steps, self.tcfg.schedule)
+        factor = lr_factor(step, self.warmup, self.total_steps, self.tcfg.schedule)
         for g in self.optimizer.param_groups:
             g["lr"] = self.tcfg.lr * factor
-        losses: list[torch.Tensor] = []
-        parts_sum: dict[str, float] = {}
-        n_tokens = 0
         self.optimizer.zero_grad(set_to_none=True)
         micro = self.micro_batches(step)
-        for a, idx in enumerate(micro):
-            feats = [unwrapped.features(self.train_toks[i]) for i in idx]
-            batch = self._to_device(unwrapped.collate(feats))
+        batches = [unwrapped.collate([unwrapped.features(self.train_toks[i]) for i in idx]) for idx in micro]
+        # each micro-batch's share of the global batch (see the module docstring)
+        units = [self.loss_units(unwrapped, b, len(idx)) for b, idx in zip(batches, micro)]
+        total = self._sum_over_processes([sum(units)])[0]
+        if total <= 0:  # no target token anywhere: weigh by examples
+            units, total = [float(len(idx)) for idx in micro], float(self.batch)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=acc.device)
+        parts_sum: dict[str, torch.Tensor] = {}
+        n_tokens = 0
+        for a, batch in enumerate(batches):
+            batch = self._to_device(batch)
             n_tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
-            ctx = acc.no_sync(self.model) if a < len(micro) - 1 else _null()
-            with ctx, acc.autocast():
-                out = self.model(batch)
-                loss = out["loss"]
-            if not torch.isfinite(loss.detach()).all():
-                path = self._save_checkpoint(step, 0.0, None)
-                raise TrainingError(
-                    f"non-finite loss ({float(loss.detach())}) at step {step}; training stopped, the last good "
-                    f"weights are in {path}"
-                )
-            acc.backward(loss / len(micro))
-            losses.append(loss.detach())
+            w = units[a] / total
+            sync = a == len(batches) - 1
+            with nullcontext() if sync else acc.no_sync(self.model):
+                with acc.autocast():
+                    out = self.model(batch)
+                    loss = out["loss"]
+                # DDP / FSDP average gradients over processes: the factor `world` undoes that mean
+                acc.backward(loss * (w * self.world))
+            loss_sum += loss.detach().double() * w
             for k, v in out.items():
                 if k != "loss" and isinstance(v, torch.Tensor) and v.numel() == 1:
-                    parts_sum[k] = parts_sum.get(k, 0.0) + float(v.detach()) / len(micro)
+                    parts_sum[k] = parts_sum.get(k, torch.zeros((), dtype=torch.float64, device=acc.device)) + v.detach().double() * w
+        keys = sorted(parts_sum)
+        summed = self._sum_over_processes([float(loss_sum)] + [float(parts_sum[k]) for k in keys])
+        mean_loss, parts = summed[0], dict(zip(keys, summed[1:]))
+        newest = None
+        if not math.isfinite(mean_loss):
+            newest = latest_checkpoint(self.out_dir)
+            raise NonFiniteLossError(
+                f"non-finite loss ({mean_loss}) at step {step + 1}: training stopped before updating the weights; "
+                f"last good checkpoint: {newest if newest else 'none (set train.save_every to keep some)'}"
+            )
         if self.tcfg.grad_clip and self.tcfg.grad_clip > 0:
-            acc.clip_grad_norm_(self.model.parameters(), self.tcfg.grad_clip)
+            norm = acc.clip_grad_norm_(self.model.parameters(), self.tcfg.grad_clip)
+            if norm is not None and not math.isfinite(float(norm)):
+                newest = latest_checkpoint(self.out_dir)
+                raise NonFiniteLossError(
+                    f"non-finite gradient norm ({float(norm)}) at step {step + 1} (loss {mean_loss:.4g}): training "
+                    f"stopped before updating the weights; last good checkpoint: {newest if newest else 'none'}"
+                )
         self.optimizer.step()
-        mean_loss = torch.stack(losses).mean()
-        if self.world > 1:
-            mean_loss = acc.reduce(mean_loss, reduction="mean")
-        return float(mean_loss), parts_sum, n_tokens * self.world, time.perf_counter() - t0
-
-    def _truncate_metrics(self, step: int) -> None:
-        if not self.accelerator.is_main_process or not self.metrics_path.exists():
-            return
-        keep = []
-        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if row.get("step", 0) <= step and row.get("type") != "final":
-                keep.append(line)
-        self.metrics_path.write_text("".join(k + "\n" for k in keep), encoding="utf-8")
+        return mean_loss, parts, n_tokens * self.world, time.perf_counter() - t0
 
 
-class _null:
-    def __enter__(self):
-        return self
+_MISSING = object()
 
-    def __exit__(self, *a):
-        return False
+
+def _get_path(d: dict[str, Any], dotted: str) -> Any:
+    node: Any = d
+    for k in dotted.split("."):
+        if not isinstance(node, dict) or k not in node:
+            return _MISSING
+        node = node[k]
+    return node
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:300] if lines else type(e).__name__
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

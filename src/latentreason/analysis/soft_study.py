@@ -1,0 +1,344 @@
+"""The soft-thinking study: token vs soft vs stochastic-soft thinking on one model (SPEC §3.6, §4).
+
+:func:`soft_thinking_study` decodes the same questions with every mode (``greedy``, ``sampling``,
+``vanilla``, ``dirichlet``, ``gumbel``), ``samples`` times per stochastic mode, and measures
+accuracy, unbiased Pass@k, ROUGE-L of the visible text against the greedy trace, the mean JS
+divergence of the soft step's next-token distribution to its top-1 / top-2 component's, mean
+reasoning tokens and latency. With ``out_dir`` it writes ``soft_thinking.json`` (results, the
+settings, per-mode details and raw JS arrays, the logit-lens path shares) and PNG plots.
+
+A mode whose run draws no random numbers (``greedy``; ``vanilla`` when the answer phase is
+greedy) is decoded once: its samples would be identical, so its Pass@k equals its accuracy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from pathlib import Path
+from statistics import mean
+from typing import Any, Callable, Sequence
+
+import torch
+
+from latentreason.analysis.js import js_study
+from latentreason.analysis.logit_lens import path_share_study
+from latentreason.analysis.passk import mean_pass_at_k
+from latentreason.analysis.rouge import TOKENIZATIONS, mean_rouge_l
+from latentreason.data.example import Example
+from latentreason.decoding.soft_thinking import (
+    MODES,
+    SOFT_MODES,
+    SoftThinkingConfig,
+    SoftThinkingOutput,
+    derive_seed,
+    soft_think,
+)
+from latentreason.errors import ConfigError
+from latentreason.methods.base import Method
+
+DEFAULT_MODES = ("greedy", "sampling", "vanilla", "dirichlet", "gumbel")
+RESULT_KEYS = ("accuracy", "pass_at_k", "rouge_l_vs_greedy", "js_top1", "js_top2", "mean_reasoning_tokens",
+               "latency_ms_per_question")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def sample_seed(seed: int, sample: int) -> int:
+    """Seed of sample ``sample`` of a study with base ``seed`` (rows then add their own index)."""
+    return derive_seed(seed, "sample", sample)
+
+
+def run_mode(
+    method: Method, examples: list[Example], config: SoftThinkingConfig, seed: int, batch_size: int = 100
+) -> tuple[list[SoftThinkingOutput], float]:
+    """One pass over ``examples`` (row ids = their indices); returns outputs and wall-clock seconds."""
+    outs: list[SoftThinkingOutput] = []
+    total = 0.0
+    device = method.device
+    for i in range(0, len(examples), batch_size):
+        chunk = examples[i : i + batch_size]
+        _sync(device)
+        t0 = time.perf_counter()
+        outs.extend(soft_think(method, chunk, config, seed=seed, row_ids=range(i, i + len(chunk))))
+        _sync(device)
+        total += time.perf_counter() - t0
+    return outs, total
+
+
+def _validate(modes: Sequence[str], samples: int, ks: Sequence[int], rouge_tokens: str, examples: list[Example], batch_size: int) -> None:
+    if not examples:
+        raise ConfigError("soft-thinking study: no examples")
+    if not modes:
+        raise ConfigError("soft-thinking study option modes: give at least one mode")
+    for m in modes:
+        if m not in MODES:
+            raise ConfigError(f"soft-thinking study option modes: unknown mode {m!r}; valid: {', '.join(MODES)}")
+    if len(set(modes)) != len(modes):
+        raise ConfigError(f"soft-thinking study option modes: repeated mode in {list(modes)}")
+    if not (isinstance(samples, int) and samples >= 1):
+        raise ConfigError(f"soft-thinking study option samples: must be an integer >= 1, got {samples!r}")
+    if not ks:
+        raise ConfigError("soft-thinking study option ks: give at least one k")
+    for k in ks:
+        if not (isinstance(k, int) and 1 <= k <= samples):
+            raise ConfigError(f"soft-thinking study option ks: every k must be in 1..samples={samples}, got {k!r}")
+    if rouge_tokens not in TOKENIZATIONS:
+        raise ConfigError(f"soft-thinking study option rouge_tokens: must be one of {', '.join(TOKENIZATIONS)}, got {rouge_tokens!r}")
+    if batch_size < 1:
+        raise ConfigError(f"soft-thinking study option batch_size: must be >= 1, got {batch_size}")
+
+
+def soft_thinking_study(
+    method: Method,
+    examples: list[Example],
+    modes: Sequence[str] = DEFAULT_MODES,
+    samples: int = 8,
+    ks: Sequence[int] = (1, 2, 4, 8),
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    *,
+    config: SoftThinkingConfig | None = None,
+    batch_size: int = 100,
+    rouge_tokens: str = "whitespace",
+    js_limit: int | None = None,
+    lens_limit: int = 50,
+    horizons: Sequence[int] = (1,),
+    threads: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Compare thinking modes on ``examples``; returns ``{mode: {accuracy, pass_at_k, rouge_l_vs_greedy,
+    js_top1, js_top2, mean_reasoning_tokens, latency_ms_per_question}}``.
+
+    ``config`` supplies every sampler setting but the mode (default: :class:`SoftThinkingConfig`).
+    ``js_limit`` caps the questions of the JS probe run (default: all), ``lens_limit`` those of the
+    logit-lens path-share experiment. ``horizons``: the JS probe and the path share are measured
+    at each (1 = next token, SPEC §4.1/§4.3; h > 1 see :class:`~latentreason.analysis.js.JSProbe`);
+    ``js_top1`` / ``js_top2`` report the first one and are None for the token modes.
+    ``threads`` sets torch's CPU thread count for the study (restored afterwards); on a small
+    shared CPU one thread is several times faster for these tiny per-token steps.
+    """
+    modes = tuple(modes)
+    horizons = tuple(int(h) for h in horizons)
+    if not horizons or min(horizons) < 1:
+        raise ConfigError(f"soft-thinking study option horizons: give integers >= 1, got {list(horizons)}")
+    ks = tuple(int(k) for k in ks)
+    ks = tuple(sorted(set(ks)))
+    _validate(modes, samples, ks, rouge_tokens, examples, batch_size)
+    base = (config or SoftThinkingConfig()).validate()
+    say = log or (lambda s: None)
+    n = len(examples)
+
+    if threads is not None and threads < 1:
+        raise ConfigError(f"soft-thinking study option threads: must be >= 1, got {threads}")
+    saved_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    was_training = method.training
+    method.eval()
+    try:
+        # warm-up (not timed): a few questions with a soft and a token mode
+        warm = examples[: min(n, 8)]
+        soft_think(method, warm, base.replace(mode="greedy"))
+        soft_think(method, warm, base.replace(mode="vanilla"))
+
+        runs: dict[str, list[list[SoftThinkingOutput]]] = {}
+        seconds: dict[str, float] = {}
+        for mode in modes:
+            cfg = base.replace(mode=mode)
+            n_runs = 1 if cfg.deterministic else samples
+            runs[mode], seconds[mode] = [], 0.0
+            for s in range(n_runs):
+                outs, dt = run_mode(method, examples, cfg, sample_seed(seed, s), batch_size)
+                runs[mode].append(outs)
+                seconds[mode] += dt
+            say(f"{mode}: {n_runs} run(s) of {n} questions in {seconds[mode]:.1f} s")
+        if "greedy" in runs:
+            greedy_texts = [o.text for o in runs["greedy"][0]]
+        else:
+            greedy_texts = [o.text for o in run_mode(method, examples, base.replace(mode="greedy"), 0, batch_size)[0]]
+
+        results: dict[str, dict[str, Any]] = {}
+        details: dict[str, dict[str, Any]] = {}
+        for mode in modes:
+            cfg = base.replace(mode=mode)
+            mode_runs = runs[mode]
+            correct_runs = [[bool(method.judge(ex, o.generation()).correct) for ex, o in zip(examples, outs)] for outs in mode_runs]
+            # a deterministic mode's samples are its single run repeated
+            full = correct_runs if len(correct_runs) == samples else [correct_runs[0]] * samples
+            counts = [sum(run[q] for run in full) for q in range(n)]
+            acc = float(mean(float(mean(run)) for run in full))
+            rouge = mean(mean_rouge_l([o.text for o in outs], greedy_texts, rouge_tokens) for outs in mode_runs)
+            other = "char" if rouge_tokens == "whitespace" else "whitespace"
+            rouge_other = mean(mean_rouge_l([o.text for o in outs], greedy_texts, other) for outs in mode_runs)
+            js1 = js2 = None
+            js_detail: dict[str, Any] | None = None
+            if mode in SOFT_MODES:
+                subset = examples if js_limit is None else examples[:js_limit]
+                js_detail = {}
+                for h in horizons:
+                    probe, _ = js_study(method, subset, cfg, seed=sample_seed(seed, 0), batch_size=batch_size, horizon=h)
+                    summ = probe.summary()
+                    if h == horizons[0]:
+                        js1, js2 = summ["mean_js_st_top1"], summ["mean_js_st_top2"]
+                    js_detail[str(h)] = {**summ, "horizon": h, "questions": len(subset), **probe.arrays()}
+                    say(f"{mode}: JS probe (horizon {h}) on {len(subset)} questions, {summ['steps']} mixed soft steps")
+            all_outs = [o for outs in mode_runs for o in outs]
+            results[mode] = {
+                "accuracy": acc,
+                "pass_at_k": {str(k): mean_pass_at_k(counts, samples, k) for k in ks},
+                "rouge_l_vs_greedy": rouge,
+                "js_top1": js1,
+                "js_top2": js2,
+                "mean_reasoning_tokens": float(mean(o.reasoning_tokens for o in all_outs)),
+                "latency_ms_per_question": 1000.0 * seconds[mode] / (n * len(mode_runs)),
+            }
+            details[mode] = {
+                "runs": len(mode_runs),
+                "deterministic": cfg.deterministic,
+                f"rouge_l_vs_greedy_{rouge_tokens}": rouge,
+                f"rouge_l_vs_greedy_{other}": rouge_other,
+                "per_sample_accuracy": [float(mean(run)) for run in correct_runs],
+                "mean_generated_tokens": mean(len(o.tokens) for o in all_outs),
+                "mean_soft_steps": mean(o.soft_steps for o in all_outs),
+                "mean_forward_passes": mean(o.forward_passes for o in all_outs),
+                "ended_by": dict(Counter(o.ended_by for o in all_outs)),
+                "distinct_texts_per_question": mean(len({outs[q].text for outs in mode_runs}) for q in range(n)),
+                "seconds": seconds[mode],
+                "js": js_detail,
+                "example_texts": [outs[0].text for outs in mode_runs][:3],
+            }
+
+        lens = {
+            str(h): path_share_study(method, examples[: max(0, lens_limit)], batch_size=batch_size, horizon=h)
+            if lens_limit > 0 else {"points": 0}
+            for h in horizons
+        }
+        say(f"logit lens: path shares at {lens[str(horizons[0])].get('points', 0)} branching points")
+        env_threads = torch.get_num_threads()
+    finally:
+        method.train(was_training)
+        torch.set_num_threads(saved_threads)
+
+    if out_dir is not None:
+        write_study(out_dir, results, details, lens, {
+            "modes": list(modes), "samples": samples, "ks": list(ks), "seed": seed, "questions": n,
+            "batch_size": batch_size, "rouge_tokens": rouge_tokens, "js_limit": js_limit, "lens_limit": lens_limit,
+            "horizons": list(horizons), "torch_threads": env_threads,
+            "config": dataclasses.asdict(base), "think_end": base.think_end or method.serializer.answer_marker,
+        }, method)
+    return results
+
+
+def write_study(out_dir: str | Path, results: dict, details: dict, lens: dict, settings: dict, method: Method | None = None) -> Path:
+    """``soft_thinking.json`` plus the PNG plots; returns the JSON path."""
+    from latentreason.utils import atomic_write_json, check_writable_dir, env_info
+
+    out = check_writable_dir(out_dir, "soft-thinking study output directory")
+    env = env_info(method.device if method is not None else None)
+    path = out / "soft_thinking.json"
+    atomic_write_json(path, {"results": results, "settings": settings, "details": details, "logit_lens": lens, "env": env})
+    plot_study(out, results, details, lens, settings)
+    return path
+
+
+def plot_study(out: Path, results: dict, details: dict, lens: dict, settings: dict) -> list[Path]:
+    """Pass@k curves, JS histograms, logit-lens path shares, ROUGE-L bars (matplotlib, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    # Pass@k
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for mode, r in results.items():
+        ks = [int(k) for k in r["pass_at_k"]]
+        ax.plot(ks, [r["pass_at_k"][str(k)] for k in ks], marker="o", label=mode)
+    ax.set_xscale("log", base=2)
+    all_ks = sorted({int(k) for r in results.values() for k in r["pass_at_k"]})
+    ax.set_xticks(all_ks, [str(k) for k in all_ks])
+    ax.minorticks_off()
+    ax.set_xlabel("k")
+    ax.set_ylabel("Pass@k")
+    ax.set_title(f"Pass@k ({settings['questions']} questions, {settings['samples']} samples)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    files.append(out / "pass_at_k.png")
+    fig.savefig(files[-1], dpi=120)
+    plt.close(fig)
+
+    # JS histograms: one row per horizon, one column per soft mode
+    soft = [m for m in results if details.get(m, {}).get("js")]
+    if soft:
+        hs = list(details[soft[0]]["js"])
+        fig, axes = plt.subplots(len(hs), len(soft), figsize=(4.2 * len(soft), 3.2 * len(hs)), squeeze=False)
+        bins = [i * 0.7 / 35 for i in range(36)]
+        for row, h in enumerate(hs):
+            for ax, mode in zip(axes[row], soft):
+                js = details[mode]["js"][h]
+                for key, label in (("js_st_top1", "JS(soft, top-1)"), ("js_st_top2", "JS(soft, top-2)"), ("js_top1_top2", "JS(top-1, top-2)")):
+                    vals = js.get(key) or []
+                    if vals:
+                        ax.hist(vals, bins=bins, alpha=0.5, label=f"{label}: mean {mean(vals):.3f}")
+                ax.axvline(0.6931, color="k", lw=0.8, ls="--")
+                ax.set_yscale("log")
+                ax.set_title(f"{mode}, horizon {h} ({js['steps']} mixed steps)", fontsize=9)
+                ax.set_xlabel("JS divergence (nats)")
+                ax.legend(fontsize=7)
+        fig.tight_layout()
+        files.append(out / "js_divergence.png")
+        fig.savefig(files[-1], dpi=120)
+        plt.close(fig)
+
+    # logit lens: path shares per layer, one line style per horizon
+    pts = {h: v for h, v in lens.items() if v.get("points")}
+    if pts:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+        styles = ["-", "--", ":", "-."]
+        for i, (h, lv) in enumerate(pts.items()):
+            ls = styles[i % len(styles)]
+            ax.plot(lv["layers"], lv["share_a"], ls=ls, marker="o", color="C0", label=f"share of a (top-1), h={h}")
+            ax.plot(lv["layers"], lv["share_b"], ls=ls, marker="s", color="C1", label=f"share of b (top-2), h={h}")
+            ax2.plot(lv["layers"], lv["top1_is_a"], ls=ls, marker="o", color="C0", label=f"soft top-1 = a-run top-1, h={h}")
+            ax2.plot(lv["layers"], lv["top1_is_b"], ls=ls, marker="s", color="C1", label=f"soft top-1 = b-run top-1, h={h}")
+        first = next(iter(pts.values()))
+        for a in (ax, ax2):
+            a.set_xticks(first["layers"])
+            a.set_xlabel("layer (0 = embeddings)")
+            a.set_ylim(-0.05, 1.05)
+            a.grid(alpha=0.3)
+            a.legend(fontsize=7)
+        ax.set_ylabel("|top-10(soft) ∩ top-5(single)| / 5")
+        ax2.set_ylabel("fraction of branching points")
+        ax.set_title(f"logit lens: {first['weight_a']:.1f}·E[a] + {1 - first['weight_a']:.1f}·E[b] ({first['points']} points)", fontsize=9)
+        ax2.set_title("top-1 agreement of the soft run", fontsize=9)
+        fig.tight_layout()
+        files.append(out / "logit_lens.png")
+        fig.savefig(files[-1], dpi=120)
+        plt.close(fig)
+
+    # ROUGE-L
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    modes = list(results)
+    xs = range(len(modes))
+    w = 0.38
+    ax.bar([x - w / 2 for x in xs], [details[m].get("rouge_l_vs_greedy_whitespace", 0.0) for m in modes], w, label="whitespace tokens")
+    ax.bar([x + w / 2 for x in xs], [details[m].get("rouge_l_vs_greedy_char", 0.0) for m in modes], w, label="character tokens")
+    ax.set_xticks(list(xs), modes)
+    ax.set_ylabel("ROUGE-L F vs greedy")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    files.append(out / "rouge_l.png")
+    fig.savefig(files[-1], dpi=120)
+    plt.close(fig)
+    return files
+
+
+__all__ = ["DEFAULT_MODES", "RESULT_KEYS", "plot_study", "run_mode", "sample_seed", "soft_thinking_study", "write_study"]

@@ -1,0 +1,80 @@
+"""System-1.5's test-time grid (the paper's Figure 4): λ_depth × λ_step → accuracy, latency, depth.
+
+λ_depth is the router threshold of the depth shortcut, λ_step the number of latent steps. Every
+cell evaluates the same questions at the same batch size; latency is wall-clock per question.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+DEFAULT_DEPTHS = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
+DEFAULT_STEPS = (1, 2, 3, 4, 5, 6)
+
+
+@torch.no_grad()
+def system15_grid(method, examples, lambda_depths: Sequence[float] = DEFAULT_DEPTHS,
+                  lambda_steps: Sequence[int] = DEFAULT_STEPS, batch_size: int = 100) -> dict[str, Any]:
+    acc, lat, layers = [], [], []
+    method.eval()
+    method.generate(examples[: min(8, len(examples))])  # warm-up
+    for ld in lambda_depths:
+        ra, rl, ry = [], [], []
+        for ls in lambda_steps:
+            t0 = time.perf_counter()
+            gens = []
+            for i in range(0, len(examples), batch_size):
+                gens += method.generate(examples[i : i + batch_size], lambda_depth=float(ld), lambda_step=int(ls))
+            dt = time.perf_counter() - t0
+            ra.append(sum(method.judge(e, g).correct for e, g in zip(examples, gens)) / len(examples))
+            rl.append(1000 * dt / len(examples))
+            ry.append(sum(g.extra.get("layers_per_latent_step", 0.0) for g in gens) / len(gens))
+        acc.append(ra)
+        lat.append(rl)
+        layers.append(ry)
+    best = max(((acc[i][j], -lat[i][j], i, j) for i in range(len(lambda_depths)) for j in range(len(lambda_steps))))
+    i, j = best[2], best[3]
+    return {
+        "lambda_depth": [float(x) for x in lambda_depths],
+        "lambda_step": [int(x) for x in lambda_steps],
+        "accuracy": acc,
+        "latency_ms_per_question": lat,
+        "layers_per_latent_step": layers,
+        "n": len(examples),
+        "batch_size": batch_size,
+        "best": {"lambda_depth": float(lambda_depths[i]), "lambda_step": int(lambda_steps[j]), "accuracy": acc[i][j],
+                 "latency_ms_per_question": lat[i][j], "layers_per_latent_step": layers[i][j]},
+    }
+
+
+def plot_grid(grid: dict[str, Any], path: str | Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, title, fmt in ((axes[0], "accuracy", "accuracy", "{:.2f}"),
+                                (axes[1], "latency_ms_per_question", "ms / question", "{:.2f}")):
+        m = grid[key]
+        im = ax.imshow(m, cmap="viridis" if key == "accuracy" else "magma_r", aspect="auto")
+        ax.set_xticks(range(len(grid["lambda_step"])), [str(s) for s in grid["lambda_step"]])
+        ax.set_yticks(range(len(grid["lambda_depth"])), [str(d) for d in grid["lambda_depth"]])
+        ax.set_xlabel("λ_step (latent steps)")
+        ax.set_ylabel("λ_depth (router threshold)")
+        ax.set_title(title)
+        for r, row in enumerate(m):
+            for c, v in enumerate(row):
+                ax.text(c, r, fmt.format(v), ha="center", va="center", color="white", fontsize=8)
+        fig.colorbar(im, ax=ax, shrink=0.85)
+    fig.suptitle("System-1.5 test-time grid")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,315 @@
+"""The demo's adaptive-thinking section (issue 9, ``docs/adaptive.md``).
+
+:func:`run_adaptive` trains ``codi_adaptive`` on the mixed-difficulty task (1..6 modular steps per
+question), starting from a finished model of the demo (its CODI model by default: initialisation
+from another latent model), then compares on the same test questions
+
+* ``codi_fixed`` — the trained model with a fixed number of thoughts n, n chosen as the best
+  validation accuracy over n = 1..n_max;
+* ``codi_adaptive`` — the same weights, each question stopping when the halting head says so;
+* ``codi_adaptive_probe`` — the same weights, stopping on the training-free LM-head probe.
+
+Latency is measured by :func:`~latentreason.evaluation.evaluate.evaluate` with the demo's batch
+size and repeats, as for every other row of the demo. The section writes ``OUT/results.json``,
+``OUT/predictions-*.json`` and ``OUT/thoughts_vs_steps.png`` and returns the results.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import mean
+from typing import Any, Callable, Sequence
+
+import torch
+
+from latentreason.config import to_dict, to_dict_nondefault
+from latentreason.data.example import Example
+from latentreason.data.procedural import TaskConfig, task_description
+from latentreason.errors import ConfigError
+from latentreason.models.backbone import ModelConfig
+from latentreason.training.run_config import DataConfig, RunConfig, TrainConfig
+from latentreason.utils import atomic_write_json, check_writable_dir
+
+
+# --------------------------------------------------------------------------- statistics
+def rankdata(values: Sequence[float]) -> list[float]:
+    """1-based ranks; tied values share the mean of the ranks they span."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        r = (i + j) / 2 + 1
+        for t in range(i, j + 1):
+            ranks[order[t]] = r
+        i = j + 1
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman's rank correlation (Pearson correlation of the tie-averaged ranks).
+
+    None when it is undefined: fewer than two points, or one of the sequences is constant.
+    """
+    if len(x) != len(y):
+        raise ValueError(f"spearman: sequences of different lengths ({len(x)} and {len(y)})")
+    if len(x) < 2:
+        return None
+    rx, ry = rankdata(x), rankdata(y)
+    mx, my = mean(rx), mean(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sxx = sum((a - mx) ** 2 for a in rx)
+    syy = sum((b - my) ** 2 for b in ry)
+    if sxx == 0 or syy == 0:
+        return None
+    return sxy / (sxx * syy) ** 0.5
+
+
+# --------------------------------------------------------------------------- configuration
+def mixed_task(**kw: Any) -> TaskConfig:
+    """The mixed-difficulty task of this section: 1..6 steps per question, uniformly."""
+    base = dict(n_steps=6, min_steps=1)
+    base.update(kw)
+    return TaskConfig(**base)
+
+
+@dataclass
+class AdaptiveConfig:
+    task: TaskConfig = field(default_factory=mixed_task)
+    #: options of ``codi_adaptive`` (``preset: default_task`` = CODI's project setting, 7 thoughts at most)
+    method_args: dict[str, Any] = field(default_factory=lambda: {"preset": "default_task"})
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        batch_size=32, lr=1e-3, warmup_steps=20, max_steps=300, log_every=25, eval_every=0, eval_batch_size=200))
+    #: fixed-n candidates are 1..n_max; also the cap of the adaptive loop
+    n_max: int = 7
+    valid_limit: int | None = 300
+    test_limit: int | None = None
+    eval_batch_size: int = 100
+    latency_repeats: int = 3
+    seed: int = 0
+
+
+def adaptive_config(quick: bool = False) -> AdaptiveConfig:
+    """The demo's settings; ``quick`` is a much smaller version used by the tests."""
+    if quick:
+        return AdaptiveConfig(
+            task=mixed_task(n_steps=3, n_train=300, n_valid=20, n_test=20),
+            method_args={"preset": "default_task", "n_latent": 4},
+            train=TrainConfig(batch_size=8, lr=1e-3, warmup_steps=2, max_steps=4, log_every=2, eval_every=0,
+                              eval_batch_size=20),
+            n_max=4, valid_limit=20, test_limit=20, eval_batch_size=10, latency_repeats=1)
+    return AdaptiveConfig()
+
+
+def section_run_config(cfg: AdaptiveConfig, model: ModelConfig, out_dir: Path, init_from: str | Path | None) -> RunConfig:
+    args = dict(cfg.method_args)
+    args.setdefault("n_latent", cfg.n_max)
+    train = copy.deepcopy(cfg.train)
+    train.seed = cfg.seed
+    train.validate()
+    task = copy.deepcopy(cfg.task)
+    task.validate()
+    if task.min_steps is None:
+        raise ConfigError("adaptive section: the task must have mixed difficulty (task.min_steps set)")
+    data = DataConfig(dataset="modchain_mixed", task=task, valid_limit=cfg.valid_limit, test_limit=cfg.test_limit)
+    return RunConfig(method="codi_adaptive", method_args=args, model=copy.deepcopy(model), data=data, train=train,
+                     out_dir=str(out_dir / "train"), init_from=str(init_from) if init_from else None)
+
+
+def _file_digest(directory: Path) -> str:
+    h = hashlib.sha256()
+    for name in ("method.json", "model.safetensors", "extra.safetensors"):
+        p = directory / name
+        if p.is_file():
+            h.update(name.encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def build_adaptive_method(rc: RunConfig):
+    """``codi_adaptive`` from ``rc.init_from``: a CODI checkpoint gives backbone + projection, any
+    other checkpoint (e.g. CoT-SFT) its backbone; without ``init_from`` a fresh backbone."""
+    from latentreason.methods.adaptive import CODIAdaptive
+    from latentreason.methods.base import method_config
+    from latentreason.methods.codi import CODI
+    from latentreason.training.api import build_method
+    from latentreason.training.checkpoint import load_method
+
+    mcfg = method_config(CODIAdaptive, rc.method_args)
+    if rc.init_from:
+        src = load_method(rc.init_from)
+        if isinstance(src, CODI) and src.config.projection == mcfg.projection:
+            return CODIAdaptive.from_codi(src, mcfg)
+        return CODIAdaptive(src.backbone, mcfg)
+    return build_method(rc)
+
+
+# --------------------------------------------------------------------------- the section
+def _set_mode(method, halting: str, n: int | None = None) -> None:
+    method.config.halting = halting
+    if n is not None:
+        method.config.n_latent = n
+
+
+def _by_steps(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    groups: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        groups[int(r["meta"]["n_steps"])].append(r)
+    return {str(k): {"n": len(v), "accuracy": mean(float(r["correct"]) for r in v),
+                     "mean_latent_steps": mean(r["latent_steps"] for r in v)} for k, v in sorted(groups.items())}
+
+
+def _row(metrics: dict[str, Any], records: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    keys = ("accuracy", "n", "correct", "mean_latent_steps", "mean_forward_passes", "mean_generated_tokens",
+            "latency_ms_per_question", "batch_size", "latency_repeats")
+    row = {k: metrics[k] for k in keys}
+    row.update(extra)
+    row["by_true_steps"] = _by_steps(records)
+    true = [int(r["meta"]["n_steps"]) for r in records]
+    used = [int(r["latent_steps"]) for r in records]
+    row["spearman_steps_vs_true"] = spearman(used, true)
+    return row
+
+
+def thoughts_plot(rows: dict[str, list[tuple[int, int]]], fixed_n: int, n_max: int) -> bytes:
+    """PNG: latent thoughts used against the problem's true number of steps (mean ± spread, points jittered)."""
+    from latentreason.evaluation.plots import _plt, _png
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    all_true = sorted({t for pts in rows.values() for t, _ in pts})
+    for i, (name, pts) in enumerate(rows.items()):
+        g = torch.Generator().manual_seed(i)
+        jit = (torch.rand(len(pts), generator=g) - 0.5) * 0.25
+        off = (i - (len(rows) - 1) / 2) * 0.12
+        ax.scatter([t + off + float(j) for (t, _), j in zip(pts, jit)], [u + off for _, u in pts], s=6, alpha=0.15,
+                   color=f"C{i}")
+        means = [(t, mean(u for tt, u in pts if tt == t)) for t in all_true if any(tt == t for tt, _ in pts)]
+        ax.plot([t + off for t, _ in means], [m for _, m in means], "o-", color=f"C{i}", label=f"{name} (mean)")
+    ax.axhline(fixed_n, color="grey", ls="--", lw=1, label=f"codi_fixed (n = {fixed_n})")
+    if all_true:
+        ax.plot(all_true, [t + 1 for t in all_true], ":", color="black", lw=1, label="true steps + 1")
+    ax.set_xlabel("true number of steps of the problem")
+    ax.set_ylabel("latent thoughts used")
+    ax.set_xticks(all_true)
+    ax.set_yticks(range(0, n_max + 2))
+    ax.set_ylim(0, n_max + 1.5)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title("adaptive latent thinking: thoughts vs difficulty")
+    return _png(fig)
+
+
+def run_adaptive(
+    out_dir: str | Path,
+    init_from: str | Path | None,
+    model: ModelConfig | None = None,
+    cfg: AdaptiveConfig | None = None,
+    *,
+    quick: bool = False,
+    fresh: bool = False,
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train (or reuse) ``codi_adaptive`` on the mixed task and compare fixed-n with adaptive thinking.
+
+    ``init_from``: a finished checkpoint to start from (the demo's ``OUT/codi/model``; a CoT model
+    works too, with a fresh projection); ``model`` must describe that checkpoint's backbone
+    (it is used only when ``init_from`` is None). Returns ``{"codi_fixed": {...}, "codi_adaptive":
+    {...}, "codi_adaptive_probe": {...}, "spearman_steps_vs_true": x, "valid_sweep": {...}, ...}``.
+    """
+    from latentreason.evaluation.evaluate import evaluate
+    from latentreason.training.api import load_split, run_training
+    from latentreason.training.checkpoint import load_method
+
+    t0 = time.perf_counter()
+    cfg = cfg or adaptive_config(quick)
+    out = check_writable_dir(out_dir)
+    if init_from is not None and not (Path(init_from) / "method.json").is_file():
+        raise ConfigError(f"adaptive section: init_from {str(init_from)!r} is not a finished checkpoint (no method.json)")
+    rc = section_run_config(cfg, model or ModelConfig(), out, init_from)
+    parent = _file_digest(Path(init_from)) if init_from else None
+    fp = hashlib.sha256(json.dumps({"run": to_dict_nondefault(rc), "parent": parent}, sort_keys=True, default=str)
+                        .encode()).hexdigest()[:16]
+    run_dir = Path(rc.out_dir)
+    done_file = run_dir / "done.json"
+    done = json.loads(done_file.read_text()) if done_file.is_file() else {}
+    if not fresh and done.get("fingerprint") == fp and (run_dir / "model" / "method.json").is_file():
+        log(f"[adaptive] reusing the finished run in {run_dir}")
+    else:
+        log("[adaptive] training codi_adaptive on the mixed task" + (f" from {init_from}" if init_from else ""))
+        method = build_adaptive_method(rc)
+        res = run_training(rc, method=method, progress=progress, evaluate_test=False, log=log)
+        done = {"fingerprint": fp, "train": res["train"]}
+        atomic_write_json(done_file, done)
+        del method, res
+    t_train = time.perf_counter() - t0
+
+    valid = load_split(rc, "valid")
+    test = load_split(rc, "test")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    method = load_method(run_dir / "model", device=device)
+    trained_n = method.config.n_latent
+    bs = cfg.eval_batch_size
+
+    # ---------------------------------------------------------------- fixed n sweep on valid
+    sweep: dict[str, float] = {}
+    for n in range(1, cfg.n_max + 1):
+        _set_mode(method, "none", n)
+        sweep[str(n)] = evaluate(method, valid, batch_size=bs, keep_records=False, warmup=False).metrics["accuracy"]
+    best_n = max(range(1, cfg.n_max + 1), key=lambda n: (sweep[str(n)], -n))  # ties: the cheaper n
+    valid_adaptive = {}
+    for mode in ("head", "probe"):
+        _set_mode(method, mode, trained_n)
+        m = evaluate(method, valid, batch_size=bs, keep_records=False, warmup=False).metrics
+        valid_adaptive[mode] = {"accuracy": m["accuracy"], "mean_latent_steps": m["mean_latent_steps"]}
+    log(f"[adaptive] valid accuracy by fixed n: " + ", ".join(f"{k}: {v:.3f}" for k, v in sweep.items())
+        + f"; best n = {best_n}; head {valid_adaptive['head']['accuracy']:.3f} "
+        f"({valid_adaptive['head']['mean_latent_steps']:.2f} thoughts)")
+
+    # ---------------------------------------------------------------- test: same questions, same batch size
+    rows: dict[str, dict[str, Any]] = {}
+    points: dict[str, list[tuple[int, int]]] = {}
+    for name, mode, n in (("codi_fixed", "none", best_n), ("codi_adaptive", "head", trained_n),
+                          ("codi_adaptive_probe", "probe", trained_n)):
+        _set_mode(method, mode, n)
+        ev = evaluate(method, test, batch_size=bs, repeats=cfg.latency_repeats, progress=progress,
+                      description=f"test {name}")
+        atomic_write_json(out / f"predictions-{name}.json", ev.records)
+        extra = {"n": best_n} if mode == "none" else {"halting": mode, "n_max": method.n_max}
+        if mode == "head":
+            extra["halt_threshold"] = method.config.halt_threshold
+        if mode == "probe":
+            extra["probe_threshold"] = method.config.probe_threshold
+        rows[name] = _row(ev.metrics, ev.records, **extra)
+        if mode != "none":
+            points[name] = [(int(r["meta"]["n_steps"]), int(r["latent_steps"])) for r in ev.records]
+        log(f"[adaptive] {name}: accuracy {rows[name]['accuracy']:.3f}, {rows[name]['mean_latent_steps']:.2f} thoughts, "
+            f"{rows[name]['latency_ms_per_question']:.2f} ms/question")
+    _set_mode(method, "head", trained_n)
+    (out / "thoughts_vs_steps.png").write_bytes(thoughts_plot(points, best_n, cfg.n_max))
+    fixed, adaptive = rows["codi_fixed"], rows["codi_adaptive"]
+    results: dict[str, Any] = {
+        **rows,
+        "spearman_steps_vs_true": adaptive["spearman_steps_vs_true"],
+        "accuracy_gap_points": 100.0 * (fixed["accuracy"] - adaptive["accuracy"]),
+        "thought_reduction": 1.0 - adaptive["mean_latent_steps"] / fixed["mean_latent_steps"]
+        if fixed["mean_latent_steps"] else None,
+        "valid_sweep": {"accuracy_by_n": sweep, "best_n": best_n, "adaptive": valid_adaptive, "n": len(valid)},
+        "task": task_description(cfg.task),
+        "train": done.get("train"),
+        "init_from": str(init_from) if init_from else None,
+        "plot": str(out / "thoughts_vs_steps.png"),
+        "config": to_dict(rc),
+        "train_seconds_this_run": round(t_train, 1),
+        "total_seconds": round(time.perf_counter() - t0, 1),
+    }
+    atomic_write_json(out / "results.json", results)
+    return results

@@ -1,0 +1,35 @@
+"""FLOPs estimates (SPEC §5): matrix products of the Transformer, Kaplan et al. (2020) style.
+
+Per position and executed layer: 2·P_layer (P_layer = weights of the layer's matrices) plus
+2·n_ctx·d for attention over the context. The LM head (2·d·V) is counted separately, because
+System-1.5 compares "Transformer matrix products only" per decoding step (SPEC §3.5).
+A System-1.5 latent step adds what its shortcut modules ran: a router (2·P_router) at every layer
+where one was consulted and an adapter (2·P_adapter) wherever one was applied.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from latentreason.models.shortcuts import find_decoder_layers
+
+
+def matrix_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.dim() >= 2)
+
+
+def layer_flops(model: nn.Module, n_ctx: float) -> float:
+    """FLOPs of one decoder layer for one position attending over ``n_ctx`` positions."""
+    layers = find_decoder_layers(model)
+    d = model.get_input_embeddings().weight.shape[1]
+    return 2.0 * matrix_params(layers[0]) + 2.0 * n_ctx * d
+
+
+def step_flops(model: nn.Module, n_ctx: float, layers_run: float) -> float:
+    """Transformer FLOPs of one decoding step that runs ``layers_run`` layers."""
+    return layers_run * layer_flops(model, n_ctx)
+
+
+def head_flops(model: nn.Module) -> float:
+    w = model.get_output_embeddings().weight
+    return 2.0 * w.shape[0] * w.shape[1]

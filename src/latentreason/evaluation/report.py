@@ -1,0 +1,662 @@
+"""One self-contained HTML report of a benchmark / demo run directory.
+
+``write_report(run_dir)`` reads ``RUN_DIR/results.json``, every method's ``metrics.jsonl``,
+``run_config.json`` and ``predictions.json``, the soft-thinking study (``soft_thinking/``),
+thought-probing files (``probe-*.json``), System-1.5 grid files and any other figures, and writes
+``RUN_DIR/report.html``: inline CSS, plots embedded as base64 PNG (drawn by
+:mod:`latentreason.evaluation.plots`), no script and no network reference, so the file can be
+mailed or archived on its own. All text from the run is HTML-escaped.
+
+Sections (each only when its data is present):
+
+* comparison table — accuracy, reasoning tokens, latent steps, generated tokens, forward passes,
+  ms/question, batch size, speed-up vs CoT, training time and steps — with an accuracy-vs-latency
+  scatter and bars of the per-question cost;
+* out-of-distribution evaluation (``results["ood"]``);
+* training — loss curves per method (and their loss parts), validation curves coloured by
+  curriculum stage, each method's training setup, a few predictions;
+* soft thinking — the mode table and the study's plots;
+* System-1.5 grid — a heatmap drawn from the grid data (and any grid/heatmap PNG);
+* thought probing — summary and a few decoded thoughts per ``probe-*.json``;
+* adaptive thinking and every other results section, rendered generically (tables for
+  records, key/value tables otherwise), and other PNG figures found in the run directory;
+* the run's configuration (task, model) and library versions (``env``).
+
+A section whose data has an unexpected shape is replaced by a visible note instead of aborting the
+report.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from latentreason.errors import DataError
+from latentreason.evaluation import plots
+
+REPORT_NAME = "report.html"
+
+#: results.json sections this module renders with their own layout
+KNOWN_SECTIONS = ("task", "model", "methods", "soft_thinking", "ood", "env", "total_seconds")
+_MAX_IMAGE_BYTES = 8 * 1024 * 1024
+_SKIP_DIRS = {"checkpoints", "model"}
+
+_CSS = """
+:root { --fg:#1d2330; --muted:#5b6475; --line:#d9dee7; --head:#eef1f6; --accent:#2f5fa7; }
+* { box-sizing: border-box; }
+body { font-family: -apple-system, "Segoe UI", "DejaVu Sans", Helvetica, Arial, sans-serif; color: var(--fg);
+       margin: 0; background: #fafbfc; line-height: 1.45; }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 60px; background: #fff; }
+h1 { font-size: 1.7em; margin: 0 0 4px; color: var(--accent); }
+h2 { font-size: 1.3em; margin: 34px 0 10px; padding-bottom: 4px; border-bottom: 2px solid var(--line); }
+h3 { font-size: 1.08em; margin: 22px 0 8px; }
+h4 { font-size: 0.98em; margin: 14px 0 6px; color: var(--muted); }
+p.meta, p.note { color: var(--muted); font-size: 0.92em; margin: 4px 0 10px; }
+p.warn { color: #8a4b00; background: #fff4e0; padding: 6px 10px; border-left: 3px solid #e0a040; }
+nav { font-size: 0.92em; margin: 12px 0 0; color: var(--muted); }
+nav a { margin-right: 14px; color: var(--accent); text-decoration: none; }
+table { border-collapse: collapse; margin: 8px 0 14px; font-size: 0.9em; }
+th, td { border: 1px solid var(--line); padding: 4px 9px; vertical-align: top; }
+th { background: var(--head); text-align: left; font-weight: 600; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+tr:nth-child(even) td { background: #f7f9fc; }
+td.key { font-weight: 600; white-space: nowrap; }
+code, pre { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 0.88em; }
+pre { background: #f4f6f9; padding: 8px 10px; overflow-x: auto; white-space: pre-wrap; word-break: break-all; }
+figure { margin: 10px 0 18px; }
+figure img { max-width: 100%; height: auto; border: 1px solid var(--line); }
+figcaption { color: var(--muted); font-size: 0.88em; margin-top: 3px; }
+.grid2 { display: flex; flex-wrap: wrap; gap: 14px; align-items: flex-start; }
+.grid2 figure { flex: 1 1 480px; min-width: 0; }
+.grid2 figure.wide { flex: 1 1 100%; }
+details { margin: 6px 0 10px; }
+summary { cursor: pointer; color: var(--accent); }
+.ok { color: #1b7a33; } .bad { color: #b3261e; }
+"""
+
+
+# --------------------------------------------------------------------------- formatting helpers
+def esc(v: Any) -> str:
+    return html.escape(str(v), quote=True)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def fmt(v: Any, digits: int = 3) -> str:
+    """Plain-text rendering of one value (None -> en dash)."""
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}" if abs(v) >= 10000 else str(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        if abs(v) >= 1000 or (v == int(v) and abs(v) >= 100):
+            return f"{v:,.0f}"
+        if abs(v) >= 100:
+            return f"{v:.1f}"
+        if abs(v) < 10 ** -digits and v != 0:
+            return f"{v:.2e}"
+        return f"{v:.{digits}f}"
+    if isinstance(v, (list, tuple)):
+        if len(v) > 12:
+            return ", ".join(fmt(x, digits) for x in v[:12]) + f", … ({len(v)} items)"
+        return ", ".join(fmt(x, digits) for x in v)
+    if isinstance(v, dict):
+        return json.dumps(v, ensure_ascii=False, default=str)
+    return str(v)
+
+
+def _cell(v: Any, digits: int = 3) -> str:
+    cls = ' class="num"' if _is_num(v) else ""
+    return f"<td{cls}>{esc(fmt(v, digits))}</td>"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    """``rows`` are lists of already-rendered ``<td>`` cells."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _kv_table(d: dict[str, Any], digits: int = 3) -> str:
+    rows = [[f'<td class="key">{esc(k)}</td>', _cell(v, digits)] for k, v in d.items()]
+    return _table(["key", "value"], rows)
+
+
+def png_size(png: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's header, None when it is not a PNG."""
+    if len(png) < 24 or not png.startswith(b"\x89PNG\r\n\x1a\n") or png[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+def _img(png: bytes | None, alt: str, caption: str | None = None) -> str:
+    if not png:
+        return ""
+    data = base64.b64encode(png).decode("ascii")
+    cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
+    size = png_size(png)
+    wide = ' class="wide"' if size and size[0] > 2.2 * size[1] else ""
+    return f'<figure{wide}><img alt="{esc(alt)}" src="data:image/png;base64,{data}">{cap}</figure>'
+
+
+def _img_file(path: Path, run_dir: Path, caption: str | None = None) -> str:
+    try:
+        if path.stat().st_size > _MAX_IMAGE_BYTES:
+            return f'<p class="note">{esc(_rel(path, run_dir))}: not embedded (larger than {_MAX_IMAGE_BYTES >> 20} MiB)</p>'
+        png = path.read_bytes()
+    except OSError as e:
+        return f'<p class="warn">{esc(_rel(path, run_dir))}: could not be read ({esc(e)})</p>'
+    if png_size(png) is None:
+        return f'<p class="warn">{esc(_rel(path, run_dir))}: not a PNG file, not embedded</p>'
+    return _img(png, path.stem, caption or _rel(path, run_dir))
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return rows
+    for line in text.splitlines():
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by an interrupted run
+        if isinstance(obj, dict):
+            rows.append(obj)
+    return rows
+
+
+# --------------------------------------------------------------------------- generic rendering
+def _flatten_row(r: dict[str, Any]) -> dict[str, Any]:
+    """One level of nested small scalar dicts becomes ``key.sub`` columns (``pass_at_k.4``)."""
+    out: dict[str, Any] = {}
+    for k, v in r.items():
+        if isinstance(v, dict) and 0 < len(v) <= 12 and all(not isinstance(x, (dict, list)) for x in v.values()):
+            for kk, vv in v.items():
+                out[f"{k}.{kk}"] = vv
+        elif not isinstance(v, (dict, list)) or (isinstance(v, list) and len(v) <= 12
+                                                 and all(not isinstance(x, (dict, list)) for x in v)):
+            out[k] = v
+    return out
+
+
+def _records_table(records: list[dict[str, Any]], first_col: str | None = None, names: list[str] | None = None,
+                   limit: int = 60) -> str:
+    flat = [_flatten_row(r) for r in records[:limit]]
+    cols = list(dict.fromkeys(k for r in flat for k in r))
+    header = ([first_col] if first_col else []) + cols
+    rows = []
+    for i, r in enumerate(flat):
+        cells = [f'<td class="key">{esc(names[i])}</td>'] if names else []
+        rows.append(cells + [_cell(r.get(c)) for c in cols])
+    more = f'<p class="note">{len(records) - limit} more rows not shown</p>' if len(records) > limit else ""
+    return _table(header, rows) + more
+
+
+def render_generic(obj: Any, depth: int = 0) -> str:
+    """Any JSON value as HTML: dicts of records and lists of records as tables, other dicts as
+    key/value tables with nested sections below, long or deep values as a JSON excerpt."""
+    if isinstance(obj, dict):
+        if not obj:
+            return '<p class="note">(empty)</p>'
+        vals = list(obj.values())
+        if len(vals) >= 1 and all(isinstance(v, dict) for v in vals) and all(_flatten_row(v) for v in vals) and \
+                sum(len(_flatten_row(v)) for v in vals) >= sum(len(v) for v in vals) / 2:
+            return _records_table(vals, "name", [str(k) for k in obj])
+        scalars = {k: v for k, v in obj.items() if not isinstance(v, (dict, list)) or
+                   (isinstance(v, list) and all(not isinstance(x, (dict, list)) for x in v))}
+        parts = [_kv_table(scalars)] if scalars else []
+        for k, v in obj.items():
+            if k in scalars:
+                continue
+            if depth >= 3:
+                parts.append(f"<h4>{esc(k)}</h4>" + _json_excerpt(v))
+            else:
+                parts.append(f"<h4>{esc(k)}</h4>" + render_generic(v, depth + 1))
+        return "".join(parts)
+    if isinstance(obj, list):
+        if obj and all(isinstance(x, dict) for x in obj):
+            return _records_table(obj)
+        if all(not isinstance(x, (dict, list)) for x in obj):
+            return f"<p>{esc(fmt(obj))}</p>"
+        return _json_excerpt(obj)
+    return f"<p>{esc(fmt(obj))}</p>"
+
+
+def _json_excerpt(obj: Any, limit: int = 4000) -> str:
+    text = json.dumps(obj, indent=1, ensure_ascii=False, default=str)
+    if len(text) > limit:
+        text = text[:limit] + f"\n… ({len(text) - limit} more characters)"
+    return f"<pre>{esc(text)}</pre>"
+
+
+# --------------------------------------------------------------------------- grids (System-1.5)
+def find_grid(obj: Any) -> dict[str, Any] | None:
+    """A 2-D grid inside ``obj``: ``{values, rows, cols, row_name, col_name, value_name}`` or None.
+
+    Recognised shapes: a rectangular numeric matrix next to two label lists of matching lengths
+    (``{"lambda_depth": [...], "lambda_step": [...], "accuracy": [[...]]}``); a list of records
+    two of whose keys index a full grid (``[{"lambda_depth": .., "lambda_step": .., "accuracy": ..}]``,
+    also under a key of a dict); a dict of dicts of numbers (``{row: {col: value}}``).
+    """
+    if isinstance(obj, dict):
+        mats = {k: v for k, v in obj.items() if _is_matrix(v)}
+        lists = {k: v for k, v in obj.items() if isinstance(v, list) and v and all(not isinstance(x, (dict, list)) for x in v)}
+        for mk in sorted(mats, key=lambda k: (k != "accuracy", 0)):
+            m = mats[mk]
+            r = next((k for k, v in lists.items() if len(v) == len(m)), None)
+            c = next((k for k, v in lists.items() if len(v) == len(m[0]) and k != r), None)
+            if r and c:
+                return {"values": m, "rows": lists[r], "cols": lists[c], "row_name": r, "col_name": c, "value_name": mk}
+        if obj and all(isinstance(v, dict) and v and all(_is_num(x) or x is None for x in v.values()) for v in obj.values()):
+            cols = list(dict.fromkeys(k for v in obj.values() for k in v))
+            if len(obj) >= 2 and len(cols) >= 2:
+                return {"values": [[v.get(c) for c in cols] for v in obj.values()], "rows": list(obj), "cols": cols,
+                        "row_name": "", "col_name": "", "value_name": ""}
+        for v in obj.values():
+            if isinstance(v, (dict, list)):
+                g = find_grid(v)
+                if g:
+                    return g
+        return None
+    if isinstance(obj, list) and len(obj) >= 4 and all(isinstance(x, dict) for x in obj):
+        keys = [k for k in obj[0] if all(k in r and not isinstance(r[k], (dict, list)) for r in obj)]
+        for i, a in enumerate(keys):
+            for b in keys[i + 1:]:
+                ra = list(dict.fromkeys(r[a] for r in obj))
+                rb = list(dict.fromkeys(r[b] for r in obj))
+                if len(ra) < 2 or len(rb) < 2 or len(ra) * len(rb) != len(obj):
+                    continue
+                if len({(r[a], r[b]) for r in obj}) != len(obj):
+                    continue
+                metrics = [k for k in keys if k not in (a, b) and all(_is_num(r[k]) or r[k] is None for r in obj)]
+                if not metrics:
+                    continue
+                vk = "accuracy" if "accuracy" in metrics else metrics[0]
+                cell = {(r[a], r[b]): r[vk] for r in obj}
+                ra_s, rb_s = _sorted_labels(ra), _sorted_labels(rb)
+                return {"values": [[cell[(x, y)] for y in rb_s] for x in ra_s], "rows": ra_s, "cols": rb_s,
+                        "row_name": a, "col_name": b, "value_name": vk}
+    return None
+
+
+def _sorted_labels(vals: list[Any]) -> list[Any]:
+    return sorted(vals) if all(_is_num(v) for v in vals) else vals
+
+
+def _is_matrix(v: Any) -> bool:
+    return (isinstance(v, list) and len(v) >= 1 and all(isinstance(r, list) for r in v) and len(v[0]) >= 1
+            and len({len(r) for r in v}) == 1 and all(_is_num(x) or x is None for r in v for x in r))
+
+
+# --------------------------------------------------------------------------- the report
+class _Report:
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        path = run_dir / "results.json"
+        if not path.exists():
+            raise DataError(f"{path}: not found; is {str(run_dir)!r} a benchmark run directory (latentreason demo --out DIR)?")
+        res = _read_json(path)
+        if not isinstance(res, dict):
+            raise DataError(f"{path}: not a JSON object (is the file complete?)")
+        self.results = res
+        self.methods: dict[str, dict[str, Any]] = {k: v for k, v in (res.get("methods") or {}).items() if isinstance(v, dict)}
+        self.curves = {name: _read_jsonl(run_dir / name / "metrics.jsonl") for name in self.methods}
+        self.embedded: set[Path] = set()
+        self.toc: list[tuple[str, str]] = []
+        extra = [k for k in res if k not in KNOWN_SECTIONS]
+        self.grid_keys = [k for k in extra if _is_grid_name(k)]
+        self.probe_keys = [k for k in extra if "prob" in k.lower() and k not in self.grid_keys]
+        self.adaptive_keys = [k for k in extra if "adaptive" in k.lower() and k not in self.grid_keys + self.probe_keys]
+
+    # ------------------------------------------------------------------ helpers
+    def section(self, anchor: str, title: str, build: Callable[[], str]) -> str:
+        try:
+            body = build()
+        except Exception as e:  # an optional section with an unexpected shape must not cost the whole report
+            body = f'<p class="warn">this section could not be rendered: {esc(type(e).__name__)}: {esc(e)}</p>'
+        if not body:
+            return ""
+        self.toc.append((anchor, title))
+        return f'<section id="{esc(anchor)}"><h2>{esc(title)}</h2>{body}</section>'
+
+    def image_file(self, path: Path, caption: str | None = None) -> str:
+        self.embedded.add(path.resolve())
+        return _img_file(path, self.run_dir, caption)
+
+    def files(self, pattern: str) -> list[Path]:
+        """Files matching ``pattern`` in the run directory and its sub-directories (two levels)."""
+        found = []
+        for p in sorted(self.run_dir.glob(pattern)) + sorted(self.run_dir.glob(f"*/{pattern}")) + \
+                sorted(self.run_dir.glob(f"*/*/{pattern}")):
+            if p.is_file() and not _SKIP_DIRS & set(p.relative_to(self.run_dir).parts[:-1]):
+                found.append(p)
+        return found
+
+    # ------------------------------------------------------------------ sections
+    def comparison(self) -> str:
+        if not self.methods:
+            return '<p class="note">no methods in results.json</p>'
+        cols = [
+            ("accuracy", "accuracy", 3), ("n", "n", 0), ("unparseable", "unparseable", 0),
+            ("mean_reasoning_tokens", "reasoning tokens", 2), ("mean_latent_steps", "latent steps", 2),
+            ("mean_generated_tokens", "generated tokens", 2), ("mean_forward_passes", "forward passes", 2),
+            ("latency_ms_per_question", "ms / question", 2), ("batch_size", "batch", 0),
+            ("speedup_vs_cot", "speed-up vs CoT", 2), ("train_seconds", "train s", 1), ("train_steps", "train steps", 0),
+        ]
+        cols = [c for c in cols if any(c[0] in r for r in self.methods.values())]
+        rows = []
+        for name, r in self.methods.items():
+            cells = [f'<td class="key">{esc(name)}</td>', f"<td>{esc(r.get('method', ''))}</td>"]
+            for key, _, d in cols:
+                v = r.get(key)
+                if key == "speedup_vs_cot" and _is_num(v):
+                    cells.append(f'<td class="num">{esc(f"{v:.2f}×")}</td>')
+                elif key == "train_seconds" and _is_num(v):
+                    cells.append(f'<td class="num">{esc(f"{v:.1f}")}</td>')
+                elif _is_num(v) and isinstance(v, float) and d:
+                    cells.append(f'<td class="num">{esc(f"{v:.{d}f}")}</td>')
+                else:
+                    cells.append(_cell(v))
+            rows.append(cells)
+        first = next(iter(self.methods.values()))
+        device = ", ".join(f"{k} {first[k]}" for k in ("device", "dtype") if k in first)
+        note = (f'<p class="note">All methods evaluated in this run on the same test questions'
+                f'{", " + esc(device) if device else ""}; latency is wall-clock per question at the batch size shown '
+                f'(device synchronised); speed-up = latency(cot) / latency(method) measured in this run.</p>')
+        figs = "".join([
+            _img(plots.accuracy_latency_scatter(self.methods), "accuracy vs latency",
+                 "accuracy against latency (ms / question, log scale)"),
+            _img(plots.cost_bars(self.methods), "reasoning length and cost",
+                 "mean reasoning tokens, latent steps, generated tokens and forward passes per question"),
+        ])
+        return _table(["name", "method"] + [c[1] for c in cols], rows) + note + f'<div class="grid2">{figs}</div>'
+
+    def ood(self) -> str:
+        ood = self.results.get("ood")
+        if not ood:
+            return ""
+        if not isinstance(ood, dict):
+            return render_generic(ood)
+        sets = list(ood)
+        names = list(dict.fromkeys(m for s in sets for m in (ood[s] or {})))
+        rows = []
+        for m in names:
+            cells = [f'<td class="key">{esc(m)}</td>']
+            for s in sets:
+                r = (ood[s] or {}).get(m)
+                if not isinstance(r, dict):
+                    cells.append("<td>–</td>")
+                    continue
+                extra = [f"n={fmt(r.get('n'))}"]
+                for k, label in (("too_long", "too long"), ("unparseable", "unparseable")):
+                    if r.get(k):
+                        extra.append(f"{fmt(r[k])} {label}")
+                if _is_num(r.get("latency_ms_per_question")):
+                    extra.append(f"{r['latency_ms_per_question']:.2f} ms/q")
+                acc = r.get("accuracy")
+                acc_s = f"{acc:.3f}" if _is_num(acc) else fmt(acc)
+                cells.append(f'<td class="num"><b>{esc(acc_s)}</b><br><small>{esc(", ".join(extra))}</small></td>')
+            rows.append(cells)
+        note = ('<p class="note">Accuracy over all n questions of each set; questions longer than the model\'s context '
+                'are counted as wrong and listed as "too long".</p>')
+        sources = []
+        for s in sets:
+            src = next((r.get("source") for r in (ood[s] or {}).values() if isinstance(r, dict) and r.get("source")), None)
+            if src:
+                sources.append(f"{s}: {src}")
+        if sources:
+            note += f'<p class="note">Sets: {esc("; ".join(sources))}.</p>'
+        return _table(["name"] + sets, rows) + note
+
+    def training(self) -> str:
+        parts = []
+        loss = plots.loss_curves(self.curves)
+        if loss:
+            parts.append(_img(loss, "training loss", "training loss per method (from metrics.jsonl; dotted lines: stage changes)"))
+        val = plots.validation_curves(self.curves)
+        if val:
+            parts.append(_img(val, "validation accuracy", "validation accuracy by step, coloured by curriculum stage"))
+        # setup + final validation per method
+        rows = []
+        for name in self.methods:
+            rc = _read_json(self.run_dir / name / "run_config.json") or {}
+            tr = rc.get("train") or {}
+            final = [r for r in self.curves.get(name, []) if r.get("type") == "final"]
+            stages = list(dict.fromkeys(str(r["stage"]) for r in self.curves.get(name, []) if r.get("stage") is not None))
+            margs = rc.get("method_args") or {}
+            init = rc.get("init_from")
+            rows.append([
+                f'<td class="key">{esc(name)}</td>', f"<td>{esc(rc.get('method', self.methods[name].get('method', '')))}</td>",
+                f"<td><code>{esc(', '.join(f'{k}={fmt(v)}' for k, v in margs.items()) or '–')}</code></td>",
+                f"<td>{esc(Path(init).parent.name if init else '–')}</td>",
+                _cell(tr.get("max_steps") if tr.get("max_steps") is not None else tr.get("epochs")),
+                _cell(tr.get("batch_size")), _cell(tr.get("lr")),
+                _cell(self.methods[name].get("train_seconds"), 1),
+                f"<td>{esc(', '.join(stages) or '–')}</td>",
+                _cell(final[-1].get("valid_accuracy") if final else None),
+            ])
+        if rows:
+            parts.append("<h3>Training setup</h3>" + _table(
+                ["name", "method", "method options", "initialised from", "steps / epochs", "batch", "lr", "train s",
+                 "stages", "final valid accuracy"], rows))
+        preds = []
+        for name in self.methods:
+            recs = _read_json(self.run_dir / name / "predictions.json")
+            if isinstance(recs, list) and recs:
+                rows = []
+                for r in recs[:4]:
+                    if not isinstance(r, dict):
+                        continue
+                    ok = r.get("correct")
+                    mark = '<span class="ok">✔</span>' if ok else '<span class="bad">✘</span>'
+                    rows.append([f"<td><code>{esc(r.get('question', ''))}</code></td>", f"<td>{esc(r.get('gold', ''))}</td>",
+                                 f"<td><code>{esc(r.get('output', ''))}</code></td>", f"<td>{mark}</td>"])
+                preds.append(f"<details><summary>{esc(name)}: first {len(rows)} of {len(recs)} test predictions</summary>"
+                             + _table(["question", "gold", "output", "correct"], rows) + "</details>")
+        if preds:
+            parts.append("<h3>Predictions</h3>" + "".join(preds))
+        return "".join(parts)
+
+    def soft_thinking(self) -> str:
+        st_dir = self.run_dir / "soft_thinking"
+        study = _read_json(st_dir / "soft_thinking.json") if (st_dir / "soft_thinking.json").exists() else None
+        rows = self.results.get("soft_thinking") or (study or {}).get("results")
+        pngs = sorted(st_dir.glob("*.png")) if st_dir.is_dir() else []
+        if not rows and not pngs:
+            return ""
+        parts = []
+        settings = (study or {}).get("settings") or {}
+        if settings:
+            bits = [f"{k} {fmt(settings[k])}" for k in ("questions", "samples", "ks", "seed") if k in settings]
+            parts.append(f'<p class="note">Settings: {esc("; ".join(bits))}. Modes without randomness are decoded once '
+                         f'(their Pass@k equals their accuracy); rows prefixed with a latent method\'s name put noise on '
+                         f'its continuous thoughts.</p>')
+        if isinstance(rows, dict) and rows:
+            ks = sorted({k for r in rows.values() if isinstance(r, dict) for k in (r.get("pass_at_k") or {})}, key=_int_key)
+            header = ["mode", "accuracy", *[f"pass@{k}" for k in ks], "ROUGE-L vs greedy", "JS to top-1", "JS to top-2",
+                      "reasoning tokens", "ms / question"]
+            body = []
+            for mode, r in rows.items():
+                if not isinstance(r, dict):
+                    continue
+                pk = r.get("pass_at_k") or {}
+                body.append([f'<td class="key">{esc(mode)}</td>', _cell(r.get("accuracy")), *[_cell(pk.get(k)) for k in ks],
+                             *[_cell(r.get(k)) for k in ("rouge_l_vs_greedy", "js_top1", "js_top2")],
+                             _cell(r.get("mean_reasoning_tokens"), 1), _cell(r.get("latency_ms_per_question"), 2)])
+            parts.append(_table(header, body))
+        elif rows:
+            parts.append(render_generic(rows))
+        order = {n: i for i, n in enumerate(("pass_at_k", "rouge_l", "js_divergence", "logit_lens"))}
+        figs = [self.image_file(p) for p in sorted(pngs, key=lambda p: (order.get(p.stem, 99), p.name))]
+        parts.append(f'<div class="grid2">{"".join(figs)}</div>')
+        return "".join(parts)
+
+    def grid(self) -> str:
+        keys = self.grid_keys
+        files = [p for p in self.files("*.json") if _is_grid_name(p.stem) and p.name != "results.json"]
+        pngs = [p for p in self.files("*.png") if _is_grid_name(p.stem) or "heatmap" in p.stem.lower()]
+        parts = []
+        for label, obj in [(f"results.json: {k}", self.results[k]) for k in keys] + \
+                          [(_rel(p, self.run_dir), _read_json(p)) for p in files]:
+            parts.append(f"<h3>{esc(label)}</h3>")
+            g = find_grid(obj)
+            if g:
+                parts.append(_img(plots.heatmap(g["values"], g["rows"], g["cols"], row_name=g["row_name"],
+                                                col_name=g["col_name"], value_name=g["value_name"], title=label),
+                                  "grid heatmap", f"{g['value_name'] or 'value'} over {g['row_name'] or 'rows'} × "
+                                                  f"{g['col_name'] or 'columns'}"))
+            parts.append(f"<details><summary>data</summary>{render_generic(obj)}</details>")
+        parts += [self.image_file(p) for p in pngs]
+        return "".join(parts)
+
+    def probing(self) -> str:
+        parts = []
+        sources = [(f"results.json: {k}", self.results[k]) for k in self.probe_keys]
+        sources += [(_rel(p, self.run_dir), _read_json(p)) for p in self.files("probe-*.json")]
+        for label, obj in sources:
+            parts.append(f"<h3>{esc(label)}</h3>")
+            if isinstance(obj, dict) and isinstance(obj.get("summary"), dict):
+                parts.append(_kv_table(obj["summary"]))
+                exs = obj.get("examples") or []
+                for ex in exs[:3]:
+                    if not isinstance(ex, dict):
+                        continue
+                    rows = []
+                    for th in ex.get("thoughts") or []:
+                        tops = " ".join(f"{t!r}:{p:.2f}" if _is_num(p) else repr(t) for t, p in (th.get("top") or []))
+                        rows.append([f"<td>{esc(th.get('position', ''))}</td>", _cell(th.get("norm"), 2),
+                                     f"<td><code>{esc(tops)}</code></td>"])
+                    parts.append(f"<details><summary>{esc(ex.get('question', ''))} → {esc(ex.get('output', ''))} "
+                                 f"(intermediate results {esc(fmt(ex.get('results')))})</summary>"
+                                 + _table(["position", "|h|", "top tokens (probability)"], rows) + "</details>")
+            elif obj is not None:
+                parts.append(render_generic(obj))
+        return "".join(parts)
+
+    def adaptive(self) -> str:
+        parts = [f"<h3>{esc(k)}</h3>" + render_generic(self.results[k]) for k in self.adaptive_keys]
+        parts += [self.image_file(p) for p in self.files("*.png") if "adaptive" in p.stem.lower()]
+        return "".join(parts)
+
+    def others(self) -> str:
+        done = set(KNOWN_SECTIONS) | set(self.grid_keys) | set(self.probe_keys) | set(self.adaptive_keys)
+        parts = [f"<h3>{esc(k)}</h3>" + render_generic(v) for k, v in self.results.items() if k not in done]
+        figs = [self.image_file(p) for p in self.files("*.png") if p.resolve() not in self.embedded]
+        if figs:
+            parts.append("<h3>Other figures</h3>" + f'<div class="grid2">{"".join(figs)}</div>')
+        return "".join(parts)
+
+    def config(self) -> str:
+        parts = []
+        for key, title in (("task", "Task"), ("model", "Model")):
+            v = self.results.get(key)
+            if isinstance(v, dict):
+                parts.append(f"<h3>{title}</h3>" + _kv_table({k: x for k, x in v.items() if x not in ({}, None)}))
+        env = self.results.get("env")
+        if isinstance(env, dict):
+            parts.append("<h3>Environment and library versions</h3>" + _kv_table(env))
+        if "total_seconds" in self.results:
+            parts.append(f'<p class="note">Total run time: {esc(fmt(self.results["total_seconds"]))} s.</p>')
+        return "".join(parts)
+
+    # ------------------------------------------------------------------ assembly
+    def html(self) -> str:
+        sections = [
+            self.section("comparison", "Comparison", self.comparison),
+            self.section("ood", "Out-of-distribution evaluation", self.ood),
+            self.section("training", "Training", self.training),
+            self.section("soft-thinking", "Soft thinking", self.soft_thinking),
+            self.section("grid", "System-1.5 grid", self.grid),
+            self.section("probing", "Thought probing", self.probing),
+            self.section("adaptive", "Adaptive thinking", self.adaptive),
+            self.section("other", "Other results", self.others),
+            self.section("config", "Configuration and environment", self.config),
+        ]
+        task = self.results.get("task") or {}
+        model = self.results.get("model") or {}
+        env = self.results.get("env") or {}
+        sub = []
+        if isinstance(task, dict) and task.get("name"):
+            sub.append(f"task {task['name']}" + (f" ({task['n_steps']} steps)" if "n_steps" in task else ""))
+        if isinstance(model, dict) and model.get("name"):
+            sub.append(f"model {model['name']}" + (f" ({model['n_layer']} layers, d={model['n_embd']})"
+                                                   if "n_layer" in model and "n_embd" in model else ""))
+        if isinstance(env, dict):
+            sub += [f"{k} {env[k]}" for k in ("device", "git_revision") if env.get(k)]
+        now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+        nav = "".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t in self.toc)
+        title = f"latentreason report: {self.run_dir.resolve().name}"
+        return (
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{esc(title)}</title><style>{_CSS}</style></head><body><main>"
+            f"<h1>{esc(title)}</h1>"
+            f'<p class="meta">{esc(" · ".join(sub))}</p>'
+            f'<p class="meta">run directory {esc(self.run_dir.resolve())} · report written {esc(now)}</p>'
+            f"<nav>Sections: {nav}</nav>"
+            + "".join(sections)
+            + "</main></body></html>\n"
+        )
+
+
+def _int_key(k: Any) -> tuple[int, Any]:
+    try:
+        return (0, int(k))
+    except (TypeError, ValueError):
+        return (1, str(k))
+
+
+def _is_grid_name(name: str) -> bool:
+    n = name.lower()
+    return "grid" in n or "system1" in n or "system_1" in n or "s15" in n
+
+
+def build_report(run_dir: str | Path) -> str:
+    """The report's HTML text for a run directory (see the module docstring)."""
+    return _Report(Path(run_dir)).html()
+
+
+def write_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
+    """Write ``RUN_DIR/report.html`` (or ``output``) and return its path."""
+    from latentreason.utils import atomic_write_text
+
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise DataError(f"{run}: not a directory (expected a run directory with results.json)")
+    target = Path(output) if output is not None else run / REPORT_NAME
+    atomic_write_text(target, build_report(run))
+    mask = os.umask(0o022)
+    os.umask(mask)
+    os.chmod(target, 0o666 & ~mask)  # a report is meant to be shared (the temporary file was 0600)
+    return target
+
+
+__all__ = ["REPORT_NAME", "build_report", "esc", "find_grid", "fmt", "render_generic", "write_report"]

@@ -1,0 +1,276 @@
+"""Coconut: chain of continuous thought with a language-to-latent curriculum (Hao et al. 2024; SPEC §3.3).
+
+Stage k replaces the first k reasoning steps with c·k continuous thoughts::
+
+    Q\\n <bot> [thought]×(c·min(k, K)) <eot> s_{k+1} … s_n  #### A <eos>
+
+A thought is the last layer's state at the previous position fed back as the next input
+embedding. Training runs the extra forward passes thoughts need on one KV cache (the prompt is
+never recomputed, see ``decoding.latent.latent_forward``); the loss covers only the remaining
+language steps and the answer. Past the last stage K every step is removed and c·K thoughts are
+kept. The optimiser is reset at every stage change (the reference resets it every epoch).
+
+Variants of the paper behind flags: ``no_curriculum`` (train on the final stage directly),
+``pause_as_thought`` (a fixed ``<pause>`` embedding instead of continuous thoughts), c = 0
+("w/o thought").
+
+Project additions that make the curriculum learn on small compute (all off in the
+``coconut_paper`` preset; see ``docs/coconut.md``): ``projection`` (CODI's MLP + LayerNorm on
+thoughts), ``align_steps`` (each thought's state aligned, layers 1..L, to the state of the same
+model reading the explicit CoT at the position that predicts the replaced step's result; the
+teacher pass is detached and costs one extra no-grad forward).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from latentreason.data.example import Example
+from latentreason.decoding.generate import left_pad, trim_at_stop
+from latentreason.decoding.latent import identity_thought, latent_forward, latent_generate, right_pad
+from latentreason.errors import ConfigError
+from latentreason.methods.base import Generation, Method, MethodConfig, TokExample, collate_lm, register
+from latentreason.methods.latent_common import gather_aligned, layerwise_distance, shifted_ce, step_anchor
+from latentreason.models.projection import LatentProjection
+
+
+@dataclass
+class CoconutConfig(MethodConfig):
+    #: continuous thoughts per replaced step (c)
+    thoughts_per_step: int = 2
+    #: last curriculum stage K (thoughts at the end: c·K)
+    max_latent_stage: int = 3
+    #: stage length in optimiser steps (the paper counts epochs: ``epochs_per_stage``)
+    steps_per_stage: int | None = None
+    epochs_per_stage: float = 3.0
+    #: stage at the first training step (1 when starting from a CoT-SFT model, as the paper does)
+    start_stage: int = 1
+    #: probability of drawing a batch's stage uniformly from 0..current (analysis runs; the paper draws per
+    #: example, here per batch so that a batch shares its number of thoughts)
+    uniform_prob: float = 0.0
+    #: re-create AdamW at every stage change
+    reset_optimizer: bool = True
+    #: paper variants
+    no_curriculum: bool = False
+    pause_as_thought: bool = False
+    #: project additions
+    projection: bool = False
+    align_steps: bool = False
+    align_weight: float = 1.0
+    align_skip_embedding: bool = True
+    #: CODI's distillation at the answer: the state before the answer value aligned with the teacher's
+    answer_align: bool = False
+    #: weight of a CoT-SFT loss on the full explicit CoT (the alignment teacher keeps its CoT skill); 0 = none
+    teacher_weight: float = 0.0
+    max_new_tokens: int = 64
+
+    def validate(self) -> None:
+        super().validate()
+        if self.thoughts_per_step < 0:
+            raise ConfigError(f"method_args.thoughts_per_step must be >= 0, got {self.thoughts_per_step}")
+        if self.max_latent_stage < 0:
+            raise ConfigError(f"method_args.max_latent_stage must be >= 0, got {self.max_latent_stage}")
+        if self.steps_per_stage is not None and self.steps_per_stage < 1:
+            raise ConfigError(f"method_args.steps_per_stage must be >= 1, got {self.steps_per_stage}")
+        if self.epochs_per_stage <= 0:
+            raise ConfigError(f"method_args.epochs_per_stage must be > 0, got {self.epochs_per_stage}")
+        if not 0.0 <= self.uniform_prob <= 1.0:
+            raise ConfigError(f"method_args.uniform_prob must be in [0, 1], got {self.uniform_prob}")
+        if self.start_stage < 0:
+            raise ConfigError(f"method_args.start_stage must be >= 0, got {self.start_stage}")
+
+
+PAPER_GSM = dict(thoughts_per_step=2, max_latent_stage=3, epochs_per_stage=3.0, start_stage=1, reset_optimizer=True,
+                 projection=False, align_steps=False, serialization="coconut", answer_mode="coconut")
+
+
+@register
+class Coconut(Method):
+    name = "coconut"
+    Config = CoconutConfig
+    summary = "Coconut: continuous thoughts (last hidden state fed back) replace CoT steps along a curriculum"
+    presets = {
+        # the paper's GSM8k setting (args/gsm_coconut.yaml); pair with lr 1e-4, batch 128, 25 epochs
+        "coconut_paper": dict(PAPER_GSM),
+        # ProsQA / ProntoQA: c = 1, K = 6, 5 epochs per stage, from GPT-2
+        "coconut_paper_prosqa": {**PAPER_GSM, "thoughts_per_step": 1, "max_latent_stage": 6, "epochs_per_stage": 5.0,
+                                 "start_stage": 0, "max_new_tokens": 128},
+        # the paper's mechanics on the default task: one thought per step, all 4 steps latent, identity thoughts,
+        # optimiser reset at every stage change; stage length as in the project's setting (same budget)
+        "coconut_paper_default_task": dict(thoughts_per_step=1, max_latent_stage=4, steps_per_stage=30, start_stage=1,
+                                           reset_optimizer=True),
+        # the project's best documented setting on the default task (docs/coconut.md)
+        "default_task": dict(thoughts_per_step=1, max_latent_stage=5, steps_per_stage=30, start_stage=1,
+                             reset_optimizer=False, projection=True, align_steps=True, answer_align=True,
+                             teacher_weight=1.0),
+    }
+
+    def __init__(self, backbone, config: CoconutConfig | None = None):
+        super().__init__(backbone, config)
+        if self.config.projection:
+            self.projection = LatentProjection(backbone.hidden_size)
+            self.projection.to(dtype=self.model.get_input_embeddings().weight.dtype)
+        # a loaded model answers at the final stage; training sets the stage from the step (on_train_step)
+        self.stage = self.final_stage
+        self._anchor_cache: dict[tuple[int, ...], int] = {}
+        self._rng = torch.Generator().manual_seed(0)
+
+    # ------------------------------------------------------------------ curriculum
+    @property
+    def final_stage(self) -> int:
+        return self.config.max_latent_stage + 1
+
+    def n_latent(self, stage: int) -> int:
+        return self.config.thoughts_per_step * min(stage, self.config.max_latent_stage)
+
+    def stage_at(self, step: int, steps_per_epoch: int) -> int:
+        if self.config.no_curriculum:
+            return self.final_stage
+        per = self.config.steps_per_stage or max(1, round(self.config.epochs_per_stage * steps_per_epoch))
+        return min(self.config.start_stage + step // per, self.final_stage)
+
+    def stage_label_at(self, step: int, steps_per_epoch: int) -> str:
+        return str(self.stage_at(step, steps_per_epoch))
+
+    def on_train_step(self, step: int, epoch: float, steps_per_epoch: int) -> bool:
+        new = self.stage_at(step, steps_per_epoch)
+        changed = new != self.stage
+        self.stage = new
+        self._batch_stage = self._draw_stage()
+        return changed and self.config.reset_optimizer and step > 0
+
+    def stage_label(self) -> str:
+        return str(self.stage)
+
+    def trainer_state(self) -> dict[str, Any]:
+        return {"stage": self.stage, "rng": self._rng.get_state().tolist()}
+
+    def load_trainer_state(self, state: dict[str, Any]) -> None:
+        if "stage" in state:
+            self.stage = int(state["stage"])
+        if "rng" in state:
+            self._rng.set_state(torch.tensor(state["rng"], dtype=torch.uint8))
+
+    # ------------------------------------------------------------------ thoughts
+    def thought(self, hidden: Tensor, step: Tensor, rows: Tensor | None = None) -> Tensor:
+        if self.config.pause_as_thought:
+            e = self.model.get_input_embeddings()(torch.tensor([self.ids.pause], device=hidden.device))
+            return e.expand(hidden.shape[0], -1).to(hidden.dtype)
+        if self.config.projection:
+            return self.projection(hidden)
+        return identity_thought(hidden, step)
+
+    # ------------------------------------------------------------------ data
+    def sequence_length(self, t: TokExample) -> int:
+        return len(t.prompt) + 2 + self.n_latent(self.final_stage) + len(t.cot) + len(t.answer)
+
+    def _draw_stage(self) -> int:
+        if self.config.uniform_prob > 0 and float(torch.rand((), generator=self._rng)) < self.config.uniform_prob:
+            return int(torch.randint(0, self.stage + 1, (), generator=self._rng))
+        return self.stage
+
+    def _anchor(self, step: list[int]) -> int:
+        key = tuple(step)
+        if key not in self._anchor_cache:
+            self._anchor_cache[key] = step_anchor(self.tokenizer, step)
+        return self._anchor_cache[key]
+
+    def features(self, t: TokExample) -> dict[str, Any]:
+        stage = getattr(self, "_batch_stage", self.stage)
+        k = len(t.steps) if stage > self.config.max_latent_stage else min(stage, len(t.steps))
+        n = self.n_latent(stage)
+        rest = t.steps[k:]
+        cot = [x for s in rest for x in s] + (t.cot_close if rest else [])
+        suffix = [self.ids.eot] + cot + t.answer
+        feat = {"prompt": t.prompt + [self.ids.bot], "suffix": suffix, "n_latent": n}
+        if self.config.align_steps or self.config.answer_align or self.config.teacher_weight > 0:
+            # the same model reading the full CoT is the (detached) teacher; thought j·c + c (j < k)
+            # is aligned with its state predicting step j's result
+            anchors, off = [], len(t.prompt)
+            for s in t.steps:
+                anchors.append(off + self._anchor(s))
+                off += len(s)
+            feat["teacher"] = (t.prompt + t.cot + t.answer, [-100] * len(t.prompt) + t.cot + t.answer)
+            c = max(1, self.config.thoughts_per_step)
+            feat["align"] = [(j * c + c, anchors[j]) for j in range(min(k, len(anchors))) if j * c + c <= n]
+            feat["p_t"] = len(t.prompt) + len(t.cot) + len(t.answer_prefix) - 1
+            feat["p_s"] = len(cot) + len(t.answer_prefix)  # <eot> is suffix position 0
+        return feat
+
+    def collate(self, feats: list[dict[str, Any]]) -> dict[str, Any]:
+        n = feats[0]["n_latent"]  # a batch shares its stage, hence its number of thoughts
+        p_ids, p_mask = left_pad([f["prompt"] for f in feats], self.ids.pad)
+        s_ids, s_mask = right_pad([f["suffix"] for f in feats], self.ids.pad)
+        labels = torch.full_like(s_ids, -100)
+        for i, f in enumerate(feats):
+            labels[i, : len(f["suffix"]) - 1] = torch.tensor(f["suffix"][1:])
+        batch: dict[str, Any] = {"prompt_ids": p_ids, "prompt_mask": p_mask, "suffix_ids": s_ids, "suffix_mask": s_mask,
+                                 "suffix_labels": labels, "n_latent": n, "attention_mask": torch.cat([p_mask, s_mask], 1)}
+        if "teacher" in feats[0]:
+            t = collate_lm([f["teacher"] for f in feats], self.ids.pad)
+            batch["teacher_ids"], batch["teacher_mask"], batch["teacher_labels"] = t["input_ids"], t["attention_mask"], t["labels"]
+            batch["align"] = [f["align"] for f in feats]
+            batch["p_t"] = torch.tensor([f["p_t"] for f in feats])
+            batch["p_s"] = torch.tensor([f["p_s"] for f in feats])
+        return batch
+
+    # ------------------------------------------------------------------ loss
+    def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        n = int(batch["n_latent"])
+        s = latent_forward(self.model, batch["prompt_ids"], batch["prompt_mask"], n, self.thought,
+                           batch["suffix_ids"], batch["suffix_mask"])
+        loss_lm = shifted_ce(s.suffix_logits, batch["suffix_labels"])
+        out = {"loss_lm": loss_lm.detach()}
+        loss = loss_lm
+        t_out = None
+        if self.config.teacher_weight > 0:
+            t_out = self.model(input_ids=batch["teacher_ids"], attention_mask=batch["teacher_mask"],
+                               labels=batch["teacher_labels"], output_hidden_states=True)
+            loss = loss + self.config.teacher_weight * t_out.loss
+            out["loss_teacher"] = t_out.loss.detach()
+        if self.config.align_steps or self.config.answer_align:
+            if t_out is None:
+                with torch.no_grad():
+                    t_out = self.model(input_ids=batch["teacher_ids"], attention_mask=batch["teacher_mask"], output_hidden_states=True)
+            first = 1 if self.config.align_skip_embedding else 0
+            pairs = [(i, m, a) for i, ps in enumerate(batch["align"]) for m, a in ps]
+            if self.config.align_steps and pairs:
+                s_layers, t_layers = gather_aligned(s.latent_hidden, t_out.hidden_states, pairs, first)
+                loss_align = layerwise_distance(s_layers, t_layers, "smooth_l1", True)
+                loss = loss + self.config.align_weight * loss_align
+                out["loss_align"] = loss_align.detach()
+            if self.config.answer_align:
+                rows = torch.arange(len(batch["align"]), device=s.suffix_logits.device)
+                s_states = [h[rows, batch["p_s"]] for h in s.suffix_hidden[first:]]
+                t_states = [h[rows, batch["p_t"]] for h in t_out.hidden_states[first:]]
+                loss_kd = layerwise_distance(s_states, t_states, "smooth_l1", True)
+                loss = loss + self.config.align_weight * loss_kd
+                out["loss_kd"] = loss_kd.detach()
+        out["loss"] = loss
+        return out
+
+    # ------------------------------------------------------------------ inference
+    def latent_prompts(self, examples: list[Example]) -> list[list[int]]:
+        return [t.prompt + [self.ids.bot] for t in self.serializer.tokenize(examples)]
+
+    @torch.no_grad()
+    def generate(self, examples: list[Example], record_hidden: bool = False, n_latent: int | None = None) -> list[Generation]:
+        prompts = self.latent_prompts(examples)
+        n = self.n_latent(self.stage) if n_latent is None else n_latent
+        budget = self.generation_budget(prompts, reserved=n + 1)
+        res = latent_generate(self.model, prompts, n_latent=n, thought_fn=self.thought, eot_id=self.ids.eot,
+                              eos_id=self.ids.eos, pad_id=self.ids.pad, max_new_tokens=budget,
+                              stop_after_eos=self.serializer.stop_after_eos, record_hidden=record_hidden)
+        out = []
+        for i, seq in enumerate(res.tokens):
+            body = trim_at_stop(seq, self.ids.eos, self.serializer.stop_after_eos)
+            extra: dict[str, Any] = {"positions": res.n_thoughts[i] + 2 + len(seq)}
+            if record_hidden:
+                extra["hidden"] = res.hidden[i]
+            out.append(Generation(self.tokenizer.decode(body, skip_special_tokens=True), len(seq),
+                                  self.count_reasoning_tokens(body), res.n_thoughts[i], res.forward_passes[i], extra))
+        return out

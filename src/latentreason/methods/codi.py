@@ -1,0 +1,261 @@
+"""CODI: continuous chain of thought through self-distillation (Shen et al. 2025; SPEC §3.4).
+
+One model plays two roles on every batch:
+
+* **teacher** — CoT-SFT on ``Q + C⁻ + answer`` (C⁻ drops the last CoT step);
+* **student** — ``Q + <bot>`` → n continuous thoughts → ``<eot> + answer``, where thought
+  z₁ = P(h at <bot>) and z_{k+1} = P(h after feeding z_k), P = 2-layer MLP + LayerNorm.
+
+L = α·L_student + β·L_KD + γ·L_teacher, where L_KD is the mean over all hidden-state outputs
+(embeddings included) of SmoothL1(h_S[p_S], sg(h_T[p_T])) / std(sg(h_T[p_T])) at the token just
+before the answer value (``:`` of ``The answer is:``; the space of ``#### `` on the default task).
+
+Project additions (named options, all off in the ``codi_paper`` preset; see ``docs/codi.md``):
+
+* ``align_steps`` — every thought is also aligned (all layers, same normalised distance) to the
+  teacher's state at the position that predicts the matching CoT step's result (System-1.5's
+  stage-1 idea). On a from-scratch tiny model this is what makes CODI learnable in CPU minutes.
+* ``thoughts_per_step`` — with c > 1, thought j·c is aligned to step j.
+* initialisation from a CoT-SFT checkpoint (``init_from`` of the run) rather than from scratch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from latentreason.data.example import Example
+from latentreason.decoding.generate import left_pad, trim_at_stop
+from latentreason.decoding.latent import identity_thought, latent_forward, latent_generate, right_pad
+from latentreason.errors import ConfigError
+from latentreason.methods.base import Generation, Method, MethodConfig, TokExample, collate_lm, register
+from latentreason.methods.latent_common import DISTANCES, layerwise_distance, shifted_ce, step_anchor
+from latentreason.models.projection import LatentProjection
+
+
+@dataclass
+class CODIConfig(MethodConfig):
+    #: number of continuous thoughts (changeable at inference: ``eval --set n_latent=4``)
+    n_latent: int = 6
+    #: 2-layer MLP + LayerNorm on the thoughts (False: feed the raw last-layer state)
+    projection: bool = True
+    #: hidden width of the projection (default: the model width)
+    projection_dim: int | None = None
+    #: loss weights: student CE, distillation, teacher CE
+    alpha: float = 1.0
+    beta: float = 1.0
+    gamma: float = 1.0
+    #: smooth_l1 (code) | l1 (paper text) | mse
+    distill_loss: str = "smooth_l1"
+    #: divide each layer's distance by the teacher's std at that layer
+    distill_normalize: bool = True
+    #: leave the embedding output (layer 0) out of the answer-position distillation; with absolute
+    #: position embeddings (GPT-2) it only pulls the student's position vectors towards the teacher's
+    distill_skip_embedding: bool = False
+    #: the teacher sees C⁻ (its last CoT step dropped), as in the paper
+    teacher_drop_last_step: bool = True
+    #: text before the answer value whose last token is the distillation position
+    #: (default: the serialisation's own, "#### " / " The answer is: ")
+    answer_prefix: str | None = None
+    #: project addition: align thought states with the teacher's step-result positions
+    align_steps: bool = False
+    align_weight: float = 1.0
+    thoughts_per_step: int = 1
+    #: latent position aligned with the first step (0 = <bot>, 1 = first thought)
+    align_offset: int = 1
+    #: skip the embedding output (layer 0) in the step alignment: at a thought position it is the
+    #: thought itself, which the teacher's token embedding there must not overwrite
+    align_skip_embedding: bool = True
+    max_new_tokens: int = 32
+
+    def validate(self) -> None:
+        super().validate()
+        if self.n_latent < 0:
+            raise ConfigError(f"method_args.n_latent must be >= 0, got {self.n_latent}")
+        if self.distill_loss not in DISTANCES:
+            raise ConfigError(f"method_args.distill_loss must be one of {', '.join(DISTANCES)}, got {self.distill_loss!r}")
+        if self.thoughts_per_step < 1:
+            raise ConfigError(f"method_args.thoughts_per_step must be >= 1, got {self.thoughts_per_step}")
+        for k in ("alpha", "beta", "gamma", "align_weight"):
+            if getattr(self, k) < 0:
+                raise ConfigError(f"method_args.{k} must be >= 0, got {getattr(self, k)}")
+
+
+PAPER = dict(n_latent=6, projection=True, alpha=1.0, beta=1.0, gamma=1.0, distill_loss="smooth_l1",
+             distill_normalize=True, distill_skip_embedding=False, teacher_drop_last_step=True, align_steps=False)
+
+
+@register
+class CODI(Method):
+    name = "codi"
+    Config = CODIConfig
+    summary = "CODI: teacher (CoT) and student (continuous thoughts) in one model, aligned before the answer"
+    presets = {
+        # the paper's objective (GPT-2 defaults of SPEC §3.4)
+        "codi_paper": dict(PAPER),
+        # LLaMA-3.2-1B: beta 20
+        "codi_paper_llama": {**PAPER, "beta": 20.0},
+        # the project's best documented setting on the embedded default (docs/codi.md)
+        "default_task": dict(n_latent=5, projection=True, teacher_drop_last_step=False, align_steps=True, align_offset=1,
+                             align_skip_embedding=True, distill_skip_embedding=True),
+    }
+
+    def __init__(self, backbone, config: CODIConfig | None = None):
+        super().__init__(backbone, config)
+        d = backbone.hidden_size
+        if self.config.projection:
+            self.projection = LatentProjection(d, self.config.projection_dim)
+            self.projection.to(dtype=self.model.get_input_embeddings().weight.dtype)
+        self._anchor_cache: dict[tuple[int, ...], int] = {}
+
+    # ------------------------------------------------------------------ thoughts
+    def thought(self, hidden: Tensor, step: Tensor, rows: Tensor | None = None) -> Tensor:
+        if self.config.projection:
+            return self.projection(hidden)
+        return identity_thought(hidden, step)
+
+    # ------------------------------------------------------------------ data
+    def prepare(self, examples: list[Example], what: str = "data") -> list[TokExample]:
+        toks = super().prepare(examples, what)
+        if self.config.answer_prefix is not None:
+            ids = self.tokenizer(self.config.answer_prefix, add_special_tokens=False).input_ids
+            for t in toks:
+                t.answer_prefix = list(ids)
+        return toks
+
+    def _teacher_steps(self, t: TokExample) -> list[list[int]]:
+        if self.config.teacher_drop_last_step and t.steps:
+            return t.steps[:-1]
+        return t.steps
+
+    def sequence_length(self, t: TokExample) -> int:
+        return max(len(t.prompt) + len(t.cot) + len(t.answer), len(t.prompt) + self.config.n_latent + 2 + len(t.answer))
+
+    def _anchor(self, step: list[int]) -> int:
+        key = tuple(step)
+        if key not in self._anchor_cache:
+            self._anchor_cache[key] = step_anchor(self.tokenizer, step)
+        return self._anchor_cache[key]
+
+    def features(self, t: TokExample) -> dict[str, Any]:
+        steps = self._teacher_steps(t)
+        cot = [x for s in steps for x in s] + (t.cot_close if steps else self.serializer.empty_cot)
+        teacher = t.prompt + cot + t.answer
+        t_labels = [-100] * len(t.prompt) + cot + t.answer
+        p_t = len(t.prompt) + len(cot) + len(t.answer_prefix) - 1
+        anchors, off = [], len(t.prompt)
+        for s in steps:
+            anchors.append(off + self._anchor(s))
+            off += len(s)
+        suffix = [self.ids.eot] + t.answer
+        return {
+            "teacher": (teacher, t_labels),
+            "p_t": p_t,
+            "anchors": anchors,
+            "prompt": t.prompt + [self.ids.bot],
+            "suffix": suffix,
+            "p_s": len(t.answer_prefix),  # index in the suffix: <eot> at 0, prefix tokens 1..len
+        }
+
+    def collate(self, feats: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = collate_lm([f["teacher"] for f in feats], self.ids.pad)
+        p_ids, p_mask = left_pad([f["prompt"] for f in feats], self.ids.pad)
+        s_ids, s_mask = right_pad([f["suffix"] for f in feats], self.ids.pad)
+        s_labels = torch.full_like(s_ids, -100)
+        for i, f in enumerate(feats):
+            s = f["suffix"]
+            s_labels[i, : len(s) - 1] = torch.tensor(s[1:])
+        n_anchor = max((len(f["anchors"]) for f in feats), default=0)
+        anchors = torch.full((len(feats), max(n_anchor, 1)), -1, dtype=torch.long)
+        for i, f in enumerate(feats):
+            if f["anchors"]:
+                anchors[i, : len(f["anchors"])] = torch.tensor(f["anchors"])
+        return {
+            "input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": batch["labels"],
+            "p_t": torch.tensor([f["p_t"] for f in feats]), "anchors": anchors,
+            "prompt_ids": p_ids, "prompt_mask": p_mask, "suffix_ids": s_ids, "suffix_mask": s_mask,
+            "suffix_labels": s_labels, "p_s": torch.tensor([f["p_s"] for f in feats]),
+        }
+
+    # ------------------------------------------------------------------ loss
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        cfg = self.config
+        B = batch["input_ids"].shape[0]
+        rows = torch.arange(B, device=batch["input_ids"].device)
+        t_out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
+                           output_hidden_states=True)
+        loss_teacher = t_out.loss
+        s = latent_forward(self.model, batch["prompt_ids"], batch["prompt_mask"], cfg.n_latent, self.thought,
+                           batch["suffix_ids"], batch["suffix_mask"])
+        loss_student = shifted_ce(s.suffix_logits, batch["suffix_labels"])
+        first = 1 if cfg.distill_skip_embedding else 0
+        t_states = [hs[rows, batch["p_t"]] for hs in t_out.hidden_states[first:]]
+        s_states = [hs[rows, batch["p_s"]] for hs in s.suffix_hidden[first:]]
+        loss_kd = layerwise_distance(s_states, t_states, cfg.distill_loss, cfg.distill_normalize)
+        loss = cfg.alpha * loss_student + cfg.beta * loss_kd + cfg.gamma * loss_teacher
+        out = {"loss_student": loss_student.detach(), "loss_kd": loss_kd.detach(), "loss_teacher": loss_teacher.detach()}
+        if cfg.align_steps:
+            loss_align = self._align_loss(batch, t_out.hidden_states, s.latent_hidden)
+            if loss_align is not None:
+                loss = loss + cfg.align_weight * loss_align
+                out["loss_align"] = loss_align.detach()
+        out["loss"] = loss
+        return out
+
+    def _align_loss(self, batch, teacher_hidden, latent_hidden) -> Tensor | None:
+        """Latent position offset + j·c (0 = <bot>) ↔ teacher state predicting step j's result, every layer."""
+        c = self.config.thoughts_per_step
+        anchors = batch["anchors"]
+        s_list, t_list = [], []
+        for j in range(anchors.shape[1]):
+            m = self.config.align_offset + j * c
+            if m >= len(latent_hidden):
+                break
+            valid = anchors[:, j] >= 0
+            if not bool(valid.any()):
+                continue
+            idx = valid.nonzero(as_tuple=True)[0]
+            s_list.append([layer[idx] for layer in latent_hidden[m]])
+            t_list.append([hs[idx, anchors[idx, j]] for hs in teacher_hidden])
+        if not s_list:
+            return None
+        n_layers = len(s_list[0])
+        first = 1 if self.config.align_skip_embedding else 0
+        s_layers = [torch.cat([s[l] for s in s_list]) for l in range(first, n_layers)]
+        t_layers = [torch.cat([t[l] for t in t_list]) for l in range(first, n_layers)]
+        return layerwise_distance(s_layers, t_layers, self.config.distill_loss, self.config.distill_normalize)
+
+    # ------------------------------------------------------------------ inference
+    def latent_prompts(self, examples: list[Example]) -> list[list[int]]:
+        return [t.prompt + [self.ids.bot] for t in self.serializer.tokenize(examples)]
+
+    @torch.no_grad()
+    def generate(self, examples: list[Example], record_hidden: bool = False, thought_fn=None, halt_fn=None,
+                 n_latent: int | None = None, min_latent: int = 1, last_hidden=None) -> list[Generation]:
+        prompts = self.latent_prompts(examples)
+        n = self.config.n_latent if n_latent is None else n_latent
+        budget = self.generation_budget(prompts, reserved=n + 1)
+        res = latent_generate(
+            self.model, prompts, n_latent=n, thought_fn=thought_fn or self.thought, eot_id=self.ids.eot,
+            eos_id=self.ids.eos, pad_id=self.ids.pad, max_new_tokens=budget,
+            stop_after_eos=self.serializer.stop_after_eos, halt_fn=halt_fn, min_latent=min_latent,
+            record_hidden=record_hidden, last_hidden=last_hidden,
+        )
+        out = []
+        for i, seq in enumerate(res.tokens):
+            body = trim_at_stop(seq, self.ids.eos, self.serializer.stop_after_eos)
+            extra = {"positions": res.n_thoughts[i] + 2 + len(seq)}
+            if record_hidden:
+                extra["hidden"] = res.hidden[i]
+            out.append(Generation(
+                text=self.tokenizer.decode(body, skip_special_tokens=True),
+                generated_tokens=len(seq),
+                reasoning_tokens=self.count_reasoning_tokens(body),
+                latent_steps=res.n_thoughts[i],
+                forward_passes=res.forward_passes[i],
+                extra=extra,
+            ))
+        return out

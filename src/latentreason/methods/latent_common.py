@@ -1,0 +1,79 @@
+"""Pieces shared by the latent methods: step anchors and the normalised hidden-state distance."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+DISTANCES = ("smooth_l1", "l1", "mse")
+
+
+def step_anchor(tokenizer, step_ids: list[int]) -> int:
+    """Index (within a step's tokens) of the token that predicts the step's result.
+
+    The token holding the step's last ``=`` (its next token is the result, as in ``4+7=1`` or
+    ``<<16-3-4=9>>``); for steps without ``=`` (natural-language CoT) the step's last token.
+    """
+    if not step_ids:
+        return 0
+    text = tokenizer.decode(step_ids, skip_special_tokens=False)
+    target = text.rfind("=")
+    if target < 0:
+        return len(step_ids) - 1
+    lo, hi = 0, len(step_ids) - 1
+    while lo < hi:  # smallest k with len(decode(ids[:k+1])) > target
+        mid = (lo + hi) // 2
+        if len(tokenizer.decode(step_ids[: mid + 1], skip_special_tokens=False)) > target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def normalized_distance(student: Tensor, teacher: Tensor, kind: str = "smooth_l1", normalize: bool = True) -> Tensor:
+    """CODI's distillation distance for one layer: loss(student, sg(teacher)) / std(sg(teacher)).
+
+    ``student``/``teacher``: (N, d) states at aligned positions; the teacher side is detached here;
+    the std is the scalar standard deviation of the detached teacher tensor.
+    """
+    t = teacher.detach()
+    if kind == "smooth_l1":
+        d = F.smooth_l1_loss(student, t, beta=1.0)
+    elif kind == "l1":
+        d = F.l1_loss(student, t)
+    elif kind == "mse":
+        d = F.mse_loss(student, t)
+    else:
+        raise ValueError(kind)
+    if normalize:
+        std = t.float().std() if t.numel() > 1 else torch.ones((), device=t.device)
+        d = d / std.clamp(min=1e-6).to(d.dtype)
+    return d
+
+
+def layerwise_distance(student_layers, teacher_layers, kind: str, normalize: bool) -> Tensor:
+    """Mean over layers of :func:`normalized_distance` (all hidden-state outputs, embeddings included)."""
+    losses = [normalized_distance(s, t, kind, normalize) for s, t in zip(student_layers, teacher_layers)]
+    return torch.stack(losses).mean()
+
+
+def shifted_ce(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean cross-entropy of ``logits[:, i]`` predicting ``targets[:, i]`` (-100 ignored)."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=-100)
+
+
+def gather_aligned(latent_hidden, teacher_hidden, pairs, first_layer: int = 1):
+    """Per layer, the student latent states and detached teacher states of aligned pairs.
+
+    ``pairs``: (row, latent index, teacher position) triples; latent index 0 is ``<bot>``, i the
+    state after thought i. Returns two lists over layers ``first_layer..L`` of (P, d) tensors.
+    """
+    device = teacher_hidden[0].device
+    rows = torch.tensor([p[0] for p in pairs], device=device)
+    t_pos = torch.tensor([p[2] for p in pairs], device=device)
+    s_layers, t_layers = [], []
+    for layer in range(first_layer, len(teacher_hidden)):
+        s_layers.append(torch.stack([latent_hidden[m][layer][r] for r, m, _ in pairs]))
+        t_layers.append(teacher_hidden[layer][rows, t_pos].detach())
+    return s_layers, t_layers

@@ -1,0 +1,207 @@
+"""System-1.5 Reasoning (Wang et al. 2025; SPEC §3.5) — experimental: no official code exists.
+
+A latent reasoner (CODI-style continuous thoughts) that spends compute unevenly:
+
+* **Stage 1 — language-to-latent alignment** (``stage=1``): a CoT teacher and a latent student of
+  the same backbone; student loss = answer NLL + α·distance between every thought's states and the
+  teacher's states at the aligned CoT positions (the position predicting the matching step's
+  result). This is CODI's machinery with step alignment (``methods/codi.py``): System-1.5's stage
+  1 is the objective our ``codi`` default-task preset already trains, so the demo reuses that run
+  as stage 1 instead of training the same thing twice (``docs/system15.md``).
+* **Stage 2 — shortcut learning** (``stage=2``): the stage-1 model (backbone + projection) is frozen;
+  a router and an adapter per layer (``models/shortcuts.py``) are the only trainable parameters.
+  Soft depth mixture in training, hard exit at inference (λ_depth), step shortcut (a step that
+  exited at layer l hands its state to the next step at layer l). Loss:
+  L_2 = NLL(answer) + β·L_exit + ρ·BCE(router, criticality target), with
+  L_exit = Σ_t Σ_l e_{l,t}(c_t)·MSE(h^ϕ_{l,t}, sg(h^{full}_{l,t})).
+
+Every open choice of SPEC §3.5 is a config field below and is documented in ``docs/system15.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from latentreason.data.example import Example
+from latentreason.decoding.latent import latent_forward
+from latentreason.errors import ConfigError
+from latentreason.methods.base import Generation, register
+from latentreason.methods.codi import CODI, CODIConfig
+from latentreason.methods.latent_common import shifted_ce
+from latentreason.models.shortcuts import Adapter, Router, ShortcutController
+
+
+@dataclass
+class System15Config(CODIConfig):
+    #: 1 = language-to-latent alignment (full path), 2 = shortcut learning (routers + adapters only)
+    stage: int = 2
+    #: open choice 1/2: router hidden width (default d/4) and adapter bottleneck width
+    router_hidden: int | None = None
+    adapter_width: int = 64
+    #: open choice 5: inference thresholds; λ_step = number of latent steps (default: n_latent)
+    lambda_depth: float = 0.5
+    lambda_step: int | None = None
+    depth_shortcut: bool = True
+    step_shortcut: bool = True
+    #: open choice 7: weights of the exit loss and of the direct router targets
+    beta_exit: float = 1.0
+    router_bce: float = 1.0
+    #: layer (0-based) from which a non-critical thought's router is trained to exit
+    noncritical_exit_layer: int = 0
+    #: open choice 8: how criticality is labelled: "step" (a thought aligned to a step inherits the step's
+    #: label from the data's meta["critical"]; thoughts beyond the last step only carry the result: non-critical)
+    criticality: str = "step"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.stage not in (1, 2):
+            raise ConfigError(f"method_args.stage must be 1 or 2, got {self.stage}")
+        if not 0.0 <= self.lambda_depth <= 1.0:
+            raise ConfigError(f"method_args.lambda_depth must be in [0, 1], got {self.lambda_depth}")
+        if self.lambda_step is not None and self.lambda_step < 0:
+            raise ConfigError(f"method_args.lambda_step must be >= 0, got {self.lambda_step}")
+        if self.adapter_width < 1:
+            raise ConfigError(f"method_args.adapter_width must be >= 1, got {self.adapter_width}")
+        if self.criticality not in ("step",):
+            raise ConfigError(f"method_args.criticality must be 'step', got {self.criticality!r}")
+
+
+STAGE1 = dict(n_latent=5, projection=True, teacher_drop_last_step=False, align_steps=True, align_offset=1,
+              align_skip_embedding=True, distill_skip_embedding=True)
+
+
+@register
+class System15(CODI):
+    name = "system15"
+    Config = System15Config
+    summary = "System-1.5 (experimental): latent reasoning with depth and step shortcuts (routers + adapters per layer)"
+    presets = {
+        "stage1": {**STAGE1, "stage": 1},
+        # chosen on the default task with the test-time grid (docs/system15.md)
+        "default_task": {**STAGE1, "stage": 2, "lambda_depth": 0.9, "router_bce": 5.0},
+        "paper": {**STAGE1, "stage": 2, "lambda_step": 2},
+    }
+
+    def __init__(self, backbone, config: System15Config | None = None):
+        super().__init__(backbone, config)
+        d, L = backbone.hidden_size, backbone.num_layers
+        dtype = self.model.get_input_embeddings().weight.dtype
+        self.routers = nn.ModuleList([Router(d, self.config.router_hidden) for _ in range(L)]).to(dtype)
+        self.adapters = nn.ModuleList([Adapter(d, self.config.adapter_width) for _ in range(L)]).to(dtype)
+        self.ctl = ShortcutController(self.model, self.routers, self.adapters)
+        self._freeze()
+
+    def _freeze(self) -> None:
+        stage2 = self.config.stage == 2
+        for p in self.model.parameters():
+            p.requires_grad_(not stage2)
+        if self.config.projection:
+            for p in self.projection.parameters():
+                p.requires_grad_(not stage2)
+        for p in list(self.routers.parameters()) + list(self.adapters.parameters()):
+            p.requires_grad_(stage2)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.config.stage == 2:  # the frozen stage-1 model never uses dropout
+            self.model.eval()
+        return self
+
+    # ------------------------------------------------------------------ data
+    def features(self, t) -> dict[str, Any]:
+        f = super().features(t)
+        crit = list(t.example.meta.get("critical") or [True] * len(t.example.steps))
+        n, off = self.config.n_latent, self.config.align_offset
+        # thought j (1..n) <-> step j - off (0-based); thoughts past the last step only carry the result
+        f["critical"] = [bool(crit[j - off]) if 0 <= j - off < len(crit) else False for j in range(1, n + 1)]
+        return f
+
+    def collate(self, feats: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = super().collate(feats)
+        batch["critical"] = torch.tensor([f["critical"] for f in feats], dtype=torch.bool)
+        return batch
+
+    # ------------------------------------------------------------------ loss
+    def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        if self.config.stage == 1:
+            return super().forward(batch)
+        cfg = self.config
+        n = cfg.n_latent
+        # the frozen full path: per-step, per-layer states of the stage-1 model
+        with torch.no_grad():
+            full = latent_forward(self.model, batch["prompt_ids"], batch["prompt_mask"], n, self.thought,
+                                  batch["suffix_ids"], batch["suffix_mask"])
+        ctl = self.ctl
+
+        def thought(h, step, rows=None):
+            e = self.thought(h, step)
+            ctl.arm()
+            return e
+
+        with ctl.installed("soft"):
+            s = latent_forward(self.model, batch["prompt_ids"], batch["prompt_mask"], n, thought,
+                               batch["suffix_ids"], batch["suffix_mask"], last_hidden=ctl.last_hidden)
+        weights = [w for w, _ in ctl.soft_log]
+        states = [st for _, st in ctl.soft_log]
+        loss_nll = shifted_ce(s.suffix_logits, batch["suffix_labels"])
+        crit = batch["critical"].to(s.suffix_logits.device)  # (B, n)
+        L = len(self.routers)
+        exit_terms, bce_terms = [], []
+        for t in range(n):
+            c = crit[:, t].to(states[t][0].dtype)
+            for l in range(L):
+                target = full.latent_hidden[t + 1][l + 1].detach()
+                mse = ((states[t][l][:, -1] - target) ** 2).mean(-1)
+                depth = (l + 1) / L
+                e = c * 1.0 + (1 - c) * depth  # critical: every layer; non-critical: deeper layers weigh more
+                exit_terms.append((e * mse).mean())
+                w = weights[t][l][:, -1].clamp(1e-6, 1 - 1e-6)
+                tgt = (1 - c) * float(l >= cfg.noncritical_exit_layer)
+                bce_terms.append(F.binary_cross_entropy(w.float(), tgt.float()))
+        loss_exit = torch.stack(exit_terms).mean()
+        loss_bce = torch.stack(bce_terms).mean()
+        loss = loss_nll + cfg.beta_exit * loss_exit + cfg.router_bce * loss_bce
+        return {"loss": loss, "loss_nll": loss_nll.detach(), "loss_exit": loss_exit.detach(), "loss_router": loss_bce.detach()}
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def generate(self, examples: list[Example], record_hidden: bool = False, thought_fn=None, halt_fn=None,
+                 n_latent: int | None = None, lambda_depth: float | None = None, lambda_step: int | None = None,
+                 shortcuts: bool | None = None) -> list[Generation]:
+        cfg = self.config
+        steps = lambda_step if lambda_step is not None else (cfg.lambda_step if cfg.lambda_step is not None else cfg.n_latent)
+        if n_latent is not None:
+            steps = n_latent
+        use = (cfg.stage == 2) if shortcuts is None else shortcuts
+        if not use:
+            gens = super().generate(examples, record_hidden=record_hidden, thought_fn=thought_fn, n_latent=steps)
+            L = len(self.routers)
+            for g in gens:
+                g.extra.update(layers_per_latent_step=float(L), num_layers=L)
+            return gens
+        ctl = self.ctl
+        ctl.lambda_depth = cfg.lambda_depth if lambda_depth is None else lambda_depth
+        ctl.depth_shortcut, ctl.step_shortcut = cfg.depth_shortcut, cfg.step_shortcut
+        base = thought_fn or self.thought
+        ctl.reset(len(examples), self.device)
+
+        def thought(h, step, rows=None):
+            e = base(h, step, rows)
+            ctl.arm()
+            return e
+
+        with ctl.installed("hard"):
+            gens = super().generate(examples, record_hidden=record_hidden, thought_fn=thought, n_latent=steps,
+                                    last_hidden=ctl.last_hidden)
+        L = len(self.routers)
+        per_row = ctl.layer_forwards.float() / max(steps, 1)
+        exits = torch.stack(ctl.step_exits, 1) if ctl.step_exits else None
+        for i, g in enumerate(gens):
+            g.extra.update(layers_per_latent_step=float(per_row[i]) if steps else 0.0, num_layers=L,
+                           exit_layers=exits[i].tolist() if exits is not None else [])
+        return gens

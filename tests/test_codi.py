@@ -1,0 +1,213 @@
+import torch
+import torch.nn.functional as F
+import pytest
+
+from conftest import tiny_backbone
+from latentreason.data.procedural import TaskConfig, generate_splits
+from latentreason.decoding.latent import latent_forward, latent_generate
+from latentreason.methods.codi import CODI, CODIConfig
+from latentreason.methods.latent_common import normalized_distance, step_anchor
+from latentreason.training.checkpoint import load_method, save_method
+
+
+def _examples(n=6, seed=0):
+    return generate_splits(TaskConfig(n_train=n, n_valid=2, n_test=2, seed=seed))["train"]
+
+
+def _codi(kind="tiny-gpt2", dtype=torch.float64, **cfg):
+    bb = tiny_backbone(kind, seed=3, dtype=dtype, n_embd=48, n_head=4, n_layer=2)
+    with torch.no_grad():
+        for p in bb.model.parameters():
+            p.mul_(3.0)
+    m = CODI(bb, CODIConfig(**cfg))
+    m.to(dtype)
+    return m
+
+
+@pytest.mark.parametrize("kind", ["tiny-gpt2", "tiny-llama"])
+def test_batched_latent_decode_equals_one_by_one(kind):
+    m = _codi(kind, n_latent=3, max_new_tokens=6).eval()
+    exs = _examples(5)
+    batched = m.generate(exs)
+    single = [m.generate([e])[0] for e in exs]
+    assert [g.text for g in batched] == [g.text for g in single]
+    assert all(g.latent_steps == 3 for g in batched)
+    assert [g.forward_passes for g in batched] == [g.forward_passes for g in single]
+
+
+def test_cached_latent_loop_equals_uncached_recomputation():
+    m = _codi(n_latent=3, max_new_tokens=5).eval()
+    model, emb = m.model, m.model.get_input_embeddings()
+    (ex,) = _examples(1)
+    prompt = m.latent_prompts([ex])[0]
+    res = latent_generate(model, [prompt], n_latent=3, thought_fn=m.thought, eot_id=m.ids.eot, eos_id=m.ids.eos,
+                          pad_id=m.ids.pad, max_new_tokens=5, record_hidden=True)
+    # uncached: recompute the whole sequence of input embeddings at every step
+    with torch.no_grad():
+        seq = emb(torch.tensor([prompt]))[0]
+        hs = []
+        for _ in range(3):
+            h = model(inputs_embeds=seq[None], output_hidden_states=True).hidden_states[-1][0, -1]
+            hs.append(h)
+            seq = torch.cat([seq, m.thought(h[None], torch.zeros(1, dtype=torch.long))])
+        hs.append(model(inputs_embeds=seq[None], output_hidden_states=True).hidden_states[-1][0, -1])
+        seq = torch.cat([seq, emb(torch.tensor([m.ids.eot]))])
+        toks = []
+        for _ in range(5):
+            t = int(model(inputs_embeds=seq[None]).logits[0, -1].argmax())
+            toks.append(t)
+            if t == m.ids.eos:
+                break
+            seq = torch.cat([seq, emb(torch.tensor([t]))])
+    assert res.tokens[0] == toks
+    for a, b in zip(res.hidden[0], hs):
+        assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_gradients_reach_first_thought_and_teacher_is_detached():
+    m = _codi(n_latent=3)
+    batch = m.collate([m.features(t) for t in m.prepare(_examples(4))])
+    captured = []
+
+    def thought(h, step, rows=None):
+        e = m.thought(h, step)
+        e.retain_grad()
+        captured.append(e)
+        return e
+
+    s = latent_forward(m.model, batch["prompt_ids"], batch["prompt_mask"], 3, thought, batch["suffix_ids"], batch["suffix_mask"])
+    from latentreason.methods.latent_common import shifted_ce
+
+    shifted_ce(s.suffix_logits, batch["suffix_labels"]).backward()
+    assert len(captured) == 3
+    assert captured[0].grad is not None and captured[0].grad.abs().sum() > 0  # the answer loss reaches the first thought
+    assert m.projection.fc1.weight.grad.abs().sum() > 0
+    # distillation: gradient flows to the student state only, never into the teacher tensor
+    student = torch.randn(4, 8, requires_grad=True)
+    teacher = torch.randn(4, 8, requires_grad=True)
+    normalized_distance(student, teacher).backward()
+    assert student.grad is not None and teacher.grad is None
+
+
+def test_kd_loss_never_reaches_teacher_pass():
+    """With only the distillation loss on, the teacher pass's activations receive no gradient."""
+    m = _codi(n_latent=2, alpha=0.0, gamma=0.0, beta=1.0)
+    batch = m.collate([m.features(t) for t in m.prepare(_examples(3))])
+    calls = []
+
+    def hook(mod, inp, out):
+        if not calls:  # the first embedding call of forward() is the teacher pass
+            out.retain_grad()
+        calls.append(out)
+
+    h = m.model.get_input_embeddings().register_forward_hook(hook)
+    out = m(batch)
+    h.remove()
+    out["loss"].backward()
+    teacher_emb = calls[0]
+    assert teacher_emb.shape[1] == batch["input_ids"].shape[1]
+    assert teacher_emb.grad is None or teacher_emb.grad.abs().sum() == 0
+    assert calls[1].grad is None  # (not retained) but the student side does get gradients:
+    assert m.projection.fc1.weight.grad is not None and m.projection.fc1.weight.grad.abs().sum() > 0
+
+
+def test_normalized_smooth_l1_hand_computed():
+    s = torch.tensor([[0.0, 2.0], [1.0, -1.0]])
+    t = torch.tensor([[0.5, 0.0], [1.0, 1.0]])
+    # smooth L1 (beta 1): |d|<1 -> 0.5 d^2, else |d| - 0.5 ; d = [-0.5, 2, 0, -2]
+    per = [0.5 * 0.25, 1.5, 0.0, 1.5]
+    std = torch.tensor([0.5, 0.0, 1.0, 1.0]).std()  # unbiased std of the teacher tensor
+    expected = sum(per) / 4 / std
+    assert torch.isclose(normalized_distance(s, t), expected)
+    assert torch.isclose(normalized_distance(s, t, "l1", normalize=False), torch.tensor((0.5 + 2 + 0 + 2) / 4))
+    assert torch.isclose(normalized_distance(s, t, "mse", normalize=False), F.mse_loss(s, t))
+
+
+def test_step_anchor_points_at_the_result_predictor():
+    bb = tiny_backbone()
+    tok = bb.tokenizer
+    ids = tok(" 1*8=8", add_special_tokens=False).input_ids
+    assert tok.decode(ids[: step_anchor(tok, ids) + 1]).endswith("=")
+    ids = tok("<<16-3-4=9>>", add_special_tokens=False).input_ids
+    assert tok.decode(ids[: step_anchor(tok, ids) + 1]) == "<<16-3-4="
+    ids = tok("No equation here.", add_special_tokens=False).input_ids
+    assert step_anchor(tok, ids) == len(ids) - 1
+
+
+def test_tiny_codi_run_lowers_all_losses():
+    torch.manual_seed(0)
+    m = _codi(dtype=torch.float32, n_latent=3, align_steps=True, teacher_drop_last_step=False, distill_skip_embedding=True)
+    data = m.prepare(_examples(64, seed=1))
+    opt = torch.optim.AdamW(m.parameters(), lr=2e-3)
+    first = last = None
+    for step in range(40):
+        idx = [(step * 16 + i) % len(data) for i in range(16)]
+        out = m(m.collate([m.features(data[i]) for i in idx]))
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        vals = {k: float(v.detach()) for k, v in out.items()}
+        first = first or vals
+        last = vals
+    for k in ("loss_student", "loss_kd", "loss_teacher", "loss_align"):
+        assert last[k] < first[k], (k, first[k], last[k])
+
+
+def test_changing_n_at_inference_and_llama(tmp_path):
+    for kind in ("tiny-gpt2", "tiny-llama"):
+        m = _codi(kind, n_latent=4, max_new_tokens=4).eval()
+        exs = _examples(3)
+        assert all(g.latent_steps == 4 for g in m.generate(exs))
+        assert all(g.latent_steps == 2 for g in m.generate(exs, n_latent=2))
+        m.config.n_latent = 0
+        assert all(g.latent_steps == 0 for g in m.generate(exs))
+
+
+def test_save_load_strict_same_outputs(tmp_path):
+    m = _codi(dtype=torch.float32, n_latent=2, max_new_tokens=5).eval()
+    save_method(m, tmp_path / "ck")
+    assert (tmp_path / "ck" / "extra.safetensors").exists()
+    loaded = load_method(tmp_path / "ck", expected_method="codi")
+    assert torch.equal(loaded.projection.fc1.weight, m.projection.fc1.weight)
+    exs = _examples(3)
+    assert [g.text for g in loaded.generate(exs)] == [g.text for g in m.generate(exs)]
+    # a checkpoint without its projection is refused
+    (tmp_path / "ck" / "extra.safetensors").unlink()
+    with pytest.raises(Exception, match="extra.safetensors"):
+        load_method(tmp_path / "ck")
+
+
+def test_lora_on_hf_backbone(tmp_path):
+    from latentreason.models.backbone import ModelConfig, load_backbone, maybe_apply_lora
+
+    bb = tiny_backbone("tiny-gpt2")
+    bb.model.save_pretrained(tmp_path / "hf")
+    bb.tokenizer.save_pretrained(tmp_path / "hf")
+    cfg = ModelConfig(name=str(tmp_path / "hf"), lora_r=4, lora_alpha=8, lora_dropout=0.0, lora_targets=["c_attn", "c_proj", "c_fc"])
+    bb2 = maybe_apply_lora(load_backbone(cfg), cfg)
+    m = CODI(bb2, CODIConfig(n_latent=2))
+    trainable = {n for n, p in m.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or n.startswith("projection.") for n in trainable)
+    out = m(m.collate([m.features(t) for t in m.prepare(_examples(2))]))
+    out["loss"].backward()
+    save_method(m, tmp_path / "ck")
+    loaded = load_method(tmp_path / "ck")
+    assert loaded.generate(_examples(1))[0].latent_steps == 2
+
+
+def test_general_phase_loop_equals_lockstep_fast_path():
+    """The per-row-phase loop (used with halting) gives the lock-step loop's results when no row halts."""
+    m = _codi(n_latent=3, max_new_tokens=6).eval()
+    exs = _examples(5)
+    fast = m.generate(exs)
+    never = m.generate(exs, halt_fn=lambda h, k: torch.zeros(h.shape[0], dtype=torch.bool))
+    assert [g.text for g in fast] == [g.text for g in never]
+    assert [g.forward_passes for g in fast] == [g.forward_passes for g in never]
+    # rows halting at different thoughts: batched equals one-by-one
+    def halt(h, k):  # a property of each row's own state, so it is the same in both runs
+        return (h[:, 0] > 0) | (k >= 2)
+
+    b = m.generate(exs, halt_fn=halt)
+    one = [m.generate([e], halt_fn=halt)[0] for e in exs]
+    assert [(g.text, g.latent_steps, g.forward_passes) for g in b] == [(g.text, g.latent_steps, g.forward_passes) for g in one]
+    assert len({g.latent_steps for g in b}) >= 2, [g.latent_steps for g in b]  # rows stopped at different thoughts
