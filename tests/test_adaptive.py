@@ -9,7 +9,6 @@ from conftest import tiny_backbone
 from latentreason.data.procedural import TaskConfig, generate_splits
 from latentreason.data.registry import load_dataset
 from latentreason.decoding.halting import head_halt_fn, probe_halt_fn, probe_stop_probability, threshold_logit
-from latentreason.decoding.latent import latent_generate
 from latentreason.evaluation.adaptive import rankdata, spearman
 from latentreason.methods.adaptive import CODIAdaptive, CODIAdaptiveConfig
 from latentreason.methods.codi import CODI, CODIConfig
@@ -90,6 +89,24 @@ def test_head_threshold_zero_stops_after_one_thought_and_one_runs_to_n_max(kind)
     assert [g.latent_steps for g in m.generate(exs)] == [4] * len(exs)
     assert threshold_logit(0.0) == -math.inf and threshold_logit(1.0) == math.inf
     assert threshold_logit(0.5) == 0.0
+
+
+def test_halting_head_module_and_halt_fn():
+    head = HaltingHead(6).double()
+    with torch.no_grad():
+        head.linear.weight.zero_()
+        head.linear.weight[0, 0] = 1.0
+        head.linear.bias.zero_()
+    h = torch.tensor([[3.0, 0, 0, 0, 0, 0], [-3.0, 0, 0, 0, 0, 0], [1000.0, 0, 0, 0, 0, 0]], dtype=torch.float64)
+    k = torch.ones(3, dtype=torch.long)
+    assert torch.allclose(head(h), torch.sigmoid(h[:, 0]))
+    assert head_halt_fn(head, 0.5)(h, k).tolist() == [True, False, True]
+    assert head_halt_fn(head, 0.9)(h, k).tolist() == [True, False, True]  # sigmoid(3) = 0.953
+    assert head_halt_fn(head, 0.96)(h, k).tolist() == [False, False, True]
+    # the endpoints hold even where the sigmoid saturates to exactly 0 or 1
+    assert head_halt_fn(head, 1.0)(h, k).tolist() == [False, False, False]
+    assert head_halt_fn(head, 0.0)(-h, k).tolist() == [True, True, True]
+    assert float(HaltingHead(6)(torch.zeros(1, 6)).detach()) < 0.2  # a fresh head leans towards "keep thinking"
 
 
 def test_head_halts_at_first_thought_above_threshold():
@@ -189,7 +206,8 @@ def test_probe_mode_stops_at_first_thought_where_condition_holds():
     assert m.ids.eot in ids and m.tokenizer("\n", add_special_tokens=False).input_ids[0] in ids
     lm = m.model.get_output_embeddings()
     gens0 = m.generate(exs, record_hidden=True, halting="none", n_latent=6)
-    ps = sorted(float(probe_stop_probability(lm, g.extra["hidden"][k][None], ids)[0]) for g in gens0 for k in range(1, 6))
+    with torch.no_grad():
+        ps = sorted(float(probe_stop_probability(lm, g.extra["hidden"][k][None], ids)[0]) for g in gens0 for k in range(1, 6))
     thr = ps[len(ps) // 2]  # the median: some rows stop early, some late
     m.config.probe_threshold = thr
     gens = m.generate(exs, record_hidden=True)
@@ -209,15 +227,17 @@ def test_training_targets_halt_loss_and_detached_head():
     assert batch["n_steps"].tolist() == [len(e.steps) for e in exs]
     assert m.stop_targets(torch.tensor([1, 2, 4, 9]), 5).tolist() == [2, 3, 5, 5]
     # the head's loss alone reaches the head and nothing else (detached states)
-    m.config.alpha = m.config.beta = m.config.gamma = m.config.align_weight = 0.0
+    m.config.alpha = m.config.beta = m.config.gamma = m.config.align_weight = m.config.step_ce_weight = 0.0
     m(batch)["loss"].backward()
     assert m.halting_head.linear.weight.grad.abs().sum() > 0
     assert all(p.grad is None or p.grad.abs().sum() == 0 for n, p in m.named_parameters() if not n.startswith("halting_head"))
     # a few steps of head training lower its loss
     m.zero_grad()
-    opt = torch.optim.Adam(m.halting_head.parameters(), lr=5e-2)
+    opt = torch.optim.Adam(m.halting_head.parameters(), lr=1e-1)
     first = last = None
-    for _ in range(30):
+    m.model.requires_grad_(False)  # only the head learns here: skip the backbone's backward
+    m.projection.requires_grad_(False)
+    for _ in range(12):
         out = m(batch)
         opt.zero_grad()
         out["loss"].backward()
@@ -225,6 +245,27 @@ def test_training_targets_halt_loss_and_detached_head():
         first = first if first is not None else float(out["loss_halt"])
         last = float(out["loss_halt"])
     assert last < 0.7 * first, (first, last)
+
+
+@pytest.mark.parametrize("kind", ["tiny-gpt2", "tiny-llama"])
+def test_stop_exit_equals_answering_after_fewer_thoughts(kind):
+    """The training-time stop exit (one masked parallel pass) = feeding <eot> after each row's stop thought."""
+    from latentreason.decoding.latent import latent_forward
+
+    m = _adaptive(kind, n_latent=5)
+    exs = _mixed(6, seed=7)
+    b = m.collate([m.features(t) for t in m.prepare(exs)])
+    stops = torch.tensor([1, 2, 3, 4, 5, 2])
+    with torch.no_grad():
+        full = latent_forward(m.model, b["prompt_ids"], b["prompt_mask"], 5, m.thought, b["suffix_ids"], b["suffix_mask"])
+        logits, hidden = m.stop_exit(b, full.thoughts, stops)
+        for r in range(len(exs)):
+            k, v = int(stops[r]), b["suffix_mask"][r].bool()
+            one = latent_forward(m.model, b["prompt_ids"][r : r + 1], b["prompt_mask"][r : r + 1], k, m.thought,
+                                 b["suffix_ids"][r : r + 1], b["suffix_mask"][r : r + 1])
+            assert torch.allclose(logits[r][v], one.suffix_logits[0][v], atol=1e-9)
+            assert torch.allclose(hidden[-1][r][v], one.suffix_hidden[-1][0][v], atol=1e-9)
+        assert not torch.allclose(logits[0][b["suffix_mask"][0].bool()], full.suffix_logits[0][b["suffix_mask"][0].bool()])
 
 
 def test_vary_n_masks_rows_whose_answer_is_not_due():
@@ -271,6 +312,56 @@ def test_halting_none_equals_codi_and_checkpoint_round_trip(tmp_path):
         load_method(tmp_path / "ck")
 
 
+def test_end_alignment_and_step_ce_targets():
+    from latentreason.decoding.latent import latent_forward
+    from latentreason.methods.latent_common import layerwise_distance
+
+    m = _adaptive(dtype=torch.float64, n_latent=5, align_steps=True, teacher_drop_last_step=False, step_ce_weight=1.0)
+    exs = _mixed(6, seed=4)
+    toks = m.prepare(exs)
+    feats = [m.features(t) for t in toks]
+    close = m.tokenizer("\n", add_special_tokens=False).input_ids[0]
+    for f, e in zip(feats, exs):
+        seq = f["teacher"][0]
+        assert seq[f["p_end"] + 1] == close  # the end position predicts the token closing the CoT
+        # anchors: the next token is the step's result
+        assert [m.tokenizer.decode([seq[a + 1]]) for a in f["anchors"]] == [str(v)[0] for v in e.meta["values"]]
+    batch = m.collate(feats)
+    with torch.no_grad():
+        t_out = m.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
+        s = latent_forward(m.model, batch["prompt_ids"], batch["prompt_mask"], 5, m.thought, batch["suffix_ids"],
+                           batch["suffix_mask"])
+        targets = m.stop_targets(batch["n_steps"], 5)
+        got = m._end_align_loss(batch, t_out.hidden_states, s.latent_hidden, targets, 5)
+        rows = [r for r in range(len(exs)) if int(targets[r]) <= 5]
+        s_l = [torch.stack([s.latent_hidden[int(targets[r])][l][r] for r in rows]) for l in range(1, 3)]
+        t_l = [torch.stack([t_out.hidden_states[l][r, int(batch["p_end"][r])] for r in rows]) for l in range(1, 3)]
+        assert torch.allclose(got, layerwise_distance(s_l, t_l, "smooth_l1", True))
+        # step CE: thought j's LM-head probe against step j's result token
+        ce = m._step_ce_loss(batch, s.latent_hidden)
+        lm = m.model.get_output_embeddings()
+        logits, tgt = [], []
+        for r, e in enumerate(exs):
+            for j, v in enumerate(e.meta["values"][:5]):
+                logits.append(lm(s.latent_hidden[1 + j][-1][r]))
+                tgt.append(m.tokenizer(str(v), add_special_tokens=False).input_ids[0])
+        expected = torch.nn.functional.cross_entropy(torch.stack(logits), torch.tensor(tgt))
+        assert torch.allclose(ce.double(), expected, atol=1e-5)
+
+
+def test_fit_halting_head_changes_only_the_head():
+    m = _adaptive(dtype=torch.float32, n_latent=4)
+    exs = _mixed(24, seed=6)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    res = m.fit_halting_head(exs, steps=60, lr=5e-2)
+    after = m.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"halting_head.linear.weight", "halting_head.linear.bias"}
+    y = [float(j >= min(len(e.steps) + 1, 4)) for e in exs for j in range(1, 5) if j <= min(len(e.steps) + 1, 4) + 1]
+    majority = max(sum(y), len(y) - sum(y)) / len(y)
+    assert res["states"] == len(y) and res["accuracy"] > majority, (res, majority)
+
+
 def test_config_validation():
     from latentreason.errors import ConfigError
 
@@ -294,3 +385,35 @@ def test_spearman_with_ties_hand_computed():
     assert spearman([1], [2]) is None
     with pytest.raises(ValueError):
         spearman([1, 2], [1])
+
+
+# ---------------------------------------------------------------------- the demo section
+def test_run_adaptive_quick_section(tmp_path):
+    import json
+
+    from latentreason.evaluation.adaptive import adaptive_config, run_adaptive
+
+    bb = tiny_backbone("tiny-gpt2", seed=1, n_embd=32, n_head=2, n_layer=2)
+    save_method(CODI(bb, CODIConfig(n_latent=2, max_new_tokens=8)), tmp_path / "codi")
+    logs = []
+    res = run_adaptive(tmp_path / "adaptive", tmp_path / "codi", quick=True, log=logs.append)
+    cfg = adaptive_config(quick=True)
+    for name in ("codi_fixed", "codi_adaptive", "codi_adaptive_probe"):
+        row = res[name]
+        assert set(row) >= {"accuracy", "mean_latent_steps", "latency_ms_per_question", "n", "by_true_steps"}
+        assert row["n_questions"] == cfg.test_limit and row["batch_size"] == cfg.eval_batch_size
+        assert 0 <= row["mean_latent_steps"] <= cfg.n_max and row["latency_ms_per_question"] > 0
+    fixed = res["codi_fixed"]
+    assert fixed["n"] == res["valid_sweep"]["best_n"] and res["codi_adaptive"]["n"] is None
+    assert res["valid_sweep"]["best_n"] == max(range(1, cfg.n_max + 1), key=lambda n: (res["valid_sweep"]["accuracy_by_n"][str(n)], -n))
+    assert fixed["mean_latent_steps"] == res["valid_sweep"]["best_n"]
+    s = res["spearman_steps_vs_true"]
+    assert s is None or -1.0 <= s <= 1.0
+    png = (tmp_path / "adaptive" / "thoughts_vs_steps.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "adaptive" / "results.json").read_text())["codi_fixed"]["accuracy"] == fixed["accuracy"]
+    # a second call reuses the finished training run
+    logs.clear()
+    again = run_adaptive(tmp_path / "adaptive", tmp_path / "codi", quick=True, log=logs.append)
+    assert any("reusing" in line for line in logs)
+    assert again["codi_adaptive"]["accuracy"] == res["codi_adaptive"]["accuracy"]

@@ -449,6 +449,12 @@ def test_subprocess_error_is_one_line_and_debug_shows_traceback(tmp_path):
     assert r.stderr.strip().splitlines() == [f"error: {f}:2: expected 'question||cot #### answer', found no '||'"]
     r = _cli("--debug", "data", "show", f)
     assert r.returncode != 0 and "Traceback" in r.stderr and "DataError" in r.stderr
+    # a message longer than the console is not wrapped onto several lines
+    r = _cli("train", "--out", tmp_path / "o", "--set", "train.lrr=1")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and len(lines[0]) > 200, r.stderr
+    assert lines[0].startswith("error: --set train.lrr=1: train.lrr: unknown key; valid keys of train: lr, ")
+    assert not (tmp_path / "o").exists()
 
 
 def test_subprocess_unknown_option_is_a_usage_error(tmp_path):

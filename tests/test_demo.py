@@ -1,19 +1,73 @@
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 from latentreason.evaluation.demo import run_demo
 
+MODES = ("greedy", "sampling", "vanilla", "dirichlet", "gumbel", "codi_dirichlet", "codi_gumbel")
 
-def test_quick_demo_writes_results_and_reuses(tmp_path):
-    res = run_demo(tmp_path / "demo", quick=True, progress=False)
+
+def test_quick_demo_every_method_results_and_report(tmp_path):
+    run_demo(tmp_path / "demo", quick=True, progress=False)
     saved = json.loads((tmp_path / "demo" / "results.json").read_text())
-    for name in ("cot", "nocot"):
-        row = saved["methods"][name]
+    rows = saved["methods"]
+    for name in ("cot", "nocot", "codi", "codi_paper", "coconut", "coconut_paper", "icot", "system15_stage1", "system15"):
+        row = rows[name]
         for k in ("accuracy", "n", "mean_reasoning_tokens", "mean_generated_tokens", "latency_ms_per_question",
                   "batch_size", "train_seconds", "speedup_vs_cot"):
-            assert k in row, k
-        assert (tmp_path / "demo" / name / "model" / "method.json").exists()
-    assert saved["methods"]["cot"]["mean_reasoning_tokens"] > saved["methods"]["nocot"]["mean_reasoning_tokens"] == 0
+            assert k in row, (name, k)
+    assert rows["cot"]["mean_reasoning_tokens"] > rows["nocot"]["mean_reasoning_tokens"] == 0
+    for name in ("codi", "system15"):
+        assert rows[name]["mean_latent_steps"] > 0 and rows[name]["mean_reasoning_tokens"] == 0
+    s15 = rows["system15"]
+    assert s15["num_layers"] == 2 and 0 <= s15["mean_layers_per_latent_step"] <= 2 and s15["flops_per_step_vs_cot"] > 0
+    assert rows["system15_stage1"]["model_from"] == "codi"
+    st = saved["soft_thinking"]
+    for mode in MODES:
+        assert {"accuracy", "pass_at_k", "rouge_l_vs_greedy", "js_top1", "js_top2"} <= set(st[mode]), mode
+        assert set(st[mode]["pass_at_k"]) == {"1", "2"}
+    assert saved["system15_grid"]["accuracy"] and (tmp_path / "demo" / "system15" / "system15-grid.png").exists()
+    assert "adaptive" in saved
     assert saved["task"]["name"] == "modchain" and "torch" in saved["env"]
-    # a second run reuses the finished methods (no retraining: same train_seconds)
-    again = run_demo(tmp_path / "demo", quick=True, progress=False)
-    assert again["methods"]["cot"]["train_seconds"] == res["methods"]["cot"]["train_seconds"]
+    html = (tmp_path / "demo" / "report.html").read_text()
+    assert "system15" in html and "codi_paper" in html
+
+
+TINY_BENCH = """
+task: {n_train: 400, n_valid: 10, n_test: 10}
+model: {n_layer: 1, n_embd: 32, n_head: 2}
+train: {batch_size: 16, lr: 0.003, warmup_steps: 2, log_every: 5}
+entries:
+  - {name: cot, method: cot, train: {max_steps: 15}}
+  - {name: nocot, method: nocot, train: {max_steps: 400}}
+eval_batch_size: 10
+valid_limit: 10
+system15_grid: 0
+"""
+
+
+def test_killed_benchmark_resumes_without_retraining(tmp_path):
+    cfg = tmp_path / "bench.yaml"
+    cfg.write_text(TINY_BENCH)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "latentreason", "bench", "--config", str(cfg), "--out", str(out), "--no-progress"]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    done = out / "cot" / "done.json"
+    t0 = time.time()
+    while not done.exists() and p.poll() is None and time.time() - t0 < 240:
+        time.sleep(0.2)
+    assert done.exists(), "cot never finished"
+    time.sleep(1.0)  # nocot is training now
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    assert not (out / "results.json").exists()
+    before = (done.read_text(), done.stat().st_mtime_ns)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "[cot] reusing the finished run" in r.stderr
+    assert (done.read_text(), done.stat().st_mtime_ns) == before  # cot was not retrained
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["methods"]) == {"cot", "nocot"} and (out / "report.html").exists()

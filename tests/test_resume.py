@@ -113,7 +113,7 @@ def reference(tmp_path_factory) -> Path:
     return out
 
 
-def test_sigkill_at_three_points_then_resume_equals_uninterrupted(tmp_path, reference):
+def test_sigkill_at_four_points_then_resume_equals_uninterrupted(tmp_path, reference):
     run = tmp_path / "run"
     log = tmp_path / "log.txt"
     kill_points = [

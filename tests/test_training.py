@@ -116,3 +116,24 @@ def test_resume_continues_same_loss_trace(tmp_path):
     second = _losses(tmp_path / "b" / "cot")
     assert len(first) == len(second) == 12 // 5 + 1
     assert second == pytest.approx(first, rel=1e-5, abs=1e-6)
+
+
+def test_recipe_configs_load_and_validate():
+    from pathlib import Path
+
+    from latentreason.methods.base import get_method_class, method_config
+
+    from latentreason.config import from_dict, load_yaml
+    from latentreason.evaluation.bench import BenchConfig
+    from latentreason.evaluation.demo import demo_config
+
+    files = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    assert len(files) >= 5
+    for f in files:
+        if "entries" in load_yaml(f):  # a benchmark config; bench_default.yaml is the demo's
+            bench = from_dict(BenchConfig, load_yaml(f))
+            if f.name == "bench_default.yaml":
+                assert bench == demo_config(False)
+            continue
+        cfg = load_run_config(f)
+        method_config(get_method_class(cfg.method), cfg.method_args)  # presets and options are valid

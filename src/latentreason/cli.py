@@ -284,6 +284,40 @@ def demo(
              eval_sets=eval_set, data_dir=data_dir_)
 
 
+@app.command()
+def bench(
+    config: Path = typer.Option(..., "--config", "-c", help="Benchmark YAML (see configs/bench_default.yaml)."),
+    out_dir: str = typer.Option("runs/bench", "--out", "-o", help="Run directory: one sub-directory per entry, results.json, report.html."),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated subset of the entries."),
+    eval_set: list[str] = typer.Option([], "--eval-set", help="Extra evaluation set NAME=PATH (or a named set); repeatable."),
+    data_dir_: Optional[str] = typer.Option(None, "--data-dir", help="Data directory for named evaluation sets."),
+    fresh: bool = typer.Option(False, "--fresh", help="Retrain everything instead of reusing finished entries."),
+    no_progress: bool = typer.Option(False, "--no-progress"),
+) -> None:
+    """Run a benchmark: train (or reuse) every entry on the same data and seed, evaluate all on the same questions.
+
+    Killing it midway and re-running it reuses every finished entry (a changed entry is retrained).
+
+    Examples:
+
+    * `latentreason bench --config configs/bench_default.yaml --out runs/bench`
+    * `latentreason bench --config configs/bench_default.yaml --eval-set svamp=data/SVAMP.json --eval-set gsm_hard=data/gsmhardv2.jsonl`
+    """
+    from latentreason.config import from_dict, load_yaml
+    from latentreason.evaluation.bench import BenchConfig, parse_eval_sets, run_bench
+    from latentreason.evaluation.report import write_report
+
+    cfg = from_dict(BenchConfig, load_yaml(config))
+    if eval_set:
+        cfg.eval_sets = list(cfg.eval_sets) + parse_eval_sets(eval_set, data_dir_)
+    results = run_bench(cfg, out_dir, only=methods.split(",") if methods else None, fresh=fresh, progress=not no_progress,
+                        log=lambda s: err.print(s, highlight=False, markup=False))
+    _print_table(results["methods"], f"benchmark {config}")
+    if "soft_thinking" in results:
+        _print_soft_table(results["soft_thinking"])
+    err.print(f"results: {Path(out_dir) / 'results.json'}; report: {write_report(out_dir)}", markup=False)
+
+
 @app.command("methods")
 def methods_() -> None:
     """List the methods, their options and presets.

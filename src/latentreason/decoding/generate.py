@@ -124,13 +124,13 @@ def greedy_continue(
     active batch as soon as they stop.
     """
     n_total = int(state.row_passes.numel())
-    out: list[list[int]] = [[] for _ in range(n_total)]
-    eos_seen = torch.zeros(state.batch_size, dtype=torch.long, device=next_logits.device)
+    device = next_logits.device
+    buf = torch.full((n_total, max(max_new_tokens, 0)), -1, dtype=torch.long, device=device)
+    eos_seen = torch.zeros(state.batch_size, dtype=torch.long, device=device)
     logits = next_logits
     for t in range(max_new_tokens):
         tok = logits.argmax(-1)
-        for r, k in zip(state.rows.tolist(), tok.tolist()):
-            out[r].append(k)
+        buf[state.rows, t] = tok
         eos_seen = eos_seen + (tok == eos_id).long()
         active = eos_seen < stop_after_eos
         if t == max_new_tokens - 1 or not bool(active.any()):
@@ -138,7 +138,7 @@ def greedy_continue(
         state.keep(active)
         tok, eos_seen = tok[active], eos_seen[active]
         logits = state.step(input_ids=tok[:, None]).logits[:, -1, :]
-    return out
+    return [[k for k in row if k >= 0] for row in buf.tolist()]
 
 
 @torch.no_grad()

@@ -29,7 +29,6 @@ from typing import Any, Callable, Sequence
 import torch
 
 from latentreason.config import to_dict, to_dict_nondefault
-from latentreason.data.example import Example
 from latentreason.data.procedural import TaskConfig, task_description
 from latentreason.errors import ConfigError
 from latentreason.models.backbone import ModelConfig
@@ -87,7 +86,7 @@ class AdaptiveConfig:
     #: options of ``codi_adaptive`` (``preset: default_task`` = CODI's project setting, 7 thoughts at most)
     method_args: dict[str, Any] = field(default_factory=lambda: {"preset": "default_task"})
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        batch_size=32, lr=1e-3, warmup_steps=20, max_steps=300, log_every=25, eval_every=0, eval_batch_size=200))
+        batch_size=32, lr=1e-3, warmup_steps=20, max_steps=800, log_every=25, eval_every=0, eval_batch_size=200))
     #: fixed-n candidates are 1..n_max; also the cap of the adaptive loop
     n_max: int = 7
     valid_limit: int | None = 300
@@ -95,17 +94,22 @@ class AdaptiveConfig:
     eval_batch_size: int = 100
     latency_repeats: int = 3
     seed: int = 0
+    #: after training, refit the halting head alone on this many training questions (0: keep the
+    #: head trained alongside CODI) with this many full-batch Adam steps
+    head_refit_examples: int = 1024
+    head_refit_steps: int = 300
 
 
 def adaptive_config(quick: bool = False) -> AdaptiveConfig:
     """The demo's settings; ``quick`` is a much smaller version used by the tests."""
     if quick:
         return AdaptiveConfig(
-            task=mixed_task(n_steps=3, n_train=300, n_valid=20, n_test=20),
-            method_args={"preset": "default_task", "n_latent": 4},
-            train=TrainConfig(batch_size=8, lr=1e-3, warmup_steps=2, max_steps=4, log_every=2, eval_every=0,
-                              eval_batch_size=20),
-            n_max=4, valid_limit=20, test_limit=20, eval_batch_size=10, latency_repeats=1)
+            task=mixed_task(n_steps=3, n_train=200, n_valid=12, n_test=12),
+            method_args={"preset": "default_task", "n_latent": 4, "max_new_tokens": 8},
+            train=TrainConfig(batch_size=8, lr=1e-3, warmup_steps=1, max_steps=2, log_every=1, eval_every=0,
+                              eval_batch_size=12),
+            n_max=4, valid_limit=12, test_limit=12, eval_batch_size=6, latency_repeats=1,
+            head_refit_examples=16, head_refit_steps=5)
     return AdaptiveConfig()
 
 
@@ -168,9 +172,10 @@ def _by_steps(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def _row(metrics: dict[str, Any], records: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    keys = ("accuracy", "n", "correct", "mean_latent_steps", "mean_forward_passes", "mean_generated_tokens",
+    keys = ("accuracy", "correct", "mean_latent_steps", "mean_forward_passes", "mean_generated_tokens",
             "latency_ms_per_question", "batch_size", "latency_repeats")
     row = {k: metrics[k] for k in keys}
+    row["n_questions"] = metrics["n"]
     row.update(extra)
     row["by_true_steps"] = _by_steps(records)
     true = [int(r["meta"]["n_steps"]) for r in records]
@@ -179,12 +184,18 @@ def _row(metrics: dict[str, Any], records: list[dict[str, Any]], **extra: Any) -
     return row
 
 
-def thoughts_plot(rows: dict[str, list[tuple[int, int]]], fixed_n: int, n_max: int) -> bytes:
-    """PNG: latent thoughts used against the problem's true number of steps (mean ± spread, points jittered)."""
+def thoughts_plot(rows: dict[str, list[tuple[int, int]]], fixed_n: int, n_max: int,
+                  accuracy: dict[str, dict[str, dict[str, float]]] | None = None) -> bytes:
+    """PNG: latent thoughts used against the problem's true number of steps (means, jittered points),
+    and, when ``accuracy`` (row -> ``by_true_steps``) is given, accuracy by true steps beside it."""
     from latentreason.evaluation.plots import _plt, _png
 
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    if accuracy:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))
+    else:
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        ax2 = None
     all_true = sorted({t for pts in rows.values() for t, _ in pts})
     for i, (name, pts) in enumerate(rows.items()):
         g = torch.Generator().manual_seed(i)
@@ -203,7 +214,22 @@ def thoughts_plot(rows: dict[str, list[tuple[int, int]]], fixed_n: int, n_max: i
     ax.set_yticks(range(0, n_max + 2))
     ax.set_ylim(0, n_max + 1.5)
     ax.legend(fontsize=8, loc="upper left")
-    ax.set_title("adaptive latent thinking: thoughts vs difficulty")
+    ax.set_title("thoughts used vs difficulty")
+    if ax2 is not None:
+        names = list(accuracy)
+        width = 0.8 / max(len(names), 1)
+        for i, name in enumerate(names):
+            by = accuracy[name]
+            ks = sorted(int(k) for k in by)
+            ax2.bar([k + (i - (len(names) - 1) / 2) * width for k in ks], [by[str(k)]["accuracy"] for k in ks],
+                    width=width, color="grey" if name == "codi_fixed" else f"C{i - 1}", label=name)
+        ax2.set_xlabel("true number of steps of the problem")
+        ax2.set_ylabel("test accuracy")
+        ax2.set_ylim(0, 1.2)
+        ax2.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+        ax2.set_xticks(all_true)
+        ax2.legend(fontsize=8, loc="upper center", ncol=3)
+        ax2.set_title("accuracy by difficulty")
     return _png(fig)
 
 
@@ -217,27 +243,35 @@ def run_adaptive(
     fresh: bool = False,
     progress: bool = False,
     log: Callable[[str], None] = print,
+    eval_batch_size: int | None = None,
+    latency_repeats: int | None = None,
 ) -> dict[str, Any]:
     """Train (or reuse) ``codi_adaptive`` on the mixed task and compare fixed-n with adaptive thinking.
 
     ``init_from``: a finished checkpoint to start from (the demo's ``OUT/codi/model``; a CoT model
-    works too, with a fresh projection); ``model`` must describe that checkpoint's backbone
-    (it is used only when ``init_from`` is None). Returns ``{"codi_fixed": {...}, "codi_adaptive":
+    works too, with a fresh projection); ``model``: the backbone to build when ``init_from`` is None.
+    ``eval_batch_size`` / ``latency_repeats`` override the config's (pass the demo's own, so that
+    latencies compare with the demo's other rows). Returns ``{"codi_fixed": {...}, "codi_adaptive":
     {...}, "codi_adaptive_probe": {...}, "spearman_steps_vs_true": x, "valid_sweep": {...}, ...}``.
     """
     from latentreason.evaluation.evaluate import evaluate
     from latentreason.training.api import load_split, run_training
-    from latentreason.training.checkpoint import load_method
+    from latentreason.training.checkpoint import load_method, save_method
+    from latentreason.training.run_config import run_config_dict
 
     t0 = time.perf_counter()
-    cfg = cfg or adaptive_config(quick)
+    cfg = copy.deepcopy(cfg) if cfg is not None else adaptive_config(quick)
+    if eval_batch_size is not None:
+        cfg.eval_batch_size = eval_batch_size
+    if latency_repeats is not None:
+        cfg.latency_repeats = latency_repeats
     out = check_writable_dir(out_dir)
     if init_from is not None and not (Path(init_from) / "method.json").is_file():
         raise ConfigError(f"adaptive section: init_from {str(init_from)!r} is not a finished checkpoint (no method.json)")
     rc = section_run_config(cfg, model or ModelConfig(), out, init_from)
     parent = _file_digest(Path(init_from)) if init_from else None
-    fp = hashlib.sha256(json.dumps({"run": to_dict_nondefault(rc), "parent": parent}, sort_keys=True, default=str)
-                        .encode()).hexdigest()[:16]
+    key = {"run": to_dict_nondefault(rc), "parent": parent, "head_refit": [cfg.head_refit_examples, cfg.head_refit_steps]}
+    fp = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     run_dir = Path(rc.out_dir)
     done_file = run_dir / "done.json"
     done = json.loads(done_file.read_text()) if done_file.is_file() else {}
@@ -248,6 +282,13 @@ def run_adaptive(
         method = build_adaptive_method(rc)
         res = run_training(rc, method=method, progress=progress, evaluate_test=False, log=log)
         done = {"fingerprint": fp, "train": res["train"]}
+        if cfg.head_refit_examples > 0:
+            trained = res["_method"]
+            refit = trained.fit_halting_head(load_split(rc, "train")[: cfg.head_refit_examples],
+                                             steps=cfg.head_refit_steps)
+            save_method(trained, run_dir / "model", run_config_dict(rc))
+            done["head_refit"] = refit
+            log(f"[adaptive] halting head refit on {refit['states']} thought states: accuracy {refit['accuracy']:.3f}")
         atomic_write_json(done_file, done)
         del method, res
     t_train = time.perf_counter() - t0
@@ -283,7 +324,8 @@ def run_adaptive(
         ev = evaluate(method, test, batch_size=bs, repeats=cfg.latency_repeats, progress=progress,
                       description=f"test {name}")
         atomic_write_json(out / f"predictions-{name}.json", ev.records)
-        extra = {"n": best_n} if mode == "none" else {"halting": mode, "n_max": method.n_max}
+        # "n": the fixed number of thoughts (None: decided per question, at most n_max)
+        extra = {"n": best_n} if mode == "none" else {"n": None, "halting": mode, "n_max": method.n_max}
         if mode == "head":
             extra["halt_threshold"] = method.config.halt_threshold
         if mode == "probe":
@@ -294,7 +336,8 @@ def run_adaptive(
         log(f"[adaptive] {name}: accuracy {rows[name]['accuracy']:.3f}, {rows[name]['mean_latent_steps']:.2f} thoughts, "
             f"{rows[name]['latency_ms_per_question']:.2f} ms/question")
     _set_mode(method, "head", trained_n)
-    (out / "thoughts_vs_steps.png").write_bytes(thoughts_plot(points, best_n, cfg.n_max))
+    acc_by = {name: row["by_true_steps"] for name, row in rows.items()}
+    (out / "thoughts_vs_steps.png").write_bytes(thoughts_plot(points, best_n, cfg.n_max, acc_by))
     fixed, adaptive = rows["codi_fixed"], rows["codi_adaptive"]
     results: dict[str, Any] = {
         **rows,

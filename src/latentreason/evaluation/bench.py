@@ -105,6 +105,10 @@ class BenchConfig:
     soft_thinking: SoftStudyConfig | None = None
     #: run System-1.5's test-time grid on its stage-2 entry (questions per cell; 0 = skip)
     system15_grid: int = 200
+    #: adaptive latent thinking section (``results["adaptive"]``): the entry whose model it starts from
+    #: (e.g. "codi"); None skips it. ``adaptive_quick`` uses the section's small test settings.
+    adaptive_from: str | None = None
+    adaptive_quick: bool = False
     #: extra (out-of-distribution) evaluation sets every entry is also evaluated on (``results["ood"]``)
     eval_sets: list[EvalSet] = field(default_factory=list)
 
@@ -230,6 +234,17 @@ def run_bench(
     s15 = next((e for e in entries if e.method == "system15" and e.model_from is None), None)
     if s15 is not None and cfg.system15_grid:
         results["system15_grid"] = run_system15_grid(cfg, s15, out, device, log)
+    if cfg.adaptive_from and cfg.adaptive_from in {e.name for e in entries}:
+        from latentreason.evaluation.adaptive import run_adaptive
+
+        log("[adaptive] CODI with a per-question number of thoughts on the mixed-difficulty task")
+        ad = run_adaptive(out / "adaptive", out / cfg.adaptive_from / "model", cfg.model, quick=cfg.adaptive_quick,
+                          progress=progress, log=log, eval_batch_size=cfg.eval_batch_size,
+                          latency_repeats=cfg.latency_repeats)
+        for row in ad.values():
+            if isinstance(row, dict) and cot and row.get("latency_ms_per_question"):
+                row["speedup_vs_cot"] = cot["latency_ms_per_question"] / row["latency_ms_per_question"]
+        results["adaptive"] = ad
     st = cfg.soft_thinking
     if st is not None and st.entry in {e.name for e in entries}:
         results["soft_thinking"] = run_soft_study(cfg, st, out, {e.name for e in entries}, device, log)

@@ -51,7 +51,8 @@ def demo_config(quick: bool = False) -> BenchConfig:
     ]
     soft = SoftStudyConfig(limit=20, samples=2, ks=[1, 2]) if quick else SoftStudyConfig()
     return BenchConfig(task=task, model=model, train=train, entries=entries, eval_batch_size=100,
-                       test_limit=test_limit, valid_limit=valid_limit, soft_thinking=soft)
+                       test_limit=test_limit, valid_limit=valid_limit, soft_thinking=soft,
+                       adaptive_from="codi", adaptive_quick=quick)
 
 
 def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, only: list[str] | None = None,

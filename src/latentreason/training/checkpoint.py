@@ -68,8 +68,9 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 def clean_partial_writes(run_dir: str | Path) -> list[Path]:
     """Remove what a killed process may have left half-written in a run directory.
 
-    Checkpoints are written to ``.NAME.tmp-*`` and renamed into place, and a replaced directory
-    is first moved to ``.NAME.old-PID``; a process killed in between leaves those behind. If the
+    Checkpoints are written to ``.NAME.tmp-*`` and renamed into place (JSON files to
+    ``.NAME.*.tmp``), and a replaced directory is first moved to ``.NAME.old-PID``; a process
+    killed in between leaves those behind. If the
     directory being replaced is missing, its ``.old`` copy is moved back. Returns what was removed.
     """
     import shutil as _sh
@@ -82,7 +83,7 @@ def clean_partial_writes(run_dir: str | Path) -> list[Path]:
             name = d.name
             if not name.startswith("."):
                 continue
-            if ".tmp-" in name:
+            if ".tmp-" in name or (name.endswith(".tmp") and d.is_file()):  # save_method / atomic_write_text
                 _sh.rmtree(d, ignore_errors=True) if d.is_dir() else d.unlink(missing_ok=True)
                 removed.append(d)
             elif ".old-" in name:

@@ -156,7 +156,7 @@ class _StopSignals:
 
     def __exit__(self, *exc) -> bool:
         for sig, prev in self._prev.items():
-            signal.signal(sig, prev)
+            signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
         return False
 
 
@@ -547,7 +547,7 @@ class Trainer:
         keys = sorted(parts_sum)
         summed = self._sum_over_processes([float(loss_sum)] + [float(parts_sum[k]) for k in keys])
         mean_loss, parts = summed[0], dict(zip(keys, summed[1:]))
-        newest = None
+        # the loss is summed over processes, so every process takes the same decision here
         if not math.isfinite(mean_loss):
             newest = latest_checkpoint(self.out_dir)
             raise NonFiniteLossError(
