@@ -187,11 +187,55 @@ def soft_intro(soft: dict[str, Any], settings: dict[str, Any]) -> str:
     return f"Soft thinking on the CoT model ({', '.join(bits) or 'see soft_thinking/soft_thinking.json'}{tail}):"
 
 
+def adaptive_table(ad: dict[str, Any]) -> str:
+    rows = []
+    for name in ("codi_fixed", "codi_adaptive", "codi_adaptive_probe"):
+        r = ad.get(name)
+        if not isinstance(r, dict):
+            continue
+        how = f"n = {r['n']}" if r.get("n") else f"{r.get('halting', 'halting')}, n_max {r.get('n_max', '?')}"
+        rows.append([name, how, f_acc(r.get("accuracy")), f"{r['mean_latent_steps']:.2f}" if _num(r.get("mean_latent_steps")) else "–",
+                     f_ms(r.get("latency_ms_per_question")), f_speed(r.get("speedup_vs_cot"))])
+    return table(["row", "thoughts", "accuracy", "mean thoughts", "ms / question", "speed-up vs CoT"], rows)
+
+
+def adaptive_intro(ad: dict[str, Any]) -> str:
+    task = ad.get("task") or {}
+    steps = f"{task.get('min_steps', 1)}..{task.get('n_steps', '?')} steps" if task else "mixed steps"
+    bits = [f"Adaptive thinking on the mixed-difficulty task ({steps} per problem, {ad.get('codi_fixed', {}).get('n_questions', '?')} test questions)"]
+    if _num(ad.get("spearman_steps_vs_true")) is not None:
+        bits.append(f"Spearman(thoughts, true steps) = {ad['spearman_steps_vs_true']:.2f}")
+    if _num(ad.get("thought_reduction")) is not None:
+        bits.append(f"{100 * ad['thought_reduction']:.0f} % fewer thoughts than fixed n")
+    if _num(ad.get("accuracy_gap_points")) is not None:
+        bits.append(f"accuracy gap {ad['accuracy_gap_points']:.1f} points")
+    return "; ".join(bits) + ":"
+
+
+def grid_line(grid: dict[str, Any]) -> str | None:
+    acc, rows, cols = grid.get("accuracy"), grid.get("lambda_depth") or grid.get("rows"), grid.get("lambda_step") or grid.get("cols")
+    best = grid.get("best")
+    if isinstance(best, dict) and best:
+        inner = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in best.items())
+        return f"System-1.5 test-time grid, best cell: {inner}."
+    if not (acc and rows and cols):
+        return None
+    i, j = max(((i, j) for i in range(len(rows)) for j in range(len(cols))), key=lambda ij: acc[ij[0]][ij[1]])
+    return f"System-1.5 test-time grid, best cell: λ_depth {rows[i]}, λ_step {cols[j]}, accuracy {acc[i][j]:.3f}."
+
+
 def readme_block(res: dict[str, Any], command: str, run_dir: Path | None) -> str:
     parts = [run_line(res, command) + ":", "", methods_table(res)]
     soft = res.get("soft_thinking")
     if isinstance(soft, dict) and soft:
         parts += ["", soft_intro(soft, soft_settings(run_dir)), "", soft_table(soft)]
+    ad = res.get("adaptive")
+    if isinstance(ad, dict) and isinstance(ad.get("codi_fixed"), dict):
+        parts += ["", adaptive_intro(ad), "", adaptive_table(ad)]
+    grid = res.get("system15_grid")
+    line = grid_line(grid) if isinstance(grid, dict) else None
+    if line:
+        parts += ["", line]
     return "\n".join(parts)
 
 
