@@ -13,20 +13,9 @@ The paper's preset (identity thoughts, no teacher) and the project's ``default_t
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
-
-
-def _timeit(fn, repeats: int) -> float:
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    ts.sort()
-    return ts[len(ts) // 2]
+from _timing import median_time, train_step_fn
 
 
 def main() -> None:
@@ -47,13 +36,10 @@ def main() -> None:
     cot = CoT(bb)
     opt = torch.optim.AdamW(bb.model.parameters(), lr=1e-4)
 
-    def step(m, b):
-        opt.zero_grad()
-        m(b)["loss"].backward()
-        opt.step()
+    step = train_step_fn(opt)
 
     b_cot = cot.collate([cot.features(t) for t in cot.prepare(exs)])
-    t_cot = _timeit(lambda: step(cot, b_cot), args.repeats)
+    t_cot = median_time(lambda: step(cot, b_cot), args.repeats)
     print(f"batch {args.batch_size}, tiny-gpt2 (4x128), CPU threads {torch.get_num_threads()}, 4-step modchain")
     print(f"CoT-SFT training step: {1000 * t_cot:.1f} ms")
     for preset in ("coconut_paper_default_task", "default_task"):
@@ -64,7 +50,7 @@ def main() -> None:
         for stage in range(0, m.final_stage + 1):
             m.stage = m._batch_stage = stage
             b = m.collate([m.features(t) for t in toks])
-            t = _timeit(lambda: step(m, b), args.repeats)
+            t = median_time(lambda: step(m, b), args.repeats)
             label = f"stage {stage}" + (" (final)" if stage == m.final_stage else "")
             print(f"  {label:<17} {b['n_latent']} thoughts: {1000 * t:7.1f} ms -> Coconut / CoT = {t / t_cot:.2f}x")
 

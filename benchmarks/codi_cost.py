@@ -14,17 +14,7 @@ import argparse
 import time
 
 import torch
-
-
-def _timeit(fn, repeats: int) -> float:
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    ts.sort()
-    return ts[len(ts) // 2]
+from _timing import median_time, train_step_fn
 
 
 def main() -> None:
@@ -50,13 +40,10 @@ def main() -> None:
     b_cot = cot.collate([cot.features(t) for t in cot.prepare(exs)])
     b_codi = codi.collate([codi.features(t) for t in codi.prepare(exs)])
 
-    def step(m, b):
-        opt.zero_grad()
-        m(b)["loss"].backward()
-        opt.step()
+    step = train_step_fn(opt)
 
-    t_cot = _timeit(lambda: step(cot, b_cot), args.repeats)
-    t_codi = _timeit(lambda: step(codi, b_codi), args.repeats)
+    t_cot = median_time(lambda: step(cot, b_cot), args.repeats)
+    t_codi = median_time(lambda: step(codi, b_codi), args.repeats)
 
     # per-step inference cost: one thought vs one token, both on a warm cache after the same prefill
     codi.eval()

@@ -209,7 +209,7 @@ def adaptive_intro(ad: dict[str, Any]) -> str:
         bits.append(f"{100 * ad['thought_reduction']:.0f} % fewer thoughts than fixed n")
     if _num(ad.get("accuracy_gap_points")) is not None:
         bits.append(f"accuracy gap {ad['accuracy_gap_points']:.1f} points")
-    return "; ".join(bits) + ":"
+    return "; ".join(bits) + " (speed-up vs the CoT row above, which runs the 4-step task):"
 
 
 def grid_line(grid: dict[str, Any]) -> str | None:
