@@ -83,8 +83,9 @@ class ICoT(CoT):
         # Mistral-7B on GSM8K: remove-all beyond 39
         "icot_paper_gsm8k": dict(serialization="icot", answer_mode="icot", remove_per_epoch=8.0, smoothing_lambda=4.0,
                                  remove_all_beyond=39, max_new_tokens=150),
-        # the default task (24 CoT tokens): one token every 20 steps, everything removed past 24
-        "default_task": dict(steps_per_token=20, smoothing_lambda=4.0, remove_all_beyond=24),
+        # the default task (24 CoT tokens): one token every 12 steps, everything removed past 24 (step 288 of the
+        # demo's 500, so the model spends the rest answering directly; docs/coconut.md)
+        "default_task": dict(steps_per_token=12, smoothing_lambda=4.0, remove_all_beyond=24),
     }
 
     def __init__(self, backbone, config: ICoTConfig | None = None):
