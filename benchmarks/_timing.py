@@ -29,3 +29,19 @@ def train_step_fn(opt: torch.optim.Optimizer) -> Callable[[torch.nn.Module, dict
         opt.step()
 
     return step
+
+
+def cot_baseline(batch_size: int):
+    """The shared set-up of the training-cost benchmarks: ``batch_size`` training questions of the default
+    task, a fresh default tiny-gpt2 backbone, CoT-SFT on it and its collated batch."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    from latentreason.data.registry import load_dataset
+    from latentreason.methods.cot import CoT
+    from latentreason.models.backbone import ModelConfig, load_backbone
+
+    exs = load_dataset("modchain", "train", limit=batch_size)
+    bb = load_backbone(ModelConfig(), seed=0)
+    cot = CoT(bb)
+    return exs, bb, cot, cot.collate([cot.features(t) for t in cot.prepare(exs)])

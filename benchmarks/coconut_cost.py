@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _timing import median_time, train_step_fn
+from _timing import cot_baseline, median_time, train_step_fn
 
 
 def main() -> None:
@@ -23,22 +23,13 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=10)
     args = ap.parse_args()
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    from latentreason.data.registry import load_dataset
+    exs, bb, cot, b_cot = cot_baseline(args.batch_size)
     from latentreason.methods.coconut import Coconut, CoconutConfig
-    from latentreason.methods.cot import CoT
-    from latentreason.models.backbone import ModelConfig, load_backbone
 
-    exs = load_dataset("modchain", "train", limit=args.batch_size)
-    bb = load_backbone(ModelConfig(), seed=0)
-    cot = CoT(bb)
     opt = torch.optim.AdamW(bb.model.parameters(), lr=1e-4)
 
     step = train_step_fn(opt)
 
-    b_cot = cot.collate([cot.features(t) for t in cot.prepare(exs)])
     t_cot = median_time(lambda: step(cot, b_cot), args.repeats)
     print(f"batch {args.batch_size}, tiny-gpt2 (4x128), CPU threads {torch.get_num_threads()}, 4-step modchain")
     print(f"CoT-SFT training step: {1000 * t_cot:.1f} ms")

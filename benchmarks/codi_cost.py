@@ -14,7 +14,7 @@ import argparse
 import time
 
 import torch
-from _timing import median_time, train_step_fn
+from _timing import cot_baseline, median_time, train_step_fn
 
 
 def main() -> None:
@@ -23,21 +23,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--n-latent", type=int, default=5)
     args = ap.parse_args()
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    from latentreason.data.registry import load_dataset
+    exs, bb, cot, b_cot = cot_baseline(args.batch_size)
     from latentreason.decoding.generate import left_pad, prefill
     from latentreason.methods.codi import CODI, CODIConfig
-    from latentreason.methods.cot import CoT
-    from latentreason.models.backbone import ModelConfig, load_backbone
 
-    exs = load_dataset("modchain", "train", limit=args.batch_size)
-    bb = load_backbone(ModelConfig(), seed=0)
-    cot = CoT(bb)
     codi = CODI(bb, CODIConfig(**{**CODI.presets["default_task"], "n_latent": args.n_latent}))
     opt = torch.optim.AdamW(codi.parameters(), lr=1e-4)
-    b_cot = cot.collate([cot.features(t) for t in cot.prepare(exs)])
     b_codi = codi.collate([codi.features(t) for t in codi.prepare(exs)])
 
     step = train_step_fn(opt)

@@ -16,6 +16,17 @@ FIXTURES = Path(__file__).parent / "fixtures"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's in-process work on one intra-op thread (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    tiny models are fastest that way, and on a loaded 2-core machine OpenMP threads spin-waiting for each
+    other make them many times slower (subprocesses get OMP_NUM_THREADS=1)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def fixtures() -> Path:
     return FIXTURES

@@ -28,14 +28,7 @@ TINY = ["--set", "model.n_layer=1", "--set", "model.n_embd=32", "--set", "model.
 SRC = Path(__file__).resolve().parents[1] / "src" / "latentreason"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """In-process runs use one intra-op thread: on a loaded 2-core machine OpenMP threads that
-    spin-wait for each other make tiny models many times slower (subprocesses get OMP_NUM_THREADS=1)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str]:

@@ -28,12 +28,7 @@ SETS = {"svamp": "svamp.json", "gsmhard": "gsmhard.jsonl", "multiarith": "multia
 CONTEXT = 128
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny per-token steps: one thread is faster on a small shared CPU
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _all_examples():

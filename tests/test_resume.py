@@ -38,14 +38,7 @@ ARGS = ["train", "--method", "cot", "--max-steps", str(STEPS), "--batch-size", "
 TOL = 1e-5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """In-process runs use one intra-op thread: on a loaded 2-core machine OpenMP threads that
-    spin-wait for each other make tiny models many times slower (subprocesses get OMP_NUM_THREADS=1)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _env() -> dict[str, str]:

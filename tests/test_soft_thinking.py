@@ -33,13 +33,7 @@ from latentreason.errors import ConfigError
 TEXTS = ["1+2*3\n", "9-8+7*6-5\n", "4\n", "2*2*2*2*2*2\n"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not suffer from a busy shared CPU)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _backbone(kind="tiny-gpt2", scale=3.0, seed=1):
