@@ -246,6 +246,10 @@ def _ours_cell(r: dict[str, Any]) -> str:
     cost.append(f"{f_count(r.get('mean_reasoning_tokens'))} reasoning tok")
     if _num(r.get("mean_forward_passes")) is not None:
         cost.append(f"{f_count(r['mean_forward_passes'])} forward passes")
+    if _num(r.get("mean_layers_per_latent_step")) is not None and _num(r.get("num_layers")) is not None:
+        cost.append(f"{r['mean_layers_per_latent_step']:.2f} of {r['num_layers']} layers per thought")
+    if _num(r.get("flops_per_step_vs_cot")) is not None:
+        cost.append(f"FLOPs per thought {r['flops_per_step_vs_cot']:.2f}× a CoT token's")
     return (f"acc {f_acc(r.get('accuracy'))}; {', '.join(cost)}; {f_ms(r.get('latency_ms_per_question'))} ms/q, "
             f"{f_speed(r.get('speedup_vs_cot'))} vs our CoT")
 

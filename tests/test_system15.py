@@ -2,7 +2,7 @@ import torch
 
 from conftest import tiny_backbone
 from latentreason.data.procedural import TaskConfig, generate_splits
-from latentreason.evaluation.flops import layer_flops, matrix_params, step_flops
+from latentreason.evaluation.flops import layer_flops, matrix_params, qkv_flops, step_flops
 from latentreason.methods.codi import CODI, CODIConfig
 from latentreason.methods.system15 import System15, System15Config
 
@@ -51,14 +51,110 @@ def test_lambda_depth_zero_exits_at_the_first_layer():
 
 
 def test_batched_mixed_exits_equal_one_by_one():
-    for ss in (False, True):
-        _, s15 = _pair(step_shortcut=ss, lambda_depth=0.5)
+    for kind, ss, kv in (("tiny-gpt2", False, "project"), ("tiny-gpt2", True, "project"), ("tiny-gpt2", False, "copy"),
+                         ("tiny-llama", False, "project"), ("tiny-llama", True, "project")):
+        _, s15 = _pair(kind, step_shortcut=ss, lambda_depth=0.5, kv_rule=kv)
         exs = _examples(6, seed=3)
         b = s15.generate(exs)
         one = [s15.generate([e])[0] for e in exs]
-        assert [(g.text, g.extra["exit_layers"]) for g in b] == [(g.text, g.extra["exit_layers"]) for g in one]
+        assert [(g.text, g.extra["exit_layers"]) for g in b] == [(g.text, g.extra["exit_layers"]) for g in one], (kind, ss, kv)
         exits = {tuple(g.extra["exit_layers"]) for g in b}
         assert len(exits) >= 2, exits  # rows really exited at different layers
+
+
+def _thoughts(s15, exs, **kw):
+    """The input embeddings fed at the thought positions, per row (hard inference)."""
+    fed = []
+
+    def capture(h, step, rows=None):
+        e = s15.thought(h, step, rows)
+        fed.append(e.detach().clone())
+        return e
+
+    gens = s15.generate(exs, thought_fn=capture, **kw)
+    return gens, torch.stack(fed, 1)  # (B, n, d)
+
+
+def test_projected_kv_makes_inference_equal_the_trained_soft_path():
+    """Routers at 1: every thought leaves before layer 1. With the `project` KV rule hard inference
+    computes exactly what the soft mixture computes in training (w = 1): the same thoughts and the
+    same logits after <eot>, which attend to the thoughts' keys/values; the `copy` rule does not."""
+    from latentreason.decoding.latent import latent_forward
+
+    for kind in ("tiny-gpt2", "tiny-llama"):
+        _, s15 = _pair(kind)
+        exs = [e for e in _examples(12, seed=5) if len(e.question) == 9][:4]  # one prompt length: no padding
+        s15.ctl.force_weight = 1.0
+        batch = s15.collate([s15.features(t) for t in s15.prepare(exs)])
+        ctl = s15.ctl
+
+        def thought(h, step, rows=None):
+            e = s15.thought(h, step)
+            ctl.arm()
+            return e
+
+        with torch.no_grad(), ctl.installed("soft"):
+            soft = latent_forward(s15.model, batch["prompt_ids"], batch["prompt_mask"], 3, thought,
+                                  batch["suffix_ids"], batch["suffix_mask"], last_hidden=ctl.last_hidden)
+        assert bool((batch["suffix_ids"][:, 0] == s15.ids.eot).all())
+        logits = []
+        hook = s15.model.get_output_embeddings().register_forward_hook(lambda m, i, o: logits.append(o[:, -1]))
+        try:
+            gens, hard = _thoughts(s15, exs)
+            after_eot = logits[1 + 3]  # prefill, 3 thoughts, then <eot>
+            s15.config.kv_rule = "copy"
+            logits.clear()
+            _, copied = _thoughts(s15, exs)
+            after_eot_copy = logits[1 + 3]
+        finally:
+            hook.remove()
+        assert all(g.extra["exit_layers"] == [0, 0, 0] for g in gens)
+        assert all(g.extra["kv_projections_per_latent_step"] == 3 for g in gens)
+        assert torch.allclose(hard, soft.thoughts, atol=1e-9), kind
+        assert torch.allclose(after_eot, soft.suffix_logits[:, 0], atol=1e-8), kind
+        assert not torch.allclose(after_eot_copy, soft.suffix_logits[:, 0], atol=1e-3), kind
+
+
+def test_whole_batch_fast_paths_and_direct_kv_change_nothing():
+    for kind in ("tiny-gpt2", "tiny-llama"):
+        for ld in (0.0, 0.5, 1.0):
+            _, s15 = _pair(kind, lambda_depth=ld)
+            exs = _examples(6, seed=3)
+            ref, ref_th = _thoughts(s15, exs)
+            s15.ctl.fast_paths = False
+            s15.ctl.direct_kv = False
+            got, got_th = _thoughts(s15, exs)
+            assert [g.text for g in got] == [g.text for g in ref]
+            assert torch.allclose(got_th, ref_th, atol=1e-10)
+            keys = ("exit_layers", "layers_per_latent_step", "routers_per_latent_step", "adapters_per_latent_step",
+                    "kv_projections_per_latent_step")
+            assert [[g.extra[k] for k in keys] for g in got] == [[g.extra[k] for k in keys] for g in ref], (kind, ld)
+
+
+def test_gpt2_direct_kv_equals_the_layer_own_projection():
+    from latentreason.models.shortcuts import _CaptureCache, _Captured, find_decoder_layers, gpt2_kv
+
+    bb = tiny_backbone("tiny-gpt2", seed=3, dtype=torch.float64, n_embd=48, n_head=4, n_layer=2)
+    layer = find_decoder_layers(bb.model)[1]
+    h = torch.randn(5, 1, 48, dtype=torch.float64)
+    from transformers import DynamicCache
+
+    try:
+        layer(h, past_key_values=_CaptureCache(DynamicCache(config=bb.model.config)))
+        raise AssertionError("the layer did not hand its keys/values to the cache")
+    except _Captured as c:
+        k, v = gpt2_kv(layer, h)
+        assert torch.allclose(k, c.keys) and torch.allclose(v, c.values)
+
+
+def test_router_targets_follow_criticality():
+    _, s15 = _pair(critical_skip_layers=2)  # 3 layers
+    assert [s15.router_target(True, l) for l in range(3)] == [0.0, 1.0, 1.0]
+    assert [s15.router_target(False, l) for l in range(3)] == [1.0, 1.0, 1.0]
+    _, s15 = _pair(critical_skip_layers=5)  # more than L - 1: a critical thought still runs its first layer
+    assert [s15.router_target(True, l) for l in range(3)] == [0.0, 1.0, 1.0]
+    _, s15 = _pair()  # default: critical thoughts run every layer
+    assert [s15.router_target(True, l) for l in range(3)] == [0.0, 0.0, 0.0]
 
 
 def test_stage2_trains_only_shortcuts():
@@ -88,6 +184,11 @@ def test_flops_counter_matches_hand_count():
     assert matrix_params(find_decoder_layers(bb.model)[0]) == 12 * 32 * 32
     assert layer_flops(bb.model, n_ctx=10) == 2 * 12 * 32 * 32 + 2 * 10 * 32
     assert step_flops(bb.model, 10, 1.5) == 1.5 * (2 * 12 * 32 * 32 + 2 * 10 * 32)
+    # the KV rule `project` runs the attention input projection: c_attn, 32 x 96
+    assert qkv_flops(bb.model) == 2 * 3 * 32 * 32
+    llama = tiny_backbone("tiny-llama", n_embd=32, n_head=4, n_layer=2)
+    kv_width = llama.model.config.num_key_value_heads * (32 // 4)
+    assert qkv_flops(llama.model) == 2 * (32 * 32 + 2 * 32 * kv_width)
 
 
 def test_criticality_labels_follow_the_steps():

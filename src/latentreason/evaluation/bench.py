@@ -21,6 +21,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import median
 from typing import Any, Callable
 
 import torch
@@ -98,7 +99,11 @@ class BenchConfig:
     entries: list[BenchEntry] = field(default_factory=list)
     eval_batch_size: int = 64
     #: full evaluation passes whose median gives the latency
-    latency_repeats: int = 3
+    latency_repeats: int = 5
+    #: "round_robin": after all entries are evaluated, every entry's model is loaded and timed in turn,
+    #: ``latency_repeats`` rounds, so slow drifts and bursts of a shared machine hit every method alike
+    #: (all models in memory at once); "per_entry": each entry timed right after its evaluation, alone
+    latency_protocol: str = "round_robin"
     test_limit: int | None = None
     valid_limit: int = 200
     seed: int = 0
@@ -163,6 +168,8 @@ def run_bench(
         unknown = [n for n in only if n not in names]
         if unknown:
             raise ConfigError(f"unknown benchmark entries {unknown}; valid: {', '.join(names)}")
+    if cfg.latency_protocol not in ("round_robin", "per_entry"):
+        raise ConfigError(f"latency_protocol must be 'round_robin' or 'per_entry', got {cfg.latency_protocol!r}")
     wanted = set(only or names)
     if "cot" in names:
         wanted.add("cot")  # speed-ups are measured against CoT in the same run
@@ -202,12 +209,13 @@ def run_bench(
         "methods": {},
         "env": env_info(device),
     }
+    round_robin = cfg.latency_protocol == "round_robin" and len(entries) > 1
     for e in entries:
         rc = entry_run_config(cfg, e, out)
         test = load_split(rc, "test")
         method = entry_method(out, e, device)
         ev = evaluate(method, test, batch_size=cfg.eval_batch_size, progress=progress, description=f"test {e.name}",
-                      repeats=cfg.latency_repeats)
+                      repeats=1 if round_robin else cfg.latency_repeats)
         (out / e.name).mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / e.name / "predictions.json", ev.records)
         row = dict(ev.metrics)
@@ -221,8 +229,17 @@ def run_bench(
         row["train_steps"] = trained[e.name]["train"]["steps"]
         row["method"] = e.method
         results["methods"][e.name] = row
-        log(f"[{e.name}] accuracy {row['accuracy']:.3f}, {row['latency_ms_per_question']:.2f} ms/question")
+        log(f"[{e.name}] accuracy {row['accuracy']:.3f}" +
+            ("" if round_robin else f", {row['latency_ms_per_question']:.2f} ms/question"))
         del method
+    if round_robin:
+        log(f"[latency] every model in turn, {cfg.latency_repeats} rounds over the test questions")
+        for name, (ms, passes) in round_robin_latency(cfg, entries, out, device).items():
+            row = results["methods"][name]
+            row["tokens_per_s"] *= row["latency_ms_per_question"] / ms if ms > 0 else 1.0
+            row.update(latency_ms_per_question=ms, latency_repeats=passes, latency_protocol="round_robin",
+                       eval_seconds=ms * row["n"] / 1000.0)
+            log(f"[latency] {name}: {ms:.2f} ms/question")
     cot = results["methods"].get("cot")
     for row in results["methods"].values():
         if cot and row["latency_ms_per_question"] > 0:
@@ -470,20 +487,46 @@ def cot_cost(method, examples, row) -> dict[str, float]:
 
 
 def latent_cost(method, examples, records, row) -> dict[str, float]:
-    """Layers run per latent step and Transformer (+ router/adapter) FLOPs per latent step."""
-    from latentreason.evaluation.flops import matrix_params, step_flops
+    """Layers run per latent step and Transformer (+ router/adapter/KV-projection) FLOPs per latent step."""
+    from latentreason.evaluation.flops import matrix_params, qkv_flops, step_flops
     from latentreason.models.shortcuts import find_decoder_layers
 
     L = len(find_decoder_layers(method.model))
-    per = [r["layers_per_latent_step"] for r in records if "layers_per_latent_step" in r]
-    m = sum(per) / len(per) if per else float(L)
+
+    def mean_of(key: str, default: float) -> float:
+        vals = [r[key] for r in records if key in r]
+        return sum(vals) / len(vals) if vals else default
+
+    m = mean_of("layers_per_latent_step", float(L))
     n_ctx = _mean_prompt_tokens(method, examples) + 1 + row["mean_latent_steps"] / 2
     flops = step_flops(method.model, n_ctx, m)
+    out = {"num_layers": L, "mean_layers_per_latent_step": m}
     routers = getattr(method, "routers", None)
-    if routers is not None and getattr(method.config, "stage", 1) == 2:
-        # a router is consulted at each run layer and at the exit layer; adapters run from the exit on
-        flops += min(m + 1, L) * 2.0 * matrix_params(routers[0]) + (L - m) * 2.0 * matrix_params(method.adapters[0])
-    return {"num_layers": L, "mean_layers_per_latent_step": m, "flops_per_latent_step": flops}
+    if routers is not None and any("routers_per_latent_step" in r for r in records):
+        per = {k: mean_of(f"{k}_per_latent_step", 0.0) for k in ("routers", "adapters", "kv_projections")}
+        flops += (per["routers"] * 2.0 * matrix_params(routers[0]) + per["adapters"] * 2.0 * matrix_params(method.adapters[0])
+                  + per["kv_projections"] * qkv_flops(method.model))
+        out.update({f"mean_{k}_per_latent_step": v for k, v in per.items()})
+    out["flops_per_latent_step"] = flops
+    return out
+
+
+def round_robin_latency(cfg: BenchConfig, entries: list[BenchEntry], out: Path, device) -> dict[str, tuple[float, int]]:
+    """Median ms/question of every entry over ``cfg.latency_repeats`` rounds; in each round every
+    entry decodes its whole test set once, in turn (one warm-up batch each first)."""
+    from latentreason.evaluation.evaluate import run_generation
+    from latentreason.training.api import load_split
+
+    methods, tests = {}, {}
+    for e in entries:
+        tests[e.name] = load_split(entry_run_config(cfg, e, out), "test")
+        methods[e.name] = entry_method(out, e, device)
+        run_generation(methods[e.name], tests[e.name][: min(8, len(tests[e.name]))], cfg.eval_batch_size)
+    totals: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(max(1, cfg.latency_repeats)):
+        for name, method in methods.items():
+            totals[name].append(sum(run_generation(method, tests[name], cfg.eval_batch_size)[1]))
+    return {name: (1000.0 * median(t) / max(1, len(tests[name])), len(t)) for name, t in totals.items()}
 
 
 def run_system15_grid(cfg: BenchConfig, e: BenchEntry, out: Path, device, log) -> dict[str, Any]:

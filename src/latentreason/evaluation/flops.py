@@ -3,8 +3,10 @@
 Per position and executed layer: 2·P_layer (P_layer = weights of the layer's matrices) plus
 2·n_ctx·d for attention over the context. The LM head (2·d·V) is counted separately, because
 System-1.5 compares "Transformer matrix products only" per decoding step (SPEC §3.5).
-A System-1.5 latent step adds what its shortcut modules ran: a router (2·P_router) at every layer
-where one was consulted and an adapter (2·P_adapter) wherever one was applied.
+A System-1.5 latent step adds what its shortcut modules ran, counted per row while decoding: a
+router (2·P_router) at every layer where one was consulted, an adapter (2·P_adapter) wherever one
+was applied, and the key/value projection (2·P_qkv, the layer's input projections) for every
+(position, layer) whose keys/values were projected after an exit.
 """
 
 from __future__ import annotations
@@ -23,6 +25,21 @@ def layer_flops(model: nn.Module, n_ctx: float) -> float:
     layers = find_decoder_layers(model)
     d = model.get_input_embeddings().weight.shape[1]
     return 2.0 * matrix_params(layers[0]) + 2.0 * n_ctx * d
+
+
+#: names of attention input projections (GPT-2's fused c_attn; q/k/v of LLaMA-style models)
+_QKV_NAMES = ("c_attn", "q_proj", "k_proj", "v_proj", "qkv_proj", "query_key_value", "Wqkv")
+
+
+def qkv_flops(model: nn.Module) -> float:
+    """FLOPs of one layer's attention input projections for one position (what the KV rule
+    ``project`` runs for a skipped layer)."""
+    layer = find_decoder_layers(model)[0]
+    p = sum(matrix_params(m) for n, m in layer.named_modules() if n.split(".")[-1] in _QKV_NAMES)
+    if p == 0:  # unknown layout: queries, keys and values of width d
+        d = model.get_input_embeddings().weight.shape[1]
+        p = 3 * d * d
+    return 2.0 * p
 
 
 def step_flops(model: nn.Module, n_ctx: float, layers_run: float) -> float:

@@ -53,6 +53,14 @@ class System15Config(CODIConfig):
     router_bce: float = 1.0
     #: layer (0-based) from which a non-critical thought's router is trained to exit
     noncritical_exit_layer: int = 0
+    #: how many final layers a critical thought's router is trained to skip, at most L - 1 (a critical
+    #: thought always runs its first layer); 0: critical thoughts run every layer (the paper's description).
+    #: The adapter branch, trained with the answer loss and L_exit, stands in for the skipped layers
+    critical_skip_layers: int = 0
+    #: open choice 3: keys/values of a (position, layer) that is not run after an exit: "project" (the
+    #: layer's own key/value projection of the adapter-branch state, as the soft mixture computes them in
+    #: training) or "copy" (the same row's previous position's entry; nothing computed)
+    kv_rule: str = "project"
     #: open choice 8: how criticality is labelled: "step" (a thought aligned to a step inherits the step's
     #: label from the data's meta["critical"]; thoughts beyond the last step only carry the result: non-critical)
     criticality: str = "step"
@@ -67,6 +75,10 @@ class System15Config(CODIConfig):
             raise ConfigError(f"method_args.lambda_step must be >= 0, got {self.lambda_step}")
         if self.adapter_width < 1:
             raise ConfigError(f"method_args.adapter_width must be >= 1, got {self.adapter_width}")
+        if self.kv_rule not in ("project", "copy"):
+            raise ConfigError(f"method_args.kv_rule must be 'project' or 'copy', got {self.kv_rule!r}")
+        if self.critical_skip_layers < 0:
+            raise ConfigError(f"method_args.critical_skip_layers must be >= 0, got {self.critical_skip_layers}")
         if self.criticality not in ("step",):
             raise ConfigError(f"method_args.criticality must be 'step', got {self.criticality!r}")
 
@@ -82,8 +94,10 @@ class System15(CODI):
     summary = "System-1.5 (experimental): latent reasoning with depth and step shortcuts (routers + adapters per layer)"
     presets = {
         "stage1": {**STAGE1, "stage": 1},
-        # chosen on the default task with the test-time grid (docs/system15.md)
-        "default_task": {**STAGE1, "stage": 2, "lambda_depth": 0.9, "router_bce": 5.0},
+        # chosen on the default task (docs/system15.md): critical thoughts are trained to leave after the first
+        # layer, the carry thought before it; keys/values of skipped layers projected; no step shortcut
+        "default_task": {**STAGE1, "stage": 2, "lambda_depth": 0.5, "router_bce": 5.0, "critical_skip_layers": 3,
+                         "step_shortcut": False},
         "paper": {**STAGE1, "stage": 2, "lambda_step": 2},
     }
 
@@ -161,12 +175,19 @@ class System15(CODI):
                 e = c * 1.0 + (1 - c) * depth  # critical: every layer; non-critical: deeper layers weigh more
                 exit_terms.append((e * mse).mean())
                 w = weights[t][l][:, -1].clamp(1e-6, 1 - 1e-6)
-                tgt = (1 - c) * float(l >= cfg.noncritical_exit_layer)
+                tgt = (1 - c) * self.router_target(False, l) + c * self.router_target(True, l)
                 bce_terms.append(F.binary_cross_entropy(w.float(), tgt.float()))
         loss_exit = torch.stack(exit_terms).mean()
         loss_bce = torch.stack(bce_terms).mean()
         loss = loss_nll + cfg.beta_exit * loss_exit + cfg.router_bce * loss_bce
         return {"loss": loss, "loss_nll": loss_nll.detach(), "loss_exit": loss_exit.detach(), "loss_router": loss_bce.detach()}
+
+    def router_target(self, critical: bool, layer: int) -> float:
+        """Direct router target at ``layer`` (0-based): 1 = leave here, 0 = run the layer."""
+        cfg, L = self.config, len(self.routers)
+        if not critical:
+            return float(layer >= cfg.noncritical_exit_layer)
+        return float(cfg.critical_skip_layers > 0 and layer >= max(1, L - cfg.critical_skip_layers))
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -186,7 +207,7 @@ class System15(CODI):
             return gens
         ctl = self.ctl
         ctl.lambda_depth = cfg.lambda_depth if lambda_depth is None else lambda_depth
-        ctl.depth_shortcut, ctl.step_shortcut = cfg.depth_shortcut, cfg.step_shortcut
+        ctl.depth_shortcut, ctl.step_shortcut, ctl.kv_rule = cfg.depth_shortcut, cfg.step_shortcut, cfg.kv_rule
         base = thought_fn or self.thought
         ctl.reset(len(examples), self.device)
 
@@ -199,9 +220,12 @@ class System15(CODI):
             gens = super().generate(examples, record_hidden=record_hidden, thought_fn=thought, n_latent=steps,
                                     last_hidden=ctl.last_hidden)
         L = len(self.routers)
-        per_row = ctl.layer_forwards.float() / max(steps, 1)
+        per = max(steps, 1)
         exits = torch.stack(ctl.step_exits, 1) if ctl.step_exits else None
         for i, g in enumerate(gens):
-            g.extra.update(layers_per_latent_step=float(per_row[i]) if steps else 0.0, num_layers=L,
-                           exit_layers=exits[i].tolist() if exits is not None else [])
+            g.extra.update(layers_per_latent_step=float(ctl.layer_forwards[i]) / per if steps else 0.0, num_layers=L,
+                           exit_layers=exits[i].tolist() if exits is not None else [],
+                           routers_per_latent_step=float(ctl.router_calls[i]) / per,
+                           adapters_per_latent_step=float(ctl.adapter_calls[i]) / per,
+                           kv_projections_per_latent_step=float(ctl.kv_projections[i]) / per)
         return gens

@@ -78,17 +78,41 @@ def _rows_of(x: Any, rows: Tensor, batch: int) -> Any:
 
 
 class _RowCache:
-    """A view of a ``transformers`` cache for a subset of rows (the other rows get the KV rule)."""
+    """A view of a ``transformers`` cache for a subset of rows; the other rows' new entries are given."""
 
-    def __init__(self, base: Any, rows: Tensor, batch: int):
-        self.base, self.rows, self.batch = base, rows, batch
+    def __init__(self, base: Any, rows: Tensor, fill_k: Tensor, fill_v: Tensor):
+        self.base, self.rows, self.fill_k, self.fill_v = base, rows, fill_k, fill_v
 
     def update(self, key_states: Tensor, value_states: Tensor, layer_idx: int, *args, **kwargs):
-        full_k, full_v = previous_kv(self.base, layer_idx, self.batch, key_states)
+        full_k, full_v = self.fill_k, self.fill_v
         full_k[self.rows] = key_states
         full_v[self.rows] = value_states
         k, v = self.base.update(full_k, full_v, layer_idx, *args, **kwargs)
         return k[self.rows], v[self.rows]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.base, name)
+
+
+class _Captured(Exception):
+    def __init__(self, keys: Tensor, values: Tensor):
+        super().__init__("keys/values captured")
+        self.keys, self.values = keys, values
+
+
+class _CaptureCache:
+    """Stands in for the cache when only a layer's keys/values of some positions are wanted.
+
+    Hugging Face attention modules compute the pre-attention norm and the key/value projections
+    (with rotary embeddings where the model has them) and hand them to ``cache.update`` before
+    attending; this cache's ``update`` raises with them, so attention, output projection and MLP
+    are never run. Works for any architecture whose attention goes through ``cache.update``."""
+
+    def __init__(self, base: Any):
+        self.base = base
+
+    def update(self, key_states: Tensor, value_states: Tensor, layer_idx: int, *args, **kwargs):
+        raise _Captured(key_states, value_states)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.base, name)
@@ -113,6 +137,9 @@ class ShortcutController:
         self.lambda_depth = 0.5
         self.depth_shortcut = True
         self.step_shortcut = True
+        self.kv_rule = "project"  # project | copy (docs/system15.md, open choice 3)
+        self.direct_kv = True  # GPT-2: project keys/values without calling the block (tests compare both)
+        self.fast_paths = True  # whole-batch shortcuts of the routing bookkeeping (tests compare both)
         self.force_weight: float | None = None  # tests: a fixed router output
         self.reset(0)
 
@@ -123,6 +150,10 @@ class ShortcutController:
         self.exit_layer = torch.full((batch,), self.L, dtype=torch.long, device=device)
         self.active: Tensor | None = None
         self.layer_forwards = torch.zeros(batch, dtype=torch.long, device=device)
+        # what else a routed latent step ran, per row (for the FLOPs count)
+        self.router_calls = torch.zeros(batch, dtype=torch.long, device=device)
+        self.adapter_calls = torch.zeros(batch, dtype=torch.long, device=device)
+        self.kv_projections = torch.zeros(batch, dtype=torch.long, device=device)
         self.latent_steps = torch.zeros(batch, dtype=torch.long, device=device)
         self.step_exits: list[Tensor] = []
         self.weights: list[Tensor] = []  # soft mode: router weights per layer of the current step
@@ -183,10 +214,17 @@ class ShortcutController:
         self.active = self.start.new_ones(self.batch, dtype=torch.bool)
         self.exit_layer = torch.full_like(self.start, self.L)
         self.entry = [None] * self.batch
+        # whole-batch fast paths: every row still runs / every row has exited, plus counts for all rows
+        self.uniform = self.carry is None and self.fast_paths
+        self.all_exited = False
+        self._whole = {"layer_forwards": 0, "router_calls": 0, "adapter_calls": 0, "kv_projections": 0}
 
     def end_step(self) -> None:
         """After a routed latent step: prepare the step shortcut for the next one."""
         self.armed = False
+        for name, n in self._whole.items():
+            if n:
+                getattr(self, name).add_(n)
         exited = self.exit_layer < self.L
         self.step_exits.append(self.exit_layer.clone())
         self.latent_steps += 1
@@ -204,6 +242,7 @@ class ShortcutLayer(nn.Module):
     def __init__(self, layer: nn.Module, index: int, ctl: ShortcutController):
         super().__init__()
         self.layer, self.index, self.ctl = layer, index, ctl
+        self._idx: int | None = None
 
     def forward(self, hidden_states: Tensor, *args, **kwargs):
         ctl = self.ctl
@@ -229,57 +268,167 @@ class ShortcutLayer(nn.Module):
     def _hard(self, h: Tensor, *args, **kwargs):
         ctl, l = self.ctl, self.index
         B = h.shape[0]
+        if ctl.all_exited:  # the whole batch left the layer stack earlier in this step
+            return self._exited_batch(h, args, kwargs)
+        if ctl.uniform and (ctl.depth_shortcut or ctl.step_shortcut):
+            # fast path while every row is still running: one router call, then the layer or a whole-batch exit
+            if l == 0 and ctl.step_shortcut:
+                ctl._entry_states = h[:, -1].detach().clone()
+            w = ctl.router_weight(l, h[:, -1])
+            ctl._whole["router_calls"] += 1
+            fire = w > ctl.lambda_depth
+            if not bool(fire.any()):
+                ctl._whole["layer_forwards"] += 1
+                return self._out(self.layer(h, *args, **kwargs))
+            if bool(fire.all()):
+                ctl.exit_layer.fill_(l)
+                if ctl.step_shortcut:
+                    ctl._entry_states = h[:, -1].detach().clone()
+                if ctl.depth_shortcut:
+                    ctl.active.fill_(False)
+                    ctl.all_exited = True
+                    return self._exited_batch(h, args, kwargs)
+                ctl._whole["layer_forwards"] += 1
+                ctl.uniform = False
+                return self._out(self.layer(h, *args, **kwargs))
+            ctl.uniform = False  # rows part ways: the general path below from here on
+            return self._general(h, args, kwargs, fired=fire.nonzero(as_tuple=True)[0])
+        return self._general(h, args, kwargs)
+
+    def _exited_batch(self, h: Tensor, args, kwargs) -> Tensor:
+        """Every row has exited: this layer's keys/values by the KV rule, then the adapter."""
+        ctl, l = self.ctl, self.index
+        cache = _find_cache(args, kwargs)
+        if cache is not None:
+            if ctl.kv_rule == "project":
+                k, v = self._project_kv(h, None, h.shape[0], args, kwargs)
+                ctl._whole["kv_projections"] += 1
+            else:
+                k, v = previous_kv(cache, self._layer_idx(), h.shape[0], h)
+            cache.update(k.to(h.dtype), v.to(h.dtype), self._layer_idx())
+        ctl._whole["adapter_calls"] += 1
+        if h.shape[1] == 1:
+            return ctl.adapters[l](h)
         h = h.clone()
-        if l == 0:
+        h[:, -1] = ctl.adapters[l](h[:, -1])
+        return h
+
+    def _general(self, h: Tensor, args, kwargs, fired: Tensor | None = None) -> Tensor:
+        """Rows of the batch at different places: route, run the layer on the running rows only."""
+        ctl, l = self.ctl, self.index
+        B = h.shape[0]
+        h = h.clone()
+        if l == 0 and ctl.step_shortcut:
             ctl._entry_states = h[:, -1].detach().clone()
         if ctl.carry is not None:  # step shortcut: rows starting at this layer take the carried state
-            starting = ctl.start == l
-            if bool((starting & (ctl.start > 0)).any()):
-                idx = (starting & (ctl.start > 0)).nonzero(as_tuple=True)[0]
+            starting = (ctl.start == l) & (ctl.start > 0)
+            if bool(starting.any()):
+                idx = starting.nonzero(as_tuple=True)[0]
                 h[idx, -1] = ctl.carry[idx].to(h.dtype)
-        # rows that exited at an earlier layer continue along the adapter branch (no layer, no router)
-        along = ~ctl.active & (ctl.exit_layer < l)
-        if bool(along.any()):
-            idx = along.nonzero(as_tuple=True)[0]
-            h[idx, -1] = ctl.adapters[l](h[idx, -1])
         running = ctl.active & (ctl.start <= l)
-        if ctl.depth_shortcut or ctl.step_shortcut:
+        fire = fired
+        if fire is None and (ctl.depth_shortcut or ctl.step_shortcut):
             cand = running.nonzero(as_tuple=True)[0]
             if cand.numel():
-                w = ctl.router_weight(l, h[cand, -1])
+                whole = cand.numel() == B
+                w = ctl.router_weight(l, h[:, -1] if whole else h[cand, -1])
+                _bump(ctl.router_calls, None if whole else cand)
                 fire = cand[w > ctl.lambda_depth]
-                if fire.numel():
-                    first = ctl.exit_layer[fire] == ctl.L
-                    fire = fire[first]
-                    ctl.exit_layer[fire] = l
-                    ctl._entry_states[fire] = h[fire, -1].detach()
-                    if ctl.depth_shortcut:
-                        h[fire, -1] = ctl.adapters[l](h[fire, -1])
-                        ctl.active[fire] = False
-                        running[fire] = False
+        if fire is not None and fire.numel():
+            fire = fire[ctl.exit_layer[fire] == ctl.L]
+            ctl.exit_layer[fire] = l
+            if ctl.step_shortcut:
+                ctl._entry_states[fire] = h[fire, -1].detach()
+            if ctl.depth_shortcut:
+                ctl.active[fire] = False
+                running[fire] = False
         rows = running.nonzero(as_tuple=True)[0]
-        ctl.layer_forwards[rows] += 1
-        cache_pos = _find_cache(args, kwargs)
-        if rows.numel() == B:
+        n_run = rows.numel()
+        _bump(ctl.layer_forwards, None if n_run == B else rows)
+        if n_run == B:  # nobody skips this layer
             return self._out(self.layer(h, *args, **kwargs))
-        if rows.numel() == 0:
-            if cache_pos is not None:
-                cache = cache_pos
-                k, v = previous_kv(cache, self._layer_idx(), B, h)
-                cache.update(k, v, self._layer_idx())
+        cache = _find_cache(args, kwargs)
+        exited = (~ctl.active).nonzero(as_tuple=True)[0]
+        n_exit = exited.numel()
+        fill_k = fill_v = None
+        if cache is not None:
+            # keys/values of this layer for the positions that do not run it (KV rule, open choice 3)
+            if ctl.kv_rule == "project" and n_exit == B:  # the whole batch has exited
+                fill_k, fill_v = self._project_kv(h, None, B, args, kwargs)
+            else:
+                fill_k, fill_v = previous_kv(cache, self._layer_idx(), B, h)
+                if ctl.kv_rule == "project" and n_exit:  # step-shortcut skips keep the copy
+                    k, v = self._project_kv(h[exited], exited, B, args, kwargs)
+                    fill_k[exited], fill_v[exited] = k.to(fill_k.dtype), v.to(fill_v.dtype)
+            if ctl.kv_rule == "project" and n_exit:
+                _bump(ctl.kv_projections, None if n_exit == B else exited)
+        # exited rows continue along the adapter branch (the soft mixture at w = 1, as trained)
+        if n_exit == B:
+            h[:, -1] = ctl.adapters[l](h[:, -1])
+        elif n_exit:
+            h[exited, -1] = ctl.adapters[l](h[exited, -1])
+        if n_exit:
+            _bump(ctl.adapter_calls, None if n_exit == B else exited)
+        if n_run == 0:
+            if cache is not None:
+                cache.update(fill_k, fill_v, self._layer_idx())
             return h
-        sub_args = [_RowCache(a, rows, B) if _is_cache(a) else _rows_of(a, rows, B) for a in args]
-        sub_kwargs = {k: (_RowCache(v, rows, B) if _is_cache(v) else _rows_of(v, rows, B)) for k, v in kwargs.items()}
+        sub_args = [_RowCache(a, rows, fill_k, fill_v) if _is_cache(a) else _rows_of(a, rows, B) for a in args]
+        sub_kwargs = {k: (_RowCache(v, rows, fill_k, fill_v) if _is_cache(v) else _rows_of(v, rows, B))
+                      for k, v in kwargs.items()}
         out = self._out(self.layer(h[rows], *sub_args, **sub_kwargs))
         h[rows] = out
         return h
 
+    def _project_kv(self, h: Tensor, rows: Tensor | None, B: int, args, kwargs) -> tuple[Tensor, Tensor]:
+        """This layer's keys/values for states ``h`` of ``rows`` (None: all): only the pre-attention
+        norm and the key/value projections run. GPT-2 blocks are projected directly; any other
+        architecture through :class:`_CaptureCache` (a test checks both give the same entries)."""
+        if self.ctl.direct_kv and _is_gpt2_block(self.layer):
+            return gpt2_kv(self.layer, h)
+
+        def sub(x):
+            return _CaptureCache(x) if _is_cache(x) else (x if rows is None else _rows_of(x, rows, B))
+
+        try:
+            self.layer(h, *[sub(a) for a in args], **{k: sub(v) for k, v in kwargs.items()})
+        except _Captured as c:
+            return c.keys, c.values
+        raise RuntimeError(f"{type(self.layer).__name__} did not hand its keys/values to the cache; "
+                           "use method_args.kv_rule=copy for this architecture")
+
     def _layer_idx(self) -> int:
-        for mod in self.layer.modules():
-            idx = getattr(mod, "layer_idx", None)
-            if isinstance(idx, int):
-                return idx
-        return self.index
+        if self._idx is None:
+            self._idx = self.index
+            for mod in self.layer.modules():
+                idx = getattr(mod, "layer_idx", None)
+                if isinstance(idx, int):
+                    self._idx = idx
+                    break
+        return self._idx
+
+
+def _bump(counter: Tensor, idx: Tensor | None) -> None:
+    if idx is None:
+        counter += 1
+    else:
+        counter[idx] += 1
+
+
+def _is_gpt2_block(layer: nn.Module) -> bool:
+    attn = getattr(layer, "attn", None)
+    return hasattr(layer, "ln_1") and attn is not None and hasattr(attn, "c_attn") and hasattr(attn, "split_size") \
+        and not getattr(attn, "is_cross_attention", False)
+
+
+def gpt2_kv(layer: nn.Module, h: Tensor) -> tuple[Tensor, Tensor]:
+    """A GPT-2 block's keys/values for states ``h`` (B, T, d): ln_1, then c_attn's key/value parts."""
+    attn, d = layer.attn, layer.attn.split_size
+    w, b = attn.c_attn.weight, attn.c_attn.bias  # Conv1D: (d, 3d); the query part is not needed
+    kv = torch.addmm(b[d:], layer.ln_1(h).reshape(-1, w.shape[0]), w[:, d:]).view(*h.shape[:-1], 2 * d)
+    k, v = kv.split(d, dim=-1)
+    shape = (*k.shape[:-1], -1, attn.head_dim)
+    return k.view(shape).transpose(1, 2), v.view(shape).transpose(1, 2)
 
 
 def _is_cache(x: Any) -> bool:
