@@ -81,3 +81,17 @@ def test_hf_path_loads_local_model(tmp_path, backbone_kind):
     assert loaded.model.get_input_embeddings().weight.shape[0] >= len(loaded.tokenizer)
     out = loaded.model(input_ids=torch.tensor([loaded.tokenizer("1+1").input_ids]))
     assert out.logits.shape[-1] >= len(loaded.tokenizer)
+
+
+def test_prompt_only_tokenisation_equals_the_full_one():
+    """Decoding tokenises prompts only; they must be the prompts of the full (training) tokenisation."""
+    from latentreason.data.example import Example
+    from latentreason.methods.base import Serializer
+
+    bb = tiny_backbone("tiny-gpt2")
+    exs = [Example("3+4*7", ["3+4=7", "7*7=9"], "9"), Example("What is 12 plus 3?", [], "15"),
+           Example(" spaced  question ", ["a"], "x")]
+    for style in ("default", "coconut", "codi", "icot"):
+        ser = Serializer(style, bb)
+        assert ser.prompts(exs) == [t.prompt for t in ser.tokenize(exs)], style
+    assert Serializer("default", bb).prompts([]) == []

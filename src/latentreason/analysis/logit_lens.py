@@ -149,7 +149,7 @@ def path_share_study(method: "Method", examples: list["Example"], weight_a: floa
     greedy = []
     for i in range(0, len(examples), batch_size):
         greedy.extend(soft_think(method, examples[i : i + batch_size], soft_config(mode="greedy")))
-    prompts = [t.prompt for t in method.serializer.tokenize(examples)]
+    prompts = method.serializer.prompts(examples)
     per_point = []
     p_bs = []
     for prompt, g in zip(prompts, greedy):

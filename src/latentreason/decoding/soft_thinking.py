@@ -727,7 +727,7 @@ def soft_think(
     was_training = method.training
     method.eval()
     try:
-        prompts = [t.prompt for t in method.serializer.tokenize(examples)]
+        prompts = method.serializer.prompts(examples)
         if cfg.max_new_tokens is not None:
             saved = method.config.max_new_tokens
             method.config.max_new_tokens = cfg.max_new_tokens

@@ -98,6 +98,15 @@ class Serializer:
             return q, [f" {s}" for s in steps], "", " The answer is: ", a
         return f" {q} ", [f" {s}" for s in steps], " ", " #### ", f"{a} "  # icot
 
+    def prompts(self, examples: list[Example]) -> list[list[int]]:
+        """Only the prompts' token ids (what decoding needs): the same as ``tokenize(...)[i].prompt``,
+        without tokenising reasoning steps and answers."""
+        if not examples:
+            return []
+        ids = self.tok([self._texts(ex)[0] for ex in examples], add_special_tokens=False).input_ids
+        extra = [self.eos] if self.style == "icot" else []
+        return [list(p) + extra for p in ids]
+
     def tokenize(self, examples: list[Example]) -> list[TokExample]:
         """Tokenise many examples with one batched tokenizer call."""
         texts, shapes = [], []

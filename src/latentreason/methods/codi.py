@@ -230,7 +230,7 @@ class CODI(Method):
 
     # ------------------------------------------------------------------ inference
     def latent_prompts(self, examples: list[Example]) -> list[list[int]]:
-        return [t.prompt + [self.ids.bot] for t in self.serializer.tokenize(examples)]
+        return [p + [self.ids.bot] for p in self.serializer.prompts(examples)]
 
     @torch.no_grad()
     def generate(self, examples: list[Example], record_hidden: bool = False, thought_fn=None, halt_fn=None,

@@ -52,8 +52,7 @@ class CoT(Method):
 
     @torch.no_grad()
     def generate(self, examples: list[Example]) -> list[Generation]:
-        toks = self.serializer.tokenize(examples)
-        prompts = [t.prompt for t in toks]
+        prompts = self.serializer.prompts(examples)
         stop = self.serializer.stop_after_eos
         budget = self.generation_budget(prompts)
         tokens, passes = greedy_generate(self.model, prompts, self.ids.pad, self.ids.eos, budget, stop_after_eos=stop)
