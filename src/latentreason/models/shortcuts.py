@@ -12,11 +12,15 @@
     mixture with w = 1, as trained). Rows of one batch exit at different layers: each layer is run
     on the rows still active only.
 
-  KV rule (documented open choice): a (position, layer) pair that is not computed — layers after
-  an exit, or layers skipped by a step shortcut — gets the keys/values of the same row's previous
-  position at that layer, so later positions attend to an existing, valid entry of that layer.
+  KV rule (documented open choice 3, ``kv_rule``): a (position, layer) pair that is not run after an
+  exit gets keys/values by ``project`` — the layer's own pre-attention norm and key/value projection
+  of the adapter-branch state entering that layer, which is what the soft mixture computes in
+  training (f_l runs on the mixed state) — or by ``copy``: the same row's previous position's entry
+  at that layer (nothing computed). Layers skipped by a step shortcut always get the copy.
   Step shortcut: a latent step that exited at layer l hands the state that entered layer l to the
   next latent step, which starts at layer l instead of re-running layers 1..l-1.
+  When every row of the batch runs a layer, or every row has exited, whole-batch paths skip the
+  per-row bookkeeping (``fast_paths``; tests check they change nothing).
 
 The wrappers are swapped into the model's layer list only inside :meth:`ShortcutController.installed`,
 so the backbone's own weights, state dict and ``save_pretrained`` output never change.
