@@ -25,6 +25,9 @@ def test_quick_demo_every_method_results_and_report(tmp_path):
     s15 = rows["system15"]
     assert s15["num_layers"] == 2 and 0 <= s15["mean_layers_per_latent_step"] <= 2 and s15["flops_per_step_vs_cot"] > 0
     assert rows["system15_stage1"]["model_from"] == "codi"
+    # latencies measured round-robin: every entry timed in each of the rounds
+    assert all(r["latency_protocol"] == "round_robin" and r["latency_repeats"] == 5 for r in rows.values())
+    assert s15["mean_routers_per_latent_step"] > 0 and "mean_kv_projections_per_latent_step" in s15
     st = saved["soft_thinking"]
     for mode in MODES:
         assert {"accuracy", "pass_at_k", "rouge_l_vs_greedy", "js_top1", "js_top2"} <= set(st[mode]), mode

@@ -148,3 +148,12 @@ def test_tiny_cot_model_learns_the_task_and_nocot_does_not(tmp_path):
     assert cot["test"]["n"] == 100 and cot["test"]["accuracy"] >= 0.9, cot["test"]
     nocot = run_training(_cfg(tmp_path, "nocot", steps=1200, **common), progress=False)
     assert nocot["test"]["accuracy"] < cot["test"]["accuracy"] - 0.2, (nocot["test"], cot["test"])
+
+
+def test_bench_rejects_an_unknown_latency_protocol(tmp_path):
+    from latentreason.evaluation.bench import BenchConfig, BenchEntry, run_bench
+
+    cfg = BenchConfig(entries=[BenchEntry("cot", "cot")], latency_protocol="fastest")
+    with pytest.raises(ConfigError, match="latency_protocol"):
+        run_bench(cfg, tmp_path / "b", log=lambda s: None)
+    assert not (tmp_path / "b" / "cot").exists()  # nothing trained
