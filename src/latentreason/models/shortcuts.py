@@ -271,7 +271,6 @@ class ShortcutLayer(nn.Module):
 
     def _hard(self, h: Tensor, *args, **kwargs):
         ctl, l = self.ctl, self.index
-        B = h.shape[0]
         if ctl.all_exited:  # the whole batch left the layer stack earlier in this step
             return self._exited_batch(h, args, kwargs)
         if ctl.uniform and (ctl.depth_shortcut or ctl.step_shortcut):
