@@ -234,11 +234,11 @@ def run_bench(
         del method
     if round_robin:
         log(f"[latency] every model in turn, {cfg.latency_repeats} rounds over the test questions")
-        for name, (ms, passes) in round_robin_latency(cfg, entries, out, device).items():
-            row = results["methods"][name]
+        for name, rounds in round_robin_latency(cfg, entries, out, device).items():
+            row, ms = results["methods"][name], median(rounds)
             row["tokens_per_s"] *= row["latency_ms_per_question"] / ms if ms > 0 else 1.0
-            row.update(latency_ms_per_question=ms, latency_repeats=passes, latency_protocol="round_robin",
-                       eval_seconds=ms * row["n"] / 1000.0)
+            row.update(latency_ms_per_question=ms, latency_repeats=len(rounds), latency_protocol="round_robin",
+                       latency_rounds_ms=list(rounds), eval_seconds=ms * row["n"] / 1000.0)
             log(f"[latency] {name}: {ms:.2f} ms/question")
     cot = results["methods"].get("cot")
     for row in results["methods"].values():
@@ -511,9 +511,10 @@ def latent_cost(method, examples, records, row) -> dict[str, float]:
     return out
 
 
-def round_robin_latency(cfg: BenchConfig, entries: list[BenchEntry], out: Path, device) -> dict[str, tuple[float, int]]:
-    """Median ms/question of every entry over ``cfg.latency_repeats`` rounds; in each round every
-    entry decodes its whole test set once, in turn (one warm-up batch each first)."""
+def round_robin_latency(cfg: BenchConfig, entries: list[BenchEntry], out: Path, device) -> dict[str, list[float]]:
+    """ms/question of every entry in each of ``cfg.latency_repeats`` rounds; in each round every entry
+    decodes its whole test set once, in turn, the order reversed every other round (one warm-up batch
+    each first)."""
     from latentreason.evaluation.evaluate import run_generation
     from latentreason.training.api import load_split
 
@@ -523,10 +524,11 @@ def round_robin_latency(cfg: BenchConfig, entries: list[BenchEntry], out: Path, 
         methods[e.name] = entry_method(out, e, device)
         run_generation(methods[e.name], tests[e.name][: min(8, len(tests[e.name]))], cfg.eval_batch_size)
     totals: dict[str, list[float]] = {name: [] for name in methods}
-    for _ in range(max(1, cfg.latency_repeats)):
-        for name, method in methods.items():
-            totals[name].append(sum(run_generation(method, tests[name], cfg.eval_batch_size)[1]))
-    return {name: (1000.0 * median(t) / max(1, len(tests[name])), len(t)) for name, t in totals.items()}
+    order = list(methods)
+    for r in range(max(1, cfg.latency_repeats)):
+        for name in order if r % 2 == 0 else order[::-1]:  # alternate the order: a drift within a round cancels
+            totals[name].append(sum(run_generation(methods[name], tests[name], cfg.eval_batch_size)[1]))
+    return {name: [1000.0 * x / max(1, len(tests[name])) for x in t] for name, t in totals.items()}
 
 
 def run_system15_grid(cfg: BenchConfig, e: BenchEntry, out: Path, device, log) -> dict[str, Any]:
