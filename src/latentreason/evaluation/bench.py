@@ -360,8 +360,7 @@ def fitting_mask(method, examples: list[Example], batch_size: int) -> list[bool]
     limit = method.max_positions
     if limit is None:
         return [True] * len(examples)
-    toks = method.serializer.tokenize(examples)
-    mask = [len(t.prompt) + 1 <= limit for t in toks]
+    mask = [len(p) + 1 <= limit for p in method.serializer.prompts(examples)]
     cand = [i for i, ok in enumerate(mask) if ok]
 
     def probe(idx: list[int]) -> bool:
@@ -413,8 +412,8 @@ def evaluate_ood(method, examples: list[Example], batch_size: int = 64, progress
 
     n = len(examples)
     mask = fitting_mask(method, examples, batch_size)
-    toks = method.serializer.tokenize(examples)
-    order = sorted((i for i in range(n) if mask[i]), key=lambda i: len(toks[i].prompt))
+    lengths = [len(p) for p in method.serializer.prompts(examples)]
+    order = sorted((i for i in range(n) if mask[i]), key=lambda i: lengths[i])
     fit = [examples[i] for i in order]
     records: list[dict[str, Any] | None] = [None] * n
     if fit:
@@ -472,8 +471,8 @@ def run_ood(cfg: BenchConfig, sets: dict[str, list[Example]], out: Path, entries
 
 
 def _mean_prompt_tokens(method, examples) -> float:
-    toks = method.serializer.tokenize(examples)
-    return sum(len(t.prompt) for t in toks) / max(1, len(toks))
+    prompts = method.serializer.prompts(examples)
+    return sum(len(p) for p in prompts) / max(1, len(prompts))
 
 
 def cot_cost(method, examples, row) -> dict[str, float]:

@@ -221,11 +221,10 @@ class System15(CODI):
                                     last_hidden=ctl.last_hidden)
         L = len(self.routers)
         per = max(steps, 1)
-        exits = torch.stack(ctl.step_exits, 1) if ctl.step_exits else None
+        exits = torch.stack(ctl.step_exits, 1).tolist() if ctl.step_exits else [[] for _ in gens]
+        counts = {name: (getattr(ctl, attr).float() / per).tolist() for name, attr in (
+            ("layers_per_latent_step", "layer_forwards"), ("routers_per_latent_step", "router_calls"),
+            ("adapters_per_latent_step", "adapter_calls"), ("kv_projections_per_latent_step", "kv_projections"))}
         for i, g in enumerate(gens):
-            g.extra.update(layers_per_latent_step=float(ctl.layer_forwards[i]) / per if steps else 0.0, num_layers=L,
-                           exit_layers=exits[i].tolist() if exits is not None else [],
-                           routers_per_latent_step=float(ctl.router_calls[i]) / per,
-                           adapters_per_latent_step=float(ctl.adapter_calls[i]) / per,
-                           kv_projections_per_latent_step=float(ctl.kv_projections[i]) / per)
+            g.extra.update({name: vals[i] for name, vals in counts.items()}, num_layers=L, exit_layers=exits[i])
         return gens
