@@ -85,6 +85,20 @@ def f_acc(v: Any) -> str:
     return "–" if _num(v) is None else f"{v:.3f}"
 
 
+def n_seeds(res: dict[str, Any]) -> int:
+    return len(res.get("seeds") or []) or 1
+
+
+def f_spread(r: dict[str, Any], key: str = "accuracy", digits: int = 3, unit: str = "") -> str:
+    """``0.912 ± 0.030 (min 0.880)`` for a row measured over several seeds, the plain value otherwise."""
+    v = r.get(key)
+    if _num(v) is None:
+        return "–"
+    if (r.get("n_seeds") or 1) > 1 and _num(r.get(f"{key}_std")) is not None:
+        return f"{v:.{digits}f}{unit} ± {r[f'{key}_std']:.{digits}f} (min {r[f'{key}_min']:.{digits}f}{unit})"
+    return f"{v:.{digits}f}{unit}"
+
+
 def f_count(v: Any) -> str:
     x = _num(v)
     if x is None:
@@ -139,6 +153,11 @@ def run_line(res: dict[str, Any], command: str) -> str:
         bits.append(f"{first['n']} test questions")
     if env.get("git_revision"):
         bits.append(f"git {env['git_revision']}")
+    seeds = res.get("seeds") or []
+    if len(seeds) > 1:
+        bits.append(f"{len(seeds)} training seeds ({', '.join(map(str, seeds))}): mean ± std (min) over seeds")
+    elif seeds:
+        bits.append(f"one training seed ({seeds[0]})")
     task, model = res.get("task") or {}, res.get("model") or {}
     what = []
     if model.get("name"):
@@ -149,13 +168,23 @@ def run_line(res: dict[str, Any], command: str) -> str:
 
 
 def methods_table(res: dict[str, Any]) -> str:
+    multi = n_seeds(res) > 1
     rows = []
     for name, r in (res.get("methods") or {}).items():
-        rows.append([name, f_acc(r.get("accuracy")), f_count(r.get("mean_reasoning_tokens")), f_count(r.get("mean_latent_steps")),
-                     f_count(r.get("mean_generated_tokens")), f_count(r.get("mean_forward_passes")),
-                     f_ms(r.get("latency_ms_per_question")), f_speed(r.get("speedup_vs_cot")), f_s(r.get("train_seconds"))])
-    return table(["method", "accuracy", "reasoning tokens", "latent steps", "generated tokens", "forward passes",
-                  "ms / question", "speed-up vs CoT", "train s"], rows)
+        row = [name, f_spread(r)]
+        if multi:
+            row.append(f_spread(r, "gap_closed", 2))
+        row += [f_count(r.get("mean_reasoning_tokens")), f_count(r.get("mean_latent_steps")),
+                f_count(r.get("mean_generated_tokens")), f_count(r.get("mean_forward_passes")),
+                f_ms(r.get("latency_ms_per_question")), f_spread(r, "speedup_vs_cot", 2, "×") if multi else
+                f_speed(r.get("speedup_vs_cot")), f_s(r.get("train_seconds"))]
+        rows.append(row)
+    head = ["method", "accuracy" + (f" (mean ± std, min; {n_seeds(res)} seeds)" if multi else "")]
+    if multi:
+        head.append("gap closed (mean ± std, min)")
+    head += ["reasoning tokens", "latent steps", "generated tokens", "forward passes", "ms / question",
+             "speed-up vs CoT", "train s"]
+    return table(head, rows)
 
 
 def soft_settings(run_dir: Path | None) -> dict[str, Any]:
@@ -250,7 +279,7 @@ def _ours_cell(r: dict[str, Any]) -> str:
         cost.append(f"{r['mean_layers_per_latent_step']:.2f} of {r['num_layers']} layers per thought")
     if _num(r.get("flops_per_step_vs_cot")) is not None:
         cost.append(f"FLOPs per thought {r['flops_per_step_vs_cot']:.2f}× a CoT token's")
-    return (f"acc {f_acc(r.get('accuracy'))}; {', '.join(cost)}; {f_ms(r.get('latency_ms_per_question'))} ms/q, "
+    return (f"acc {f_spread(r)}; {', '.join(cost)}; {f_ms(r.get('latency_ms_per_question'))} ms/q, "
             f"{f_speed(r.get('speedup_vs_cot'))} vs our CoT")
 
 

@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from latentreason.errors import LatentReasonError
+from latentreason.evaluation.display import err, out
+from latentreason.evaluation.display import fmt as _fmt
+from latentreason.evaluation.display import print_soft_table as _print_soft_table
+from latentreason.evaluation.display import print_table as _print_table
 
 app = typer.Typer(
     name="latentreason",
@@ -41,13 +44,6 @@ from latentreason.cli_report import report_app  # noqa: E402
 
 app.add_typer(report_app)  # latentreason report RUN_DIR [--output FILE]
 
-def _console(stderr: bool) -> Console:
-    c = Console(stderr=stderr)
-    return c if c.is_terminal else Console(stderr=stderr, width=160)
-
-
-out = _console(False)
-err = _console(True)
 _STATE = {"debug": False}
 
 
@@ -264,6 +260,13 @@ def demo(
              "Results go to results.json under \"ood\"; questions too long for the model's context are counted as too_long.",
     ),
     data_dir_: Optional[str] = typer.Option(None, "--data-dir", help="Data directory for named --eval-set sets."),
+    seeds: Optional[str] = typer.Option(
+        None, "--seeds",
+        help="Training seeds: a number N (seeds 0..N-1) or a comma-separated list (`0,3,7`; `7,` is seed 7 alone). "
+             "Each seed runs the whole pipeline in OUT/seed-S; results.json reports every row's mean, std, min and "
+             "per-seed values. Default: one seed (0) in OUT.",
+    ),
+    reuse_stale: bool = typer.Option(False, "--reuse-stale", help="Reuse finished methods even when they were trained by other code (a different source hash); they are marked code_stale in results.json."),
     no_progress: bool = typer.Option(False, "--no-progress"),
 ) -> None:
     """The end-to-end demo on the embedded default task: train, evaluate, compare.
@@ -277,11 +280,15 @@ def demo(
     * `latentreason demo --out runs/demo`
     * `latentreason demo --out runs/demo --eval-set svamp=tests/fixtures/svamp.json --eval-set gsmhard=tests/fixtures/gsmhard.jsonl`
     * `latentreason demo --out runs/demo --eval-set svamp --eval-set gsm_hard --data-dir DATA` (named sets)
+    * `latentreason demo --out runs/demo5 --seeds 5` (every method on seeds 0..4: mean ± std, min per row)
+    * `latentreason demo --out runs/d3 --seeds 3 --methods cot,nocot,codi,coconut`
     """
     from latentreason.evaluation.demo import run_demo
+    from latentreason.evaluation.seeds import parse_seeds
 
     run_demo(out_dir, quick=quick, only=methods.split(",") if methods else None, fresh=fresh, progress=not no_progress,
-             eval_sets=eval_set, data_dir=data_dir_)
+             eval_sets=eval_set, data_dir=data_dir_, seeds=parse_seeds(seeds) if seeds is not None else None,
+             reuse_stale=reuse_stale)
 
 
 @app.command()
@@ -292,6 +299,8 @@ def bench(
     eval_set: list[str] = typer.Option([], "--eval-set", help="Extra evaluation set NAME=PATH (or a named set); repeatable."),
     data_dir_: Optional[str] = typer.Option(None, "--data-dir", help="Data directory for named evaluation sets."),
     fresh: bool = typer.Option(False, "--fresh", help="Retrain everything instead of reusing finished entries."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Training seeds: a number N (0..N-1) or a comma-separated list; overrides the config's seeds."),
+    reuse_stale: bool = typer.Option(False, "--reuse-stale", help="Reuse finished entries even when trained by other code."),
     no_progress: bool = typer.Option(False, "--no-progress"),
 ) -> None:
     """Run a benchmark: train (or reuse) every entry on the same data and seed, evaluate all on the same questions.
@@ -302,17 +311,20 @@ def bench(
 
     * `latentreason bench --config configs/bench_default.yaml --out runs/bench`
     * `latentreason bench --config configs/bench_default.yaml --eval-set svamp=data/SVAMP.json --eval-set gsm_hard=data/gsmhardv2.jsonl`
+    * `latentreason bench --config configs/bench_default.yaml --out runs/bench5 --seeds 5`
     """
     from latentreason.config import from_dict, load_yaml
     from latentreason.evaluation.bench import BenchConfig, parse_eval_sets, run_bench
     from latentreason.evaluation.report import write_report
+    from latentreason.evaluation.seeds import parse_seeds, seed_note
 
     cfg = from_dict(BenchConfig, load_yaml(config))
     if eval_set:
         cfg.eval_sets = list(cfg.eval_sets) + parse_eval_sets(eval_set, data_dir_)
     results = run_bench(cfg, out_dir, only=methods.split(",") if methods else None, fresh=fresh, progress=not no_progress,
-                        log=lambda s: err.print(s, highlight=False, markup=False))
-    _print_table(results["methods"], f"benchmark {config}")
+                        log=lambda s: err.print(s, highlight=False, markup=False),
+                        seeds=parse_seeds(seeds) if seeds is not None else None, reuse_stale=reuse_stale)
+    _print_table(results["methods"], f"benchmark {config}, {seed_note(results)}")
     if "soft_thinking" in results:
         _print_soft_table(results["soft_thinking"])
     err.print(f"results: {Path(out_dir) / 'results.json'}; report: {write_report(out_dir)}", markup=False)
@@ -451,39 +463,6 @@ def _task_of(ckpt: Path, dataset: str):
     rc = read_method_meta(ckpt).get("run_config") or {}
     task = rc.get("data", {}).get("task")
     return from_dict(TaskConfig, task, "task") if task else None
-
-
-# --------------------------------------------------------------------------- helpers
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.3f}" if abs(v) < 1000 else f"{v:.0f}"
-    return str(v)
-
-
-def _print_table(rows: dict[str, dict], title: str) -> None:
-    heads = {"accuracy": "accuracy", "n": "n", "mean_reasoning_tokens": "reasoning tok", "mean_latent_steps": "latent steps",
-             "mean_generated_tokens": "generated tok", "latency_ms_per_question": "ms/question", "batch_size": "batch",
-             "train_seconds": "train s", "speedup_vs_cot": "speedup vs CoT"}
-    cols = [c for c in heads if any(c in r for r in rows.values())]
-    t = Table(title=title)
-    t.add_column("method")
-    for c in cols:
-        t.add_column(heads[c], justify="right")
-    for name, r in rows.items():
-        t.add_row(name, *[_fmt(r.get(c, "")) for c in cols])
-    out.print(t)
-
-
-def _print_soft_table(rows: dict[str, dict]) -> None:
-    ks = sorted({k for r in rows.values() for k in (r.get("pass_at_k") or {})}, key=int)
-    t = Table(title="soft thinking on the CoT model (and noisy continuous thoughts)")
-    for c in ["mode", "accuracy", *[f"pass@{k}" for k in ks], "ROUGE-L vs greedy", "JS to top-1", "JS to top-2"]:
-        t.add_column(c, justify="left" if c == "mode" else "right")
-    for mode, r in rows.items():
-        pk = r.get("pass_at_k") or {}
-        t.add_row(mode, _fmt(r.get("accuracy")), *[_fmt(pk.get(k, "")) for k in ks],
-                  *[_fmt(r.get(k)) if r.get(k) is not None else "–" for k in ("rouge_l_vs_greedy", "js_top1", "js_top2")])
-    out.print(t)
 
 
 def main(argv: list[str] | None = None) -> None:

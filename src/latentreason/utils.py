@@ -91,6 +91,49 @@ def git_revision() -> str | None:
         return None
 
 
+def git_dirty() -> bool | None:
+    """Whether the package's git work tree has uncommitted changes (None outside a git checkout)."""
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True,
+                             text=True, timeout=10)
+        return bool(out.stdout.strip()) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+_SOURCE_HASH: str | None = None
+
+
+def source_hash() -> str:
+    """SHA-256 (16 hex digits) of every ``.py`` file of the installed package: the code that trains and
+    evaluates, whether it came from a git checkout or a wheel."""
+    global _SOURCE_HASH
+    if _SOURCE_HASH is None:
+        import hashlib
+
+        root = Path(__file__).resolve().parent
+        h = hashlib.sha256()
+        for f in sorted(root.rglob("*.py")):
+            h.update(str(f.relative_to(root)).encode())
+            h.update(b"\0")
+            h.update(f.read_bytes())
+            h.update(b"\0")
+        _SOURCE_HASH = h.hexdigest()[:16]
+    return _SOURCE_HASH
+
+
+def code_identity() -> dict[str, Any]:
+    """What code produced a result: package version, git revision, dirty work tree, hash of the source.
+
+    The benchmark's reuse check compares ``source_hash``: a model trained by other code is retrained
+    (or reused only with ``--reuse-stale``)."""
+    import latentreason
+
+    return {"version": latentreason.__version__, "git_revision": git_revision(), "dirty": git_dirty(),
+            "source_hash": source_hash()}
+
+
 def env_info(device: torch.device | None = None) -> dict[str, Any]:
     """Library versions and hardware, recorded beside every result."""
     import accelerate

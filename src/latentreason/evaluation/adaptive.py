@@ -33,7 +33,7 @@ from latentreason.data.procedural import TaskConfig, task_description
 from latentreason.errors import ConfigError
 from latentreason.models.backbone import ModelConfig
 from latentreason.training.run_config import DataConfig, RunConfig, TrainConfig
-from latentreason.utils import atomic_write_json, check_writable_dir
+from latentreason.utils import atomic_write_json, check_writable_dir, code_identity
 
 
 # --------------------------------------------------------------------------- statistics
@@ -245,6 +245,8 @@ def run_adaptive(
     log: Callable[[str], None] = print,
     eval_batch_size: int | None = None,
     latency_repeats: int | None = None,
+    seed: int | None = None,
+    reuse_stale: bool = False,
 ) -> dict[str, Any]:
     """Train (or reuse) ``codi_adaptive`` on the mixed task and compare fixed-n with adaptive thinking.
 
@@ -265,6 +267,8 @@ def run_adaptive(
         cfg.eval_batch_size = eval_batch_size
     if latency_repeats is not None:
         cfg.latency_repeats = latency_repeats
+    if seed is not None:
+        cfg.seed = seed
     out = check_writable_dir(out_dir)
     if init_from is not None and not (Path(init_from) / "method.json").is_file():
         raise ConfigError(f"adaptive section: init_from {str(init_from)!r} is not a finished checkpoint (no method.json)")
@@ -275,13 +279,23 @@ def run_adaptive(
     run_dir = Path(rc.out_dir)
     done_file = run_dir / "done.json"
     done = json.loads(done_file.read_text()) if done_file.is_file() else {}
-    if not fresh and done.get("fingerprint") == fp and (run_dir / "model" / "method.json").is_file():
+    code = code_identity()
+    reuse = not fresh and done.get("fingerprint") == fp and (run_dir / "model" / "method.json").is_file()
+    theirs = (done.get("code") or {}).get("source_hash")
+    if reuse and theirs != code["source_hash"]:
+        if reuse_stale:
+            log(f"[adaptive] the finished run in {run_dir} was trained by other code (--reuse-stale: reusing it)")
+        else:
+            log(f"[adaptive] the finished run in {run_dir} was trained by other code "
+                f"(source {theirs or 'unknown'}, now {code['source_hash']}): retraining (--reuse-stale reuses it)")
+            reuse = False
+    if reuse:
         log(f"[adaptive] reusing the finished run in {run_dir}")
     else:
         log("[adaptive] training codi_adaptive on the mixed task" + (f" from {init_from}" if init_from else ""))
         method = build_adaptive_method(rc)
         res = run_training(rc, method=method, progress=progress, evaluate_test=False, log=log)
-        done = {"fingerprint": fp, "train": res["train"]}
+        done = {"fingerprint": fp, "code": code, "train": res["train"]}
         if cfg.head_refit_examples > 0:
             trained = res["_method"]
             refit = trained.fit_halting_head(load_split(rc, "train")[: cfg.head_refit_examples],

@@ -19,6 +19,7 @@ import hashlib
 import json
 import re
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
@@ -32,7 +33,8 @@ from latentreason.data.procedural import TaskConfig, task_description
 from latentreason.errors import ConfigError
 from latentreason.models.backbone import ModelConfig
 from latentreason.training.run_config import DataConfig, RunConfig, TrainConfig
-from latentreason.utils import atomic_write_json, check_writable_dir, env_info
+from latentreason.evaluation.seeds import aggregate
+from latentreason.utils import atomic_write_json, check_writable_dir, code_identity, env_info
 
 
 @dataclass
@@ -107,6 +109,8 @@ class BenchConfig:
     test_limit: int | None = None
     valid_limit: int = 200
     seed: int = 0
+    #: several training seeds (each runs the whole pipeline; results report mean, std, min); None: [seed]
+    seeds: list[int] | None = None
     soft_thinking: SoftStudyConfig | None = None
     #: run System-1.5's test-time grid on its stage-2 entry (questions per cell; 0 = skip)
     system15_grid: int = 200
@@ -156,51 +160,126 @@ def run_bench(
     fresh: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    seeds: list[int] | None = None,
+    reuse_stale: bool = False,
 ) -> dict[str, Any]:
-    """Train (or reuse) and evaluate every entry; write ``OUT/results.json``; return the results."""
-    from latentreason.evaluation.evaluate import evaluate
-    from latentreason.training.api import load_split, run_training
-    from latentreason.training.checkpoint import load_method
+    """Train (or reuse) and evaluate every entry, once per seed; write ``OUT/results.json``; return it.
 
+    ``seeds`` (default: ``cfg.seeds``, else ``[cfg.seed]``): with one seed the entries' run
+    directories are ``OUT/ENTRY``; with several, each seed runs the whole pipeline in
+    ``OUT/seed-S/`` (its own ``results.json`` there) and ``OUT/results.json`` holds the mean of
+    every row, its per-seed values and their spread (:mod:`latentreason.evaluation.seeds`).
+    ``reuse_stale``: reuse finished entries even when they were trained by other code.
+    """
+    seed_list = list(seeds) if seeds is not None else (list(cfg.seeds) if cfg.seeds else [cfg.seed])
+    if not seed_list or len(set(seed_list)) != len(seed_list):
+        raise ConfigError(f"seeds: expected distinct seeds, got {seed_list}")
     out = check_writable_dir(out_dir)
+    t0 = time.perf_counter()
+    runs = []
+    for s in seed_list:
+        sub = copy.copy(cfg)
+        sub.seed, sub.seeds = s, None
+        where = out if len(seed_list) == 1 else out / f"seed-{s}"
+        if len(seed_list) > 1:
+            log(f"[seed {s}] the whole pipeline with seed {s} in {where}")
+        res = run_bench_seed(sub, where, only=only, fresh=fresh, progress=progress, log=log, reuse_stale=reuse_stale)
+        runs.append((s, res))
+        if len(seed_list) > 1:
+            atomic_write_json(where / "results.json", aggregate([(s, res)]))
+    results = aggregate(runs)
+    results["total_seconds"] = round(time.perf_counter() - t0, 1)
+    if len(seed_list) > 1:
+        results["seed_dirs"] = {str(s): f"seed-{s}" for s in seed_list}
+    atomic_write_json(out / "results.json", results)
+    return results
+
+
+def _entries_needed(cfg: BenchConfig, only: list[str] | None) -> list[BenchEntry]:
     names = [e.name for e in cfg.entries]
     if only:
         unknown = [n for n in only if n not in names]
         if unknown:
             raise ConfigError(f"unknown benchmark entries {unknown}; valid: {', '.join(names)}")
-    if cfg.latency_protocol not in ("round_robin", "per_entry"):
-        raise ConfigError(f"latency_protocol must be 'round_robin' or 'per_entry', got {cfg.latency_protocol!r}")
     wanted = set(only or names)
     if "cot" in names:
         wanted.add("cot")  # speed-ups are measured against CoT in the same run
+    if only and "nocot" in names:
+        wanted.add("nocot")  # the No-CoT -> CoT gap each row closes
     # entries a wanted entry starts from are needed too
     for e in reversed(cfg.entries):
         if e.name in wanted and e.init_from:
             wanted.add(e.init_from)
         if e.name in wanted and e.model_from:
             wanted.add(e.model_from)
-    entries = [e for e in cfg.entries if e.name in wanted]
-    ood_sets = load_eval_sets(cfg.eval_sets)  # before training: a bad path fails fast
-    t0 = time.perf_counter()
+    return [e for e in cfg.entries if e.name in wanted]
+
+
+def train_entries(cfg: BenchConfig, entries: list[BenchEntry], out: Path, *, fresh: bool, progress: bool,
+                  log: Callable[[str], None], reuse_stale: bool = False) -> dict[str, dict[str, Any]]:
+    """Train every entry in order, or reuse its finished run when config, parent run and code are unchanged.
+
+    The reuse key (``done.json``) is the entry's full run config, the identity of the run it starts
+    from (its ``run_id``: a retrained parent invalidates its children) and the hash of the package's
+    source (:func:`latentreason.utils.code_identity`); a run trained by other code is retrained unless
+    ``reuse_stale``, and is then marked ``code_stale`` in the results.
+    """
+    from latentreason.training.api import run_training
+
+    code = code_identity()
     trained: dict[str, dict[str, Any]] = {}
     for e in entries:
         if e.model_from is not None:
             trained[e.name] = {**trained[e.model_from], "model_from": e.model_from}
             continue
         rc = entry_run_config(cfg, e, out)
-        fp = _fingerprint({"run": to_dict_nondefault(rc), "parent": trained.get(e.init_from, {}).get("fingerprint")})
+        parent = trained.get(e.init_from, {}) if e.init_from else {}
+        fp = _fingerprint({"run": to_dict_nondefault(rc), "parent": parent.get("run_id") or parent.get("fingerprint")})
         done_file = out / e.name / "done.json"
         if not fresh and done_file.exists() and (out / e.name / "model" / "method.json").exists():
             done = json.loads(done_file.read_text())
             if done.get("fingerprint") == fp:
-                log(f"[{e.name}] reusing the finished run in {out / e.name}")
-                trained[e.name] = done
-                continue
+                theirs = (done.get("code") or {}).get("source_hash")
+                if theirs == code["source_hash"]:
+                    log(f"[{e.name}] reusing the finished run in {out / e.name}")
+                    trained[e.name] = done
+                    continue
+                if reuse_stale:
+                    log(f"[{e.name}] reusing the finished run in {out / e.name}, trained by other code "
+                        f"(source {theirs or 'unknown'}, now {code['source_hash']}; --reuse-stale)")
+                    trained[e.name] = {**done, "code_stale": True}
+                    continue
+                log(f"[{e.name}] the finished run in {out / e.name} was trained by other code "
+                    f"(source {theirs or 'unknown'}, now {code['source_hash']}): retraining (--reuse-stale reuses it)")
         log(f"[{e.name}] training {e.method}" + (f" from {e.init_from}" if e.init_from else ""))
         res = run_training(rc, progress=progress, evaluate_test=False, log=log)
-        done = {"fingerprint": fp, "train": res["train"]}
+        done = {"fingerprint": fp, "run_id": uuid.uuid4().hex, "code": code, "train": res["train"]}
         atomic_write_json(done_file, done)
         trained[e.name] = done
+    return trained
+
+
+def run_bench_seed(
+    cfg: BenchConfig,
+    out_dir: str | Path,
+    *,
+    only: list[str] | None = None,
+    fresh: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    reuse_stale: bool = False,
+) -> dict[str, Any]:
+    """One seed (``cfg.seed``) of the benchmark in ``out_dir``: train or reuse, then evaluate every entry."""
+    from latentreason.evaluation.evaluate import evaluate
+    from latentreason.training.api import load_split
+
+    out = check_writable_dir(out_dir)
+    if cfg.latency_protocol not in ("round_robin", "per_entry"):
+        raise ConfigError(f"latency_protocol must be 'round_robin' or 'per_entry', got {cfg.latency_protocol!r}")
+    entries = _entries_needed(cfg, only)
+    ood_sets = load_eval_sets(cfg.eval_sets)  # before training: a bad path fails fast
+    t0 = time.perf_counter()
+    trained = train_entries(cfg, entries, out, fresh=fresh, progress=progress, log=log, reuse_stale=reuse_stale)
     # ------------------------------------------------------------ one evaluation for all
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results: dict[str, Any] = {
@@ -208,6 +287,8 @@ def run_bench(
         "model": to_dict(cfg.model),
         "methods": {},
         "env": env_info(device),
+        "code": code_identity(),
+        "seed": cfg.seed,
     }
     round_robin = cfg.latency_protocol == "round_robin" and len(entries) > 1
     for e in entries:
@@ -228,6 +309,10 @@ def run_bench(
         row["train_seconds"] = trained[e.name]["train"]["train_seconds"]
         row["train_steps"] = trained[e.name]["train"]["steps"]
         row["method"] = e.method
+        if e.init_from or e.model_from:
+            row["init_from"] = e.init_from or e.model_from
+        if trained[e.name].get("code_stale"):
+            row["code_stale"] = True
         results["methods"][e.name] = row
         log(f"[{e.name}] accuracy {row['accuracy']:.3f}" +
             ("" if round_robin else f", {row['latency_ms_per_question']:.2f} ms/question"))
@@ -257,7 +342,7 @@ def run_bench(
         log("[adaptive] CODI with a per-question number of thoughts on the mixed-difficulty task")
         ad = run_adaptive(out / "adaptive", out / cfg.adaptive_from / "model", cfg.model, quick=cfg.adaptive_quick,
                           progress=progress, log=log, eval_batch_size=cfg.eval_batch_size,
-                          latency_repeats=cfg.latency_repeats)
+                          latency_repeats=cfg.latency_repeats, seed=cfg.seed, fresh=fresh, reuse_stale=reuse_stale)
         for row in ad.values():
             if isinstance(row, dict) and cot and row.get("latency_ms_per_question"):
                 row["speedup_vs_cot"] = cot["latency_ms_per_question"] / row["latency_ms_per_question"]
@@ -266,7 +351,6 @@ def run_bench(
     if st is not None and st.entry in {e.name for e in entries}:
         results["soft_thinking"] = run_soft_study(cfg, st, out, {e.name for e in entries}, device, log)
     results["total_seconds"] = round(time.perf_counter() - t0, 1)
-    atomic_write_json(out / "results.json", results)
     return results
 
 

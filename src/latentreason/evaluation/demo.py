@@ -13,6 +13,9 @@ from typing import Any
 
 from latentreason.data.procedural import TaskConfig
 from latentreason.evaluation.bench import BenchConfig, BenchEntry, SoftStudyConfig, parse_eval_sets, run_bench
+from latentreason.evaluation.display import err, print_soft_table, print_table
+from latentreason.evaluation.report import write_report
+from latentreason.evaluation.seeds import seed_note
 from latentreason.models.backbone import ModelConfig
 from latentreason.training.run_config import TrainConfig
 
@@ -59,18 +62,17 @@ def demo_config(quick: bool = False) -> BenchConfig:
 
 def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, only: list[str] | None = None,
              fresh: bool = False, progress: bool = True, eval_sets: list[str] | None = None,
-             data_dir: str | None = None) -> dict[str, Any]:
-    """``eval_sets``: extra evaluation sets as ``NAME=PATH`` (or a named set), see ``bench.parse_eval_sets``."""
-    from latentreason.cli import _print_soft_table, _print_table, err
-
+             data_dir: str | None = None, seeds: list[int] | None = None, reuse_stale: bool = False) -> dict[str, Any]:
+    """``eval_sets``: extra evaluation sets as ``NAME=PATH`` (or a named set), see ``bench.parse_eval_sets``;
+    ``seeds``: training seeds, each running the whole pipeline (default: one seed, 0)."""
     cfg = demo_config(quick)
     cfg.eval_sets = parse_eval_sets(eval_sets, data_dir)
     results = run_bench(cfg, out_dir, only=only, fresh=fresh, progress=progress,
-                        log=lambda s: err.print(s, highlight=False, markup=False))
-    _print_table(results["methods"], f"demo on the embedded default task ({results['task']['n_steps']}-step modular chains)")
+                        log=lambda s: err.print(s, highlight=False, markup=False), seeds=seeds, reuse_stale=reuse_stale)
+    print_table(results["methods"], f"demo on the embedded default task ({results['task']['n_steps']}-step modular chains), "
+                f"{seed_note(results)}")
     if "soft_thinking" in results:
-        _print_soft_table(results["soft_thinking"])
-    from latentreason.evaluation.report import write_report
+        print_soft_table(results["soft_thinking"])
 
     err.print(f"results: {Path(out_dir) / 'results.json'} (total {results['total_seconds']:.0f} s)", markup=False)
     err.print(f"report: {write_report(out_dir)}", markup=False)

@@ -38,8 +38,19 @@ def _num(v: Any) -> float | None:
     return float(v) if math.isfinite(v) else None
 
 
+def seed_std(row: dict[str, Any], key: str) -> float | None:
+    """Sample standard deviation of ``key`` over a row's ``per_seed`` values (None for fewer than two)."""
+    vals = [_num(p.get(key)) for p in row.get("per_seed") or [] if isinstance(p, dict)]
+    vals = [v for v in vals if v is not None]
+    if len(vals) < 2:
+        return None
+    m = sum(vals) / len(vals)
+    return math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
+
+
 def accuracy_latency_scatter(methods: dict[str, dict[str, Any]]) -> bytes | None:
-    """Accuracy against ms/question, one labelled point per method (log-scaled latency axis)."""
+    """Accuracy against ms/question, one labelled point per method (log-scaled latency axis); rows
+    measured over several seeds get error bars of ± one standard deviation on both axes."""
     pts = [(name, _num(r.get("latency_ms_per_question")), _num(r.get("accuracy"))) for name, r in methods.items()]
     pts = [(n, x, y) for n, x, y in pts if x is not None and y is not None and x > 0]
     if not pts:
@@ -48,6 +59,10 @@ def accuracy_latency_scatter(methods: dict[str, dict[str, Any]]) -> bytes | None
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, (name, x, y) in enumerate(pts):
         ax.scatter([x], [y], s=60, color=f"C{i % 10}", zorder=3)
+        ex, ey = seed_std(methods[name], "latency_ms_per_question"), seed_std(methods[name], "accuracy")
+        if ex is not None or ey is not None:
+            ax.errorbar([x], [y], xerr=[[min(ex or 0.0, 0.9 * x)], [ex or 0.0]], yerr=ey, color=f"C{i % 10}",
+                        capsize=3, lw=1, zorder=2)
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 5), fontsize=9)
     xs = [x for _, x, _ in pts]
     ax.set_xscale("log")
@@ -86,13 +101,40 @@ def cost_bars(methods: dict[str, dict[str, Any]]) -> bytes | None:
     for j, (k, label) in enumerate(keys):
         vals = [_num(methods[n].get(k)) or 0.0 for n in names]
         xs = [i - 0.4 + w * (j + 0.5) for i in range(len(names))]
-        bars = ax.bar(xs, vals, w, label=label, color=f"C{j}")
+        errs = [seed_std(methods[n], k) for n in names]
+        bars = ax.bar(xs, vals, w, label=label, color=f"C{j}",
+                      yerr=[e or 0.0 for e in errs] if any(e for e in errs) else None, capsize=2)
         for b, v in zip(bars, vals):
             ax.annotate(f"{v:.3g}", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(names)), names)
     ax.set_ylabel("mean per question")
     ax.set_title("reasoning length and cost per question")
     ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    return _png(fig)
+
+
+def seed_strip(methods: dict[str, dict[str, Any]]) -> bytes | None:
+    """Test accuracy of every seed per method (dots) with the mean ± one standard deviation (bar)."""
+    rows = {n: [_num(p.get("accuracy")) for p in r.get("per_seed") or [] if isinstance(p, dict)] for n, r in methods.items()}
+    rows = {n: [v for v in vals if v is not None] for n, vals in rows.items()}
+    rows = {n: v for n, v in rows.items() if v}
+    if not rows or max(len(v) for v in rows.values()) < 2:
+        return None
+    plt = _plt()
+    names = list(rows)
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names) + 2), 4))
+    for i, n in enumerate(names):
+        vals = rows[n]
+        xs = [i + (j - (len(vals) - 1) / 2) * 0.06 for j in range(len(vals))]
+        ax.scatter(xs, vals, s=22, color=f"C{i % 10}", alpha=0.8, zorder=3)
+        m = sum(vals) / len(vals)
+        sd = seed_std(methods[n], "accuracy") or 0.0
+        ax.errorbar([i + 0.25], [m], yerr=[sd], fmt="_", color="k", capsize=4, ms=14, zorder=4)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_ylim(-0.03, 1.05)
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"accuracy of each seed ({max(len(v) for v in rows.values())} seeds); bar: mean ± std")
     ax.grid(alpha=0.3, axis="y")
     return _png(fig)
 
@@ -237,4 +279,5 @@ def heatmap(values: list[list[float | None]], row_labels: Sequence[Any], col_lab
     return _png(fig)
 
 
-__all__ = ["COST_KEYS", "accuracy_latency_scatter", "cost_bars", "heatmap", "loss_curves", "validation_curves"]
+__all__ = ["COST_KEYS", "accuracy_latency_scatter", "cost_bars", "heatmap", "loss_curves", "seed_std", "seed_strip",
+           "validation_curves"]

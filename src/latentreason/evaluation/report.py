@@ -43,7 +43,8 @@ from latentreason.evaluation import plots
 REPORT_NAME = "report.html"
 
 #: results.json sections this module renders with their own layout
-KNOWN_SECTIONS = ("task", "model", "methods", "soft_thinking", "ood", "env", "total_seconds")
+KNOWN_SECTIONS = ("task", "model", "methods", "soft_thinking", "ood", "env", "total_seconds", "seeds", "seed_dirs",
+                  "seed", "code")
 _MAX_IMAGE_BYTES = 8 * 1024 * 1024
 _SKIP_DIRS = {"checkpoints", "model"}
 
@@ -328,7 +329,12 @@ class _Report:
             raise DataError(f"{path}: not a JSON object (is the file complete?)")
         self.results = res
         self.methods: dict[str, dict[str, Any]] = {k: v for k, v in (res.get("methods") or {}).items() if isinstance(v, dict)}
-        self.curves = {name: _read_jsonl(run_dir / name / "metrics.jsonl") for name in self.methods}
+        self.seeds = [s for s in (res.get("seeds") or []) if isinstance(s, int)]
+        dirs = res.get("seed_dirs") if isinstance(res.get("seed_dirs"), dict) else {}
+        #: where per-entry files (curves, predictions, configs, study plots) are read: the first seed's directory
+        self.seed_dir = run_dir / str(dirs.get(str(self.seeds[0]), "")) if dirs and self.seeds else run_dir
+        self.multi = len(self.seeds) > 1
+        self.curves = {name: _read_jsonl(self.seed_dir / name / "metrics.jsonl") for name in self.methods}
         self.embedded: set[Path] = set()
         self.toc: list[tuple[str, str]] = []
         extra = [k for k in res if k not in KNOWN_SECTIONS]
@@ -356,9 +362,19 @@ class _Report:
         found = []
         for p in sorted(self.run_dir.glob(pattern)) + sorted(self.run_dir.glob(f"*/{pattern}")) + \
                 sorted(self.run_dir.glob(f"*/*/{pattern}")):
-            if p.is_file() and not _SKIP_DIRS & set(p.relative_to(self.run_dir).parts[:-1]):
+            parts = p.relative_to(self.run_dir).parts[:-1]
+            other_seed = parts and parts[0].startswith("seed-") and self.run_dir / parts[0] != self.seed_dir
+            if p.is_file() and not _SKIP_DIRS & set(parts) and not other_seed:
                 found.append(p)
         return found
+
+    def seed_note(self) -> str:
+        if not self.multi:
+            return ""
+        first = self.seeds[0]
+        return (f'<p class="note">Curves, predictions and figures below are those of seed {first} '
+                f'(<code>{esc(_rel(self.seed_dir, self.run_dir))}</code>); every seed\'s own report: '
+                f'<code>latentreason report {esc(self.run_dir)}/seed-S</code>.</p>')
 
     # ------------------------------------------------------------------ sections
     def comparison(self) -> str:
@@ -372,12 +388,21 @@ class _Report:
             ("speedup_vs_cot", "speed-up vs CoT", 2), ("train_seconds", "train s", 1), ("train_steps", "train steps", 0),
         ]
         cols = [c for c in cols if any(c[0] in r for r in self.methods.values())]
+        if self.multi:
+            cols.insert(1, ("gap_closed", "gap closed", 3))
+            cols.append(("n_seeds", "seeds", 0))
         rows = []
         for name, r in self.methods.items():
             cells = [f'<td class="key">{esc(name)}</td>', f"<td>{esc(r.get('method', ''))}</td>"]
             for key, _, d in cols:
                 v = r.get(key)
-                if key == "speedup_vs_cot" and _is_num(v):
+                if self.multi and key in ("accuracy", "gap_closed", "speedup_vs_cot") and _is_num(r.get(f"{key}_std")):
+                    unit = "×" if key == "speedup_vs_cot" else ""
+                    dd = 2 if key == "speedup_vs_cot" else 3
+                    std, lo = r[f"{key}_std"], r.get(f"{key}_min", v)
+                    main_txt = f"{v:.{dd}f}{unit} ± {std:.{dd}f}"
+                    cells.append(f'<td class="num">{esc(main_txt)}<br><small>{esc(f"min {lo:.{dd}f}{unit}")}</small></td>')
+                elif key == "speedup_vs_cot" and _is_num(v):
                     cells.append(f'<td class="num">{esc(f"{v:.2f}×")}</td>')
                 elif key == "train_seconds" and _is_num(v):
                     cells.append(f'<td class="num">{esc(f"{v:.1f}")}</td>')
@@ -391,6 +416,11 @@ class _Report:
         note = (f'<p class="note">All methods evaluated in this run on the same test questions'
                 f'{", " + esc(device) if device else ""}; latency is wall-clock per question at the batch size shown '
                 f'(device synchronised); speed-up = latency(cot) / latency(method) measured in this run.</p>')
+        if self.multi:
+            note += (f'<p class="note">{len(self.seeds)} training seeds ({esc(", ".join(map(str, self.seeds)))}), each '
+                     'running the whole pipeline (CoT teacher and every model derived from it): values are means over '
+                     'seeds, ± the sample standard deviation, with the worst seed (min) below; gap closed = (accuracy − '
+                     'No-CoT) / (CoT − No-CoT) of the same seed. Error bars in the plots: ± one standard deviation.</p>')
         figs = "".join([
             _img(plots.accuracy_latency_scatter(self.methods), "accuracy vs latency",
                  "accuracy against latency (ms / question, log scale)"),
@@ -398,6 +428,26 @@ class _Report:
                  "mean reasoning tokens, latent steps, generated tokens and forward passes per question"),
         ])
         return _table(["name", "method"] + [c[1] for c in cols], rows) + note + f'<div class="grid2">{figs}</div>'
+
+    def spread(self) -> str:
+        if not self.multi:
+            return ""
+        names = [n for n, r in self.methods.items() if isinstance(r.get("per_seed"), list)]
+        rows = []
+        for n in names:
+            by = {p.get("seed"): p for p in self.methods[n]["per_seed"] if isinstance(p, dict)}
+            cells = [f'<td class="key">{esc(n)}</td>']
+            for s in self.seeds:
+                p = by.get(s) or {}
+                acc, gap = p.get("accuracy"), p.get("gap_closed")
+                txt = "–" if not _is_num(acc) else f"{acc:.3f}" + (f" ({100 * gap:.0f} %)" if _is_num(gap) else "")
+                cells.append(f'<td class="num">{esc(txt)}</td>')
+            rows.append(cells)
+        table = _table(["name"] + [f"seed {s}" for s in self.seeds], rows)
+        fig = _img(plots.seed_strip(self.methods), "accuracy per seed",
+                   "test accuracy of every seed (dots), mean ± one standard deviation (bar)")
+        return (table + '<p class="note">Test accuracy per seed (share of that seed\'s No-CoT → CoT gap closed in '
+                'brackets).</p>' + fig + self.seed_note())
 
     def ood(self) -> str:
         ood = self.results.get("ood")
@@ -447,7 +497,7 @@ class _Report:
         # setup + final validation per method
         rows = []
         for name in self.methods:
-            rc = _read_json(self.run_dir / name / "run_config.json") or {}
+            rc = _read_json(self.seed_dir / name / "run_config.json") or {}
             tr = rc.get("train") or {}
             final = [r for r in self.curves.get(name, []) if r.get("type") == "final"]
             stages = list(dict.fromkeys(str(r["stage"]) for r in self.curves.get(name, []) if r.get("stage") is not None))
@@ -469,7 +519,7 @@ class _Report:
                  "stages", "final valid accuracy"], rows))
         preds = []
         for name in self.methods:
-            recs = _read_json(self.run_dir / name / "predictions.json")
+            recs = _read_json(self.seed_dir / name / "predictions.json")
             if isinstance(recs, list) and recs:
                 rows = []
                 for r in recs[:4]:
@@ -483,10 +533,12 @@ class _Report:
                              + _table(["question", "gold", "output", "correct"], rows) + "</details>")
         if preds:
             parts.append("<h3>Predictions</h3>" + "".join(preds))
+        if parts:
+            parts.insert(0, self.seed_note())
         return "".join(parts)
 
     def soft_thinking(self) -> str:
-        st_dir = self.run_dir / "soft_thinking"
+        st_dir = self.seed_dir / "soft_thinking"
         study = _read_json(st_dir / "soft_thinking.json") if (st_dir / "soft_thinking.json").exists() else None
         rows = self.results.get("soft_thinking") or (study or {}).get("results")
         pngs = sorted(st_dir.glob("*.png")) if st_dir.is_dir() else []
@@ -591,6 +643,7 @@ class _Report:
     def html(self) -> str:
         sections = [
             self.section("comparison", "Comparison", self.comparison),
+            self.section("seeds", "Spread over seeds", self.spread),
             self.section("ood", "Out-of-distribution evaluation", self.ood),
             self.section("training", "Training", self.training),
             self.section("soft-thinking", "Soft thinking", self.soft_thinking),
