@@ -244,6 +244,15 @@ def adaptive_intro(ad: dict[str, Any]) -> str:
 def grid_line(grid: dict[str, Any]) -> str | None:
     acc, rows, cols = grid.get("accuracy"), grid.get("lambda_depth") or grid.get("rows"), grid.get("lambda_step") or grid.get("cols")
     best = grid.get("best")
+    if isinstance(best, dict) and _num(best.get("test_accuracy")) is not None:
+        where = best.get("chosen_on", "valid")
+        cells = grid.get("best_per_seed") or [best]
+        picked = "; ".join(f"λ_depth {c['lambda_depth']:g}, λ_step {c['lambda_step']}"
+                           + (f" (seed {c['seed']})" if "seed" in c else "") for c in cells if "lambda_depth" in c)
+        layers = best.get("test_layers_per_latent_step")
+        return (f"System-1.5 test-time grid ({grid.get('n', '?')} {where} questions per cell): best cell chosen on {where}: "
+                f"{picked}; on the test questions it scores accuracy {best['test_accuracy']:.3f}"
+                + (f" with {layers:.2f} layers per latent step" if _num(layers) is not None else "") + ".")
     if isinstance(best, dict) and best:
         inner = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in best.items())
         return f"System-1.5 test-time grid, best cell: {inner}."

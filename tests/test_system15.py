@@ -1,8 +1,9 @@
+import pytest
 import torch
 
 from conftest import tiny_backbone
 from latentreason.data.procedural import TaskConfig, generate_splits
-from latentreason.evaluation.flops import layer_flops, matrix_params, qkv_flops, step_flops
+from latentreason.evaluation.flops import kv_flops, layer_flops, matrix_params, step_flops
 from latentreason.methods.codi import CODI, CODIConfig
 from latentreason.methods.system15 import System15, System15Config
 
@@ -44,10 +45,67 @@ def test_routers_at_zero_equal_the_stage1_model():
 
 
 def test_lambda_depth_zero_exits_at_the_first_layer():
-    _, s15 = _pair()
+    _, s15 = _pair(step_shortcut=False)
     gens = s15.generate(_examples(4), lambda_depth=0.0)
     assert all(g.extra["exit_layers"] == [0, 0, 0] for g in gens)
     assert all(g.extra["layers_per_latent_step"] == 0.0 for g in gens)
+
+
+def test_step_shortcut_moves_on_and_saves_layers_without_repeating_thoughts():
+    """A step that exits at layer l hands its post-exit state to the next step, which starts at layer
+    l + 1 and runs it: with every router firing, step 1 leaves at layer 0, step 2 runs layer 1 and
+    leaves at layer 2 (the last: step 3 restarts at 0), instead of repeating the same layer on the
+    same state (the old fixed point: identical thoughts, exits [l, l, l], no layer ever run)."""
+    exs = _examples(5, seed=2)
+    _, s15 = _pair(step_shortcut=True)
+    gens, th = _thoughts(s15, exs, lambda_depth=0.0)
+    assert all(g.extra["exit_layers"] == [0, 2, 0] for g in gens)
+    assert all(g.extra["layers_per_latent_step"] == pytest.approx(1 / 3) for g in gens)  # step 2 ran layer 1
+    assert all(g.extra["adapters_per_latent_step"] == pytest.approx(7 / 3) for g in gens)  # 3 + 1 + 3
+    assert all(g.extra["routers_per_latent_step"] == 1.0 for g in gens)  # each step asked one router
+    assert (th[:, 1:] - th[:, :-1]).abs().amax(-1).min() > 1e-6  # consecutive thoughts differ
+    # router 1 always fires, routers 0 and 2 never: with the step shortcut alone (exits decided, the step
+    # still runs all its layers) step 1 runs 3 layers and step 2 starts at layer 2: 1 layer instead of 3
+    for kind in ("tiny-gpt2", "tiny-llama"):
+        _, s15 = _pair(kind, step_shortcut=True, depth_shortcut=False)
+        with torch.no_grad():
+            for l, r in enumerate(s15.routers):
+                r.net[-1].weight.zero_()
+                r.net[-1].bias.fill_(10.0 if l == 1 else -10.0)
+        ss, th_ss = _thoughts(s15, exs)
+        assert all(g.extra["exit_layers"] == [1, 3, 1] for g in ss), kind  # step 2 starts after layer 1: no exit
+        assert all(g.extra["layers_per_latent_step"] == pytest.approx(7 / 3) for g in ss), kind  # 3 + 1 + 3
+        assert (th_ss[:, 1:] - th_ss[:, :-1]).abs().amax(-1).min() > 1e-6, kind
+        s15.config.step_shortcut = False
+        full, _ = _thoughts(s15, exs)
+        assert all(g.extra["layers_per_latent_step"] == 3 for g in full), kind
+
+
+def test_exit_loss_targets_live_in_the_residual_space_at_every_layer():
+    """Routers forced to 0: the soft path is the full path, so every layer's exit term is exactly 0 —
+    the last layer's target included (before the final norm, where the mixture lives)."""
+    for kind in ("tiny-gpt2", "tiny-llama"):
+        _, s15 = _pair(kind)
+        s15.ctl.force_weight = 0.0
+        batch = s15.collate([s15.features(t) for t in s15.prepare(_examples(4))])
+        s15.train()
+        out = s15(batch)
+        assert float(out["loss_exit"]) < 1e-20, kind
+
+
+def test_learned_router_targets():
+    _, s15 = _pair(exit_tolerance=0.1)  # 3 layers
+    crit = torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64)
+    err = torch.tensor([[0.5, 0.05, 0.3], [0.5, 0.4, 0.2], [0.35, 0.3, 0.3]], dtype=torch.float64)
+    tgt = s15.router_targets_for(crit, err)
+    # row 0: first acceptable layer 1, and every layer after it; row 1: never; row 2 (non-critical,
+    # e_l = (l + 1) / 3): 0.35 / 3 > 0.1, 0.3 * 2 / 3 = 0.2 > 0.1, 0.3 > 0.1: never
+    assert tgt.tolist() == [[0, 1, 1], [0, 0, 0], [0, 0, 0]]
+    err[2] = torch.tensor([0.29, 0.5, 0.5])
+    assert s15.router_targets_for(crit, err)[2].tolist() == [1, 1, 1]  # 0.29 / 3 < 0.1: leaves before layer 1
+    # perfect adapters: the exit error of the trained model's adapter branch is what the targets read
+    s15.config.router_targets = "hand"
+    assert s15.router_targets_for(crit, err).tolist() == [[0, 0, 0], [0, 0, 0], [1, 1, 1]]
 
 
 def test_batched_mixed_exits_equal_one_by_one():
@@ -82,7 +140,7 @@ def test_projected_kv_makes_inference_equal_the_trained_soft_path():
     from latentreason.decoding.latent import latent_forward
 
     for kind in ("tiny-gpt2", "tiny-llama"):
-        _, s15 = _pair(kind)
+        _, s15 = _pair(kind, step_shortcut=False)
         exs = [e for e in _examples(12, seed=5) if len(e.question) == 9][:4]  # one prompt length: no padding
         s15.ctl.force_weight = 1.0
         batch = s15.collate([s15.features(t) for t in s15.prepare(exs)])
@@ -184,11 +242,12 @@ def test_flops_counter_matches_hand_count():
     assert matrix_params(find_decoder_layers(bb.model)[0]) == 12 * 32 * 32
     assert layer_flops(bb.model, n_ctx=10) == 2 * 12 * 32 * 32 + 2 * 10 * 32
     assert step_flops(bb.model, 10, 1.5) == 1.5 * (2 * 12 * 32 * 32 + 2 * 10 * 32)
-    # the KV rule `project` runs the attention input projection: c_attn, 32 x 96
-    assert qkv_flops(bb.model) == 2 * 3 * 32 * 32
+    # the KV rule `project` on GPT-2 runs the key/value columns of c_attn only: 32 x 64 (not the queries' 32 x 32)
+    assert kv_flops(bb.model) == 2 * 2 * 32 * 32
+    # other architectures run q/k/v projections up to cache.update (LLaMA: q 32x32, k and v 32 x kv_width)
     llama = tiny_backbone("tiny-llama", n_embd=32, n_head=4, n_layer=2)
     kv_width = llama.model.config.num_key_value_heads * (32 // 4)
-    assert qkv_flops(llama.model) == 2 * (32 * 32 + 2 * 32 * kv_width)
+    assert kv_flops(llama.model) == 2 * (32 * 32 + 2 * 32 * kv_width)
 
 
 def test_criticality_labels_follow_the_steps():

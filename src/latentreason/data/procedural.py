@@ -47,6 +47,10 @@ class TaskConfig:
     wording: str = "symbolic"
     #: how a step is written: equation ``<<4+7=1>>`` (GSM8k-Aug style), plain ``4+7=1``, value ``1``
     step_format: str = "plain"
+    #: distractor steps per problem: side computations on two literal operands, written in brackets where
+    #: they happen (``4+7*8(3*6)+2-5``) and computed in the CoT like any step, whose result nothing uses
+    #: (non-critical in the dependency graph; ``docs/default_task.md``)
+    distractors: int = 0
     n_train: int = 20000
     n_valid: int = 300
     n_test: int = 500
@@ -68,6 +72,8 @@ class TaskConfig:
             raise ConfigError(f"task.wording must be 'symbolic' or 'words', got {self.wording!r}")
         if self.step_format not in ("equation", "plain", "value"):
             raise ConfigError(f"task.step_format must be 'equation', 'plain' or 'value', got {self.step_format!r}")
+        if self.distractors < 0:
+            raise ConfigError(f"task.distractors must be >= 0, got {self.distractors}")
         for name in ("n_train", "n_valid", "n_test"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"task.{name} must be >= 0")
@@ -81,30 +87,66 @@ def _apply(a: int, op: str, b: int, mod: int) -> int:
     return (a * b) % mod
 
 
-def make_problem(start: int, ops: list[tuple[str, int]], cfg: TaskConfig) -> Example:
-    """Build the example for a start value and a list of (op, operand)."""
+def _step_text(a: int, op: str, b: int, r: int, cfg: TaskConfig) -> str:
+    eq = f"{a}{op}{b}={r}"
+    return {"equation": f"<<{eq}>>", "plain": eq, "value": str(r)}[cfg.step_format]
+
+
+def make_problem(start: int, ops: list[tuple[str, int]], cfg: TaskConfig,
+                 distractors: dict[int, list[tuple[int, str, int]]] | None = None) -> Example:
+    """Build the example for a start value and a list of (op, operand).
+
+    ``distractors`` maps a main-step index i to side computations ``(a, op, b)`` written (and
+    computed) right before main step i (i = len(ops): after the last one); nothing uses their
+    results. ``meta`` records the dependency graph of the written steps (``parents``: the steps each
+    one reads; the answer reads the last main step) and the criticality it implies.
+    """
+    distractors = distractors or {}
     value = start
-    steps, values = [], []
-    for op, b in ops:
+    steps, values, parents, kinds = [], [], [], []
+    q_parts = [str(start)]
+    w_parts = [f"Start with {start}."]
+    last_main: int | None = None  # index (in the written steps) of the latest main step
+
+    def side(items):
+        for a, op, b in items:
+            r = _apply(a, op, b, cfg.modulus)
+            steps.append(_step_text(a, op, b, r, cfg))
+            values.append(r)
+            parents.append([])
+            kinds.append("distractor")
+            q_parts.append(f"({a}{op}{b})")
+            w_parts.append(f"(Aside: {a} {_OP_WORDS[op].split()[0]} {b}.)")
+
+    for i, (op, b) in enumerate(ops):
+        side(distractors.get(i, []))
         new = _apply(value, op, b, cfg.modulus)
-        eq = f"{value}{op}{b}={new}"
-        steps.append({"equation": f"<<{eq}>>", "plain": eq, "value": str(new)}[cfg.step_format])
+        steps.append(_step_text(value, op, b, new, cfg))
         values.append(new)
+        parents.append([] if last_main is None else [last_main])
+        kinds.append("main")
+        last_main = len(steps) - 1
+        q_parts.append(f"{op}{b}")
+        w_parts.append(f"{_OP_WORDS[op].capitalize()} {b}.")
         value = new
+    side(distractors.get(len(ops), []))
     if cfg.wording == "symbolic":
-        question = str(start) + "".join(f"{op}{b}" for op, b in ops)
+        question = "".join(q_parts)
     else:
-        parts = [f"Start with {start}."] + [f"{_OP_WORDS[op].capitalize()} {b}." for op, b in ops]
-        question = " ".join(parts) + f" Result mod {cfg.modulus}?"
+        question = " ".join(w_parts) + f" Result mod {cfg.modulus}?"
+    from latentreason.data.criticality import reaches_answer
+
     meta = {
         "task": "modchain",
-        "n_steps": len(ops),
+        "n_steps": len(steps),
         "start": start,
         "ops": [op for op, _ in ops],
         "operands": [b for _, b in ops],
         "values": values,
-        # a step whose operation cannot change the value (x*1) only copies its input: non-critical
-        "critical": [not (op == "*" and b == 1) for op, b in ops],
+        "parents": parents,
+        "step_kinds": kinds,
+        # a step matters when the answer depends on it through the dependency graph: distractors do not
+        "critical": reaches_answer(parents, [last_main] if last_main is not None else []),
     }
     return Example(question, steps, str(value), meta)
 
@@ -113,7 +155,11 @@ def _sample(rng: random.Random, cfg: TaskConfig) -> Example:
     n = cfg.n_steps if cfg.min_steps is None else rng.randint(cfg.min_steps, cfg.n_steps)
     start = rng.randrange(cfg.modulus)
     ops = [(rng.choice(cfg.ops), rng.randint(1, cfg.operand_max)) for _ in range(n)]
-    return make_problem(start, ops, cfg)
+    side: dict[int, list[tuple[int, str, int]]] = {}
+    for _ in range(cfg.distractors):
+        at = rng.randint(1, n)  # before main step 1..n-1, or after the last one: never before the first
+        side.setdefault(at, []).append((rng.randint(1, cfg.operand_max), rng.choice(cfg.ops), rng.randint(1, cfg.operand_max)))
+    return make_problem(start, ops, cfg, side)
 
 
 def generate_splits(cfg: TaskConfig) -> dict[str, list[Example]]:

@@ -304,6 +304,8 @@ def run_bench_seed(
             row["model_from"] = e.model_from
         if row.get("mean_latent_steps"):
             row.update(latent_cost(method, test, ev.records, row))
+        if hasattr(method, "exit_histogram") and all("exit_layers" in r for r in ev.records):
+            row["exit_histogram"] = method.exit_histogram(test, [r["exit_layers"] for r in ev.records])
         elif e.method == "cot":
             row.update(cot_cost(method, test, row))
         row["train_seconds"] = trained[e.name]["train"]["train_seconds"]
@@ -571,7 +573,7 @@ def cot_cost(method, examples, row) -> dict[str, float]:
 
 def latent_cost(method, examples, records, row) -> dict[str, float]:
     """Layers run per latent step and Transformer (+ router/adapter/KV-projection) FLOPs per latent step."""
-    from latentreason.evaluation.flops import matrix_params, qkv_flops, step_flops
+    from latentreason.evaluation.flops import kv_flops, matrix_params, step_flops
     from latentreason.models.shortcuts import find_decoder_layers
 
     L = len(find_decoder_layers(method.model))
@@ -588,7 +590,7 @@ def latent_cost(method, examples, records, row) -> dict[str, float]:
     if routers is not None and any("routers_per_latent_step" in r for r in records):
         per = {k: mean_of(f"{k}_per_latent_step", 0.0) for k in ("routers", "adapters", "kv_projections")}
         flops += (per["routers"] * 2.0 * matrix_params(routers[0]) + per["adapters"] * 2.0 * matrix_params(method.adapters[0])
-                  + per["kv_projections"] * qkv_flops(method.model))
+                  + per["kv_projections"] * kv_flops(method.model))
         out.update({f"mean_{k}_per_latent_step": v for k, v in per.items()})
     out["flops_per_latent_step"] = flops
     return out
@@ -615,14 +617,27 @@ def round_robin_latency(cfg: BenchConfig, entries: list[BenchEntry], out: Path, 
 
 
 def run_system15_grid(cfg: BenchConfig, e: BenchEntry, out: Path, device, log) -> dict[str, Any]:
-    """λ_depth × λ_step grid of the System-1.5 entry (JSON + heatmap PNG in its run directory)."""
+    """λ_depth × λ_step grid of the System-1.5 entry on **validation** questions (JSON + heatmap PNG in its
+    run directory); the best cell is chosen there and then evaluated on the test questions (``best.test_*``)."""
     from latentreason.analysis.system15_grid import plot_grid, system15_grid
+    from latentreason.evaluation.evaluate import evaluate
     from latentreason.training.api import load_split
 
-    test = load_split(entry_run_config(cfg, e, out), "test")[: cfg.system15_grid]
+    rc = entry_run_config(cfg, e, out)
+    valid = load_split(rc, "valid")[: cfg.system15_grid]
     method = entry_method(out, e, device)
-    log(f"[{e.name}] test-time grid on {len(test)} questions")
-    grid = system15_grid(method, test, (0.5, 0.7, 0.8, 0.9, 0.95), (3, 4, 5, 6), batch_size=cfg.eval_batch_size)
+    log(f"[{e.name}] test-time grid on {len(valid)} validation questions")
+    grid = system15_grid(method, valid, (0.5, 0.7, 0.8, 0.9, 0.95), (3, 4, 5, 6), batch_size=cfg.eval_batch_size)
+    best = grid["best"]
+    method.config.lambda_depth, method.config.lambda_step = best["lambda_depth"], best["lambda_step"]
+    ev = evaluate(method, load_split(rc, "test"), batch_size=cfg.eval_batch_size, keep_records=True)
+    layers = [r.get("layers_per_latent_step") for r in ev.records if r.get("layers_per_latent_step") is not None]
+    grid["split"] = "valid"
+    best.update(chosen_on="valid", test_accuracy=ev.metrics["accuracy"], test_n=ev.metrics["n"],
+                test_latency_ms_per_question=ev.metrics["latency_ms_per_question"],
+                test_layers_per_latent_step=sum(layers) / len(layers) if layers else None)
+    log(f"[{e.name}] grid: best cell on validation λ_depth {best['lambda_depth']}, λ_step {best['lambda_step']}; "
+        f"test accuracy {best['test_accuracy']:.3f}")
     atomic_write_json(out / e.name / "system15-grid.json", grid)
     plot_grid(grid, out / e.name / "system15-grid.png")
     return grid

@@ -5,8 +5,8 @@ Per position and executed layer: 2·P_layer (P_layer = weights of the layer's ma
 System-1.5 compares "Transformer matrix products only" per decoding step (SPEC §3.5).
 A System-1.5 latent step adds what its shortcut modules ran, counted per row while decoding: a
 router (2·P_router) at every layer where one was consulted, an adapter (2·P_adapter) wherever one
-was applied, and the key/value projection (2·P_qkv, the layer's input projections) for every
-(position, layer) whose keys/values were projected after an exit.
+was applied, and the key/value projection (:func:`kv_flops`: what the KV rule ``project`` runs) for
+every (position, layer) whose keys/values were projected after an exit.
 """
 
 from __future__ import annotations
@@ -27,17 +27,22 @@ def layer_flops(model: nn.Module, n_ctx: float) -> float:
     return 2.0 * matrix_params(layers[0]) + 2.0 * n_ctx * d
 
 
-#: names of attention input projections (GPT-2's fused c_attn; q/k/v of LLaMA-style models)
-_QKV_NAMES = ("c_attn", "q_proj", "k_proj", "v_proj", "qkv_proj", "query_key_value", "Wqkv")
+#: names of attention input projections of LLaMA-style models (queries, keys, values)
+_QKV_NAMES = ("q_proj", "k_proj", "v_proj", "qkv_proj", "query_key_value", "Wqkv")
 
 
-def qkv_flops(model: nn.Module) -> float:
-    """FLOPs of one layer's attention input projections for one position (what the KV rule
-    ``project`` runs for a skipped layer)."""
+def kv_flops(model: nn.Module) -> float:
+    """FLOPs of what the KV rule ``project`` runs for one skipped (position, layer): GPT-2 blocks are
+    projected directly, keys and values only (the key/value columns of ``c_attn``: 2·d·2d); any other
+    architecture runs its attention input projections up to ``cache.update`` (queries included)."""
+    from latentreason.models.shortcuts import _is_gpt2_block
+
     layer = find_decoder_layers(model)[0]
+    d = model.get_input_embeddings().weight.shape[1]
+    if _is_gpt2_block(layer):
+        return 2.0 * d * 2 * d
     p = sum(matrix_params(m) for n, m in layer.named_modules() if n.split(".")[-1] in _QKV_NAMES)
     if p == 0:  # unknown layout: queries, keys and values of width d
-        d = model.get_input_embeddings().weight.shape[1]
         p = 3 * d * d
     return 2.0 * p
 

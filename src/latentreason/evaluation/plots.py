@@ -139,6 +139,30 @@ def seed_strip(methods: dict[str, dict[str, Any]]) -> bytes | None:
     return _png(fig)
 
 
+def exit_histogram(hist: dict[str, Any], title: str = "") -> bytes | None:
+    """System-1.5: share of critical / non-critical thoughts leaving before each layer (last bar: ran all)."""
+    counts = hist.get("counts") if isinstance(hist, dict) else None
+    if not isinstance(counts, dict) or not counts:
+        return None
+    L = int(hist.get("num_layers") or max(len(v) for v in counts.values()) - 1)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    kinds = [k for k in ("critical", "noncritical") if isinstance(counts.get(k), list) and sum(counts[k]) > 0]
+    w = 0.8 / max(1, len(kinds))
+    for i, k in enumerate(kinds):
+        total = sum(counts[k])
+        xs = [l - 0.4 + w * (i + 0.5) for l in range(L + 1)]
+        ax.bar(xs, [c / total for c in counts[k]], w, label=f"{k} ({total:g} thoughts)", color=f"C{i}")
+    ax.set_xticks(range(L + 1), [f"before {l}" for l in range(L)] + ["ran all"])
+    ax.set_xlabel("exit (layers run = exit layer)")
+    ax.set_ylabel("share of thoughts")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "where thoughts leave the layer stack")
+    ax.grid(alpha=0.3, axis="y")
+    return _png(fig)
+
+
 def _train_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if r.get("type", "train") == "train" and _num(r.get("step")) is not None]
 
@@ -279,5 +303,5 @@ def heatmap(values: list[list[float | None]], row_labels: Sequence[Any], col_lab
     return _png(fig)
 
 
-__all__ = ["COST_KEYS", "accuracy_latency_scatter", "cost_bars", "heatmap", "loss_curves", "seed_std", "seed_strip",
+__all__ = ["COST_KEYS", "accuracy_latency_scatter", "cost_bars", "exit_histogram", "heatmap", "loss_curves", "seed_std", "seed_strip",
            "validation_curves"]

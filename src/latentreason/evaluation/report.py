@@ -576,6 +576,20 @@ class _Report:
         files = [p for p in self.files("*.json") if _is_grid_name(p.stem) and p.name != "results.json"]
         pngs = [p for p in self.files("*.png") if _is_grid_name(p.stem) or "heatmap" in p.stem.lower()]
         parts = []
+        for name, r in self.methods.items():
+            hist = r.get("exit_histogram")
+            if not isinstance(hist, dict):
+                continue
+            counts = hist.get("counts") or {}
+            L = int(hist.get("num_layers") or 0)
+            rows = [[f'<td class="key">{esc(k)}</td>', *[_cell(v, 1) for v in counts[k]],
+                     _cell(hist.get(f"{k}_mean_exit_layer"), 2)] for k in ("critical", "noncritical") if k in counts]
+            parts.append(f"<h3>{esc(name)}: learned exits</h3>" + _table(
+                ["thoughts"] + [f"exit before layer {l}" for l in range(L)] + ["ran all layers", "mean exit layer"], rows)
+                + _img(plots.exit_histogram(hist, f"{name}: exits of critical vs non-critical thoughts"), "exit histogram")
+                + '<p class="note">Thoughts aligned with a step inherit its criticality (the answer depends on the step '
+                  'through the dependency graph); thoughts past the last step carry the result and are non-critical.'
+                + (" Counts are means over seeds." if self.multi else "") + "</p>")
         for label, obj in [(f"results.json: {k}", self.results[k]) for k in keys] + \
                           [(_rel(p, self.run_dir), _read_json(p)) for p in files]:
             parts.append(f"<h3>{esc(label)}</h3>")
@@ -647,7 +661,7 @@ class _Report:
             self.section("ood", "Out-of-distribution evaluation", self.ood),
             self.section("training", "Training", self.training),
             self.section("soft-thinking", "Soft thinking", self.soft_thinking),
-            self.section("grid", "System-1.5 grid", self.grid),
+            self.section("grid", "System-1.5: exits and test-time grid", self.grid),
             self.section("probing", "Thought probing", self.probing),
             self.section("adaptive", "Adaptive thinking", self.adaptive),
             self.section("other", "Other results", self.others),

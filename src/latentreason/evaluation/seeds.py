@@ -169,8 +169,12 @@ def aggregate(runs: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
         elif key == "system15_grid":
             grids = [(s, r.get(key)) for s, r in runs if isinstance(r.get(key), dict)]
             merged = mean_tree([g for _, g in grids])
-            if isinstance(merged, dict):
-                merged["best_per_seed"] = [{"seed": s, **(g.get("best") or {})} for s, g in grids]
+            if isinstance(merged, dict) and len(grids) > 1:
+                # each seed picks its own best cell: keep the cells, average only what they scored
+                per = [{"seed": s, **(g.get("best") or {})} for s, g in grids]
+                merged["best_per_seed"] = per
+                merged["best"] = {k: mean_tree([p.get(k) for p in per]) for k in per[0]
+                                  if k.startswith("test_") or k == "chosen_on"}
             out[key] = merged
         elif key == "total_seconds":
             out[key] = round(sum(float(r.get(key) or 0.0) for _, r in runs), 1)

@@ -27,12 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from latentreason.data.criticality import step_criticality
 from latentreason.data.example import Example
 from latentreason.decoding.latent import latent_forward
 from latentreason.errors import ConfigError
 from latentreason.methods.base import Generation, register
 from latentreason.methods.codi import CODI, CODIConfig
 from latentreason.methods.latent_common import shifted_ce
+from latentreason.models.backbone import find_final_norm
 from latentreason.models.shortcuts import Adapter, Router, ShortcutController
 
 
@@ -51,18 +53,30 @@ class System15Config(CODIConfig):
     #: open choice 7: weights of the exit loss and of the direct router targets
     beta_exit: float = 1.0
     router_bce: float = 1.0
-    #: layer (0-based) from which a non-critical thought's router is trained to exit
+    #: where the routers' targets come from: "learned" — from the model: a router is told to fire at the
+    #: first layer from which the adapter branch reproduces the full path's final state within
+    #: ``exit_tolerance`` (relative squared error, weighted by the exit loss's depth weights e_l(c), so a
+    #: non-critical thought may leave with a larger error); "hand" — the position rules below
+    router_targets: str = "learned"
+    #: relative squared error (after the final norm) under which exiting counts as reproducing the full path
+    exit_tolerance: float = 0.05
+    #: weight of the adapter self-distillation: the adapter branch from every layer l (adapters l..L-1 on the
+    #: full path's state entering l) is pulled to the full path's final state (weighted by e_l(c)); this is what
+    #: teaches the adapters to stand in for the layers they skip
+    adapter_distill: float = 1.0
+    #: "hand" targets: layer (0-based) from which a non-critical thought's router is trained to exit
     noncritical_exit_layer: int = 0
-    #: how many final layers a critical thought's router is trained to skip, at most L - 1 (a critical
-    #: thought always runs its first layer); 0: critical thoughts run every layer (the paper's description).
-    #: The adapter branch, trained with the answer loss and L_exit, stands in for the skipped layers
+    #: "hand" targets: how many final layers a critical thought's router is trained to skip, at most L - 1 (a
+    #: critical thought always runs its first layer); 0: critical thoughts run every layer (the paper's description)
     critical_skip_layers: int = 0
     #: open choice 3: keys/values of a (position, layer) that is not run after an exit: "project" (the
     #: layer's own key/value projection of the adapter-branch state, as the soft mixture computes them in
     #: training) or "copy" (the same row's previous position's entry; nothing computed)
     kv_rule: str = "project"
-    #: open choice 8: how criticality is labelled: "step" (a thought aligned to a step inherits the step's
-    #: label from the data's meta["critical"]; thoughts beyond the last step only carry the result: non-critical)
+    #: open choice 8: how criticality is labelled: "step" — a thought aligned to a step inherits the step's label
+    #: from the dependency graph of the steps (``data.criticality.step_criticality``: meta["critical"] of the
+    #: procedural task, the equation DAG of GSM8k-Aug-style CoTs; a step is critical when the answer depends on
+    #: its result); thoughts beyond the last step only carry the result: non-critical
     criticality: str = "step"
 
     def validate(self) -> None:
@@ -77,6 +91,10 @@ class System15Config(CODIConfig):
             raise ConfigError(f"method_args.adapter_width must be >= 1, got {self.adapter_width}")
         if self.kv_rule not in ("project", "copy"):
             raise ConfigError(f"method_args.kv_rule must be 'project' or 'copy', got {self.kv_rule!r}")
+        if self.router_targets not in ("learned", "hand"):
+            raise ConfigError(f"method_args.router_targets must be 'learned' or 'hand', got {self.router_targets!r}")
+        if self.exit_tolerance < 0 or self.adapter_distill < 0:
+            raise ConfigError("method_args.exit_tolerance and method_args.adapter_distill must be >= 0")
         if self.critical_skip_layers < 0:
             raise ConfigError(f"method_args.critical_skip_layers must be >= 0, got {self.critical_skip_layers}")
         if self.criticality not in ("step",):
@@ -94,10 +112,12 @@ class System15(CODI):
     summary = "System-1.5 (experimental): latent reasoning with depth and step shortcuts (routers + adapters per layer)"
     presets = {
         "stage1": {**STAGE1, "stage": 1},
-        # chosen on the default task (docs/system15.md): critical thoughts are trained to leave after the first
-        # layer, the carry thought before it; keys/values of skipped layers projected; no step shortcut
-        "default_task": {**STAGE1, "stage": 2, "lambda_depth": 0.5, "router_bce": 5.0, "critical_skip_layers": 3,
+        # the demo's setting (docs/system15.md): routers learn where the adapter branch reproduces the full path
+        "default_task": {**STAGE1, "stage": 2, "lambda_depth": 0.5, "router_bce": 5.0, "router_targets": "learned",
                          "step_shortcut": False},
+        # the first version's hand schedule (critical thoughts leave after layer 1, non-critical before it)
+        "hand_schedule": {**STAGE1, "stage": 2, "lambda_depth": 0.5, "router_bce": 5.0, "router_targets": "hand",
+                          "critical_skip_layers": 3, "step_shortcut": False},
         "paper": {**STAGE1, "stage": 2, "lambda_step": 2},
     }
 
@@ -127,13 +147,32 @@ class System15(CODI):
         return self
 
     # ------------------------------------------------------------------ data
+    def thought_criticality(self, ex: Example, n: int | None = None) -> list[bool]:
+        """Per thought 1..n: the criticality of the step it is aligned with (thought j <-> step j - offset);
+        thoughts past the last step only carry the result and are non-critical."""
+        crit = step_criticality(ex)
+        n, off = self.config.n_latent if n is None else n, self.config.align_offset
+        return [bool(crit[j - off]) if 0 <= j - off < len(crit) else False for j in range(1, n + 1)]
+
     def features(self, t) -> dict[str, Any]:
         f = super().features(t)
-        crit = list(t.example.meta.get("critical") or [True] * len(t.example.steps))
-        n, off = self.config.n_latent, self.config.align_offset
-        # thought j (1..n) <-> step j - off (0-based); thoughts past the last step only carry the result
-        f["critical"] = [bool(crit[j - off]) if 0 <= j - off < len(crit) else False for j in range(1, n + 1)]
+        f["critical"] = self.thought_criticality(t.example)
         return f
+
+    def exit_histogram(self, examples: list[Example], exit_layers: list[list[int]]) -> dict[str, Any]:
+        """Where thoughts left the layer stack, for critical and non-critical thoughts: ``counts[kind][l]`` =
+        thoughts that exited before layer l (l = L: ran every layer), plus the mean layers each kind ran."""
+        L = len(self.routers)
+        counts = {"critical": [0] * (L + 1), "noncritical": [0] * (L + 1)}
+        for ex, exits in zip(examples, exit_layers):
+            for c, e in zip(self.thought_criticality(ex, len(exits)), exits):
+                counts["critical" if c else "noncritical"][int(e)] += 1
+        out: dict[str, Any] = {"num_layers": L, "counts": counts}
+        for kind, row in counts.items():
+            total = sum(row)
+            out[f"{kind}_thoughts"] = total
+            out[f"{kind}_mean_exit_layer"] = sum(l * k for l, k in enumerate(row)) / total if total else None
+        return out
 
     def collate(self, feats: list[dict[str, Any]]) -> dict[str, Any]:
         batch = super().collate(feats)
@@ -146,10 +185,17 @@ class System15(CODI):
             return super().forward(batch)
         cfg = self.config
         n = cfg.n_latent
-        # the frozen full path: per-step, per-layer states of the stage-1 model
-        with torch.no_grad():
-            full = latent_forward(self.model, batch["prompt_ids"], batch["prompt_mask"], n, self.thought,
-                                  batch["suffix_ids"], batch["suffix_mask"])
+        final_norm = find_final_norm(self.model)
+        # the frozen full path: per-step, per-layer states of the stage-1 model; the last layer's output is
+        # taken before the final norm (HF's hidden_states[-1] is after it), the space the shortcuts work in
+        raw_last: list[Tensor] = []
+        hook = final_norm.register_forward_hook(lambda mod, inp, out: raw_last.append(inp[0][:, -1]))
+        try:
+            with torch.no_grad():
+                full = latent_forward(self.model, batch["prompt_ids"], batch["prompt_mask"], n, self.thought,
+                                      batch["suffix_ids"], batch["suffix_mask"])
+        finally:
+            hook.remove()
         ctl = self.ctl
 
         def thought(h, step, rows=None):
@@ -163,27 +209,57 @@ class System15(CODI):
         weights = [w for w, _ in ctl.soft_log]
         states = [st for _, st in ctl.soft_log]
         loss_nll = shifted_ce(s.suffix_logits, batch["suffix_labels"])
-        crit = batch["critical"].to(s.suffix_logits.device)  # (B, n)
+        crit = batch["critical"].to(s.suffix_logits.device).to(states[0][0].dtype)  # (B, n)
         L = len(self.routers)
-        exit_terms, bce_terms = [], []
+        exit_terms, bce_terms, distill_terms = [], [], []
         for t in range(n):
-            c = crit[:, t].to(states[t][0].dtype)
+            c = crit[:, t]
+            full_in = [full.latent_hidden[t + 1][l] for l in range(L)] + [raw_last[t + 1]]  # entering layer l / output
+            full_final = full.latent_hidden[t + 1][L]  # after the final norm
+            err = self._exit_errors(full_in, full_final, final_norm)  # (B, L): relative error of exiting at l
             for l in range(L):
-                target = full.latent_hidden[t + 1][l + 1].detach()
-                mse = ((states[t][l][:, -1] - target) ** 2).mean(-1)
-                depth = (l + 1) / L
-                e = c * 1.0 + (1 - c) * depth  # critical: every layer; non-critical: deeper layers weigh more
-                exit_terms.append((e * mse).mean())
-                w = weights[t][l][:, -1].clamp(1e-6, 1 - 1e-6)
-                tgt = (1 - c) * self.router_target(False, l) + c * self.router_target(True, l)
-                bce_terms.append(F.binary_cross_entropy(w.float(), tgt.float()))
+                mse = ((states[t][l][:, -1] - full_in[l + 1]) ** 2).mean(-1)
+                exit_terms.append((self.depth_weight(c, l) * mse).mean())
+                distill_terms.append((self.depth_weight(c, l) * err[:, l]).mean())
+            w = torch.stack([weights[t][l][:, -1] for l in range(L)], 1).clamp(1e-6, 1 - 1e-6)  # (B, L)
+            tgt = self.router_targets_for(c, err.detach())
+            bce_terms.append(F.binary_cross_entropy(w.float(), tgt.float()))
         loss_exit = torch.stack(exit_terms).mean()
         loss_bce = torch.stack(bce_terms).mean()
-        loss = loss_nll + cfg.beta_exit * loss_exit + cfg.router_bce * loss_bce
-        return {"loss": loss, "loss_nll": loss_nll.detach(), "loss_exit": loss_exit.detach(), "loss_router": loss_bce.detach()}
+        loss_distill = torch.stack(distill_terms).mean()
+        loss = loss_nll + cfg.beta_exit * loss_exit + cfg.router_bce * loss_bce + cfg.adapter_distill * loss_distill
+        return {"loss": loss, "loss_nll": loss_nll.detach(), "loss_exit": loss_exit.detach(), "loss_router": loss_bce.detach(),
+                "loss_adapter": loss_distill.detach()}
+
+    def depth_weight(self, critical: Tensor, layer: int) -> Tensor:
+        """e_l(c) of the exit loss: 1 at every layer for a critical thought, (l + 1) / L for a non-critical one
+        (its deviation from the full path matters less the earlier it leaves)."""
+        depth = (layer + 1) / len(self.routers)
+        return critical + (1 - critical) * depth
+
+    def _exit_errors(self, full_in: list[Tensor], full_final: Tensor, final_norm) -> Tensor:
+        """(B, L): for every layer l, the relative squared error (after the final norm) of leaving there —
+        adapters l..L-1 applied to the full path's state entering layer l — against the full path."""
+        errs = []
+        scale = (full_final.float() ** 2).sum(-1).clamp(min=1e-6)
+        for l in range(len(self.routers)):
+            x = full_in[l].detach()
+            for k in range(l, len(self.routers)):
+                x = self.adapters[k](x)
+            errs.append(((final_norm(x).float() - full_final.float()) ** 2).sum(-1) / scale)
+        return torch.stack(errs, 1)
+
+    def router_targets_for(self, critical: Tensor, err: Tensor) -> Tensor:
+        """(B, L) router targets: 1 = leave at this layer (and at every later one), 0 = run it."""
+        L = len(self.routers)
+        if self.config.router_targets == "hand":
+            cols = [critical * self.router_target(True, l) + (1 - critical) * self.router_target(False, l) for l in range(L)]
+            return torch.stack(cols, 1)
+        ok = torch.stack([self.depth_weight(critical, l) * err[:, l] <= self.config.exit_tolerance for l in range(L)], 1)
+        return (ok.long().cummax(1).values > 0).to(err.dtype)  # the first acceptable layer and every one after it
 
     def router_target(self, critical: bool, layer: int) -> float:
-        """Direct router target at ``layer`` (0-based): 1 = leave here, 0 = run the layer."""
+        """The "hand" router target at ``layer`` (0-based): 1 = leave here, 0 = run the layer."""
         cfg, L = self.config, len(self.routers)
         if not critical:
             return float(layer >= cfg.noncritical_exit_layer)

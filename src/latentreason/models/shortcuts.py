@@ -17,8 +17,10 @@
   of the adapter-branch state entering that layer, which is what the soft mixture computes in
   training (f_l runs on the mixed state) — or by ``copy``: the same row's previous position's entry
   at that layer (nothing computed). Layers skipped by a step shortcut always get the copy.
-  Step shortcut: a latent step that exited at layer l hands the state that entered layer l to the
-  next latent step, which starts at layer l instead of re-running layers 1..l-1.
+  Step shortcut: a latent step that exited at layer l < L - 1 hands the state it had after layer l
+  (the exit adapter's output) to the next latent step, which starts at layer l + 1 instead of
+  re-running layers 0..l (SPEC §3.5's inference algorithm) and always runs that layer (its router is
+  not asked: leaving at once would repeat the previous step's adapter branch and compute nothing).
   When every row of the batch runs a layer, or every row has exited, whole-batch paths skip the
   per-row bookkeeping (``fast_paths``; tests check they change nothing).
 
@@ -151,6 +153,7 @@ class ShortcutController:
         self.batch = batch
         self.start = torch.zeros(batch, dtype=torch.long, device=device)  # layers < start skipped (step shortcut)
         self.carry: Tensor | None = None
+        self.carry_next: Tensor | None = None
         self.exit_layer = torch.full((batch,), self.L, dtype=torch.long, device=device)
         self.active: Tensor | None = None
         self.layer_forwards = torch.zeros(batch, dtype=torch.long, device=device)
@@ -220,24 +223,33 @@ class ShortcutController:
         self.entry = [None] * self.batch
         # whole-batch fast paths: every row still runs / every row has exited, plus counts for all rows
         self.uniform = self.carry is None and self.fast_paths
+        self.carry_next: Tensor | None = None  # step shortcut: per row, the state the next step starts from
         self.all_exited = False
         self._whole = {"layer_forwards": 0, "router_calls": 0, "adapter_calls": 0, "kv_projections": 0}
 
     def end_step(self) -> None:
-        """After a routed latent step: prepare the step shortcut for the next one."""
+        """After a routed latent step: prepare the step shortcut for the next one.
+
+        A row that exited at layer l < L - 1 hands the state it had after layer l (its exit adapter's
+        output, or layer l's own output when the depth shortcut is off) to the next latent step, which
+        starts at layer l + 1 for it: layers 0..l are not run, and the carried state moves one layer on
+        at least, so consecutive thoughts never repeat the same computation. An exit at the last layer
+        (nothing left to run) restarts the next step at layer 0.
+        """
         self.armed = False
         for name, n in self._whole.items():
             if n:
                 getattr(self, name).add_(n)
-        exited = self.exit_layer < self.L
         self.step_exits.append(self.exit_layer.clone())
         self.latent_steps += 1
-        if self.step_shortcut and bool(exited.any()):
-            self.start = torch.where(exited, self.exit_layer, torch.zeros_like(self.start))
-            self.carry = self._entry_states
+        reuse = self.exit_layer < self.L - 1
+        if self.step_shortcut and self.carry_next is not None and bool(reuse.any()):
+            self.start = torch.where(reuse, self.exit_layer + 1, torch.zeros_like(self.start))
+            self.carry = self.carry_next
         else:
             self.start = torch.zeros_like(self.start)
             self.carry = None
+        self.carry_next = None
 
 
 class ShortcutLayer(nn.Module):
@@ -275,8 +287,6 @@ class ShortcutLayer(nn.Module):
             return self._exited_batch(h, args, kwargs)
         if ctl.uniform and (ctl.depth_shortcut or ctl.step_shortcut):
             # fast path while every row is still running: one router call, then the layer or a whole-batch exit
-            if l == 0 and ctl.step_shortcut:
-                ctl._entry_states = h[:, -1].detach().clone()
             w = ctl.router_weight(l, h[:, -1])
             ctl._whole["router_calls"] += 1
             fire = w > ctl.lambda_depth
@@ -285,15 +295,17 @@ class ShortcutLayer(nn.Module):
                 return self._out(self.layer(h, *args, **kwargs))
             if bool(fire.all()):
                 ctl.exit_layer.fill_(l)
-                if ctl.step_shortcut:
-                    ctl._entry_states = h[:, -1].detach().clone()
                 if ctl.depth_shortcut:
                     ctl.active.fill_(False)
                     ctl.all_exited = True
-                    return self._exited_batch(h, args, kwargs)
-                ctl._whole["layer_forwards"] += 1
-                ctl.uniform = False
-                return self._out(self.layer(h, *args, **kwargs))
+                    out = self._exited_batch(h, args, kwargs)
+                else:  # step shortcut alone: the layer still runs, the next step starts after it
+                    ctl._whole["layer_forwards"] += 1
+                    ctl.uniform = False
+                    out = self._out(self.layer(h, *args, **kwargs))
+                if ctl.step_shortcut:
+                    ctl.carry_next = out[:, -1].detach().clone()
+                return out
             ctl.uniform = False  # rows part ways: the general path below from here on
             return self._general(h, args, kwargs, fired=fire.nonzero(as_tuple=True)[0])
         return self._general(h, args, kwargs)
@@ -321,8 +333,8 @@ class ShortcutLayer(nn.Module):
         ctl, l = self.ctl, self.index
         B = h.shape[0]
         h = h.clone()
-        if l == 0 and ctl.step_shortcut:
-            ctl._entry_states = h[:, -1].detach().clone()
+        if ctl.step_shortcut and ctl.carry_next is None:
+            ctl.carry_next = h[:, -1].detach().clone()  # rows that exit in this step overwrite theirs
         if ctl.carry is not None:  # step shortcut: rows starting at this layer take the carried state
             starting = (ctl.start == l) & (ctl.start > 0)
             if bool(starting.any()):
@@ -331,7 +343,8 @@ class ShortcutLayer(nn.Module):
         running = ctl.active & (ctl.start <= l)
         fire = fired
         if fire is None and (ctl.depth_shortcut or ctl.step_shortcut):
-            cand = running.nonzero(as_tuple=True)[0]
+            # a row that starts here by the step shortcut runs this layer: leaving at once would compute nothing
+            cand = (running & ~((ctl.start == l) & (ctl.start > 0))).nonzero(as_tuple=True)[0]
             if cand.numel():
                 whole = cand.numel() == B
                 w = ctl.router_weight(l, h[:, -1] if whole else h[cand, -1])
@@ -340,16 +353,18 @@ class ShortcutLayer(nn.Module):
         if fire is not None and fire.numel():
             fire = fire[ctl.exit_layer[fire] == ctl.L]
             ctl.exit_layer[fire] = l
-            if ctl.step_shortcut:
-                ctl._entry_states[fire] = h[fire, -1].detach()
             if ctl.depth_shortcut:
                 ctl.active[fire] = False
                 running[fire] = False
         rows = running.nonzero(as_tuple=True)[0]
         n_run = rows.numel()
         _bump(ctl.layer_forwards, None if n_run == B else rows)
+        carry_fired = ctl.step_shortcut and fire is not None and bool(fire.numel())
         if n_run == B:  # nobody skips this layer
-            return self._out(self.layer(h, *args, **kwargs))
+            out = self._out(self.layer(h, *args, **kwargs))
+            if carry_fired:  # step shortcut alone: the next step starts after this layer, from its output
+                ctl.carry_next[fire] = out[fire, -1].detach()
+            return out
         cache = _find_cache(args, kwargs)
         exited = (~ctl.active).nonzero(as_tuple=True)[0]
         n_exit = exited.numel()
@@ -372,6 +387,8 @@ class ShortcutLayer(nn.Module):
             h[exited, -1] = ctl.adapters[l](h[exited, -1])
         if n_exit:
             _bump(ctl.adapter_calls, None if n_exit == B else exited)
+        if carry_fired and ctl.depth_shortcut:  # the state after the exit adapter starts the next step's next layer
+            ctl.carry_next[fire] = h[fire, -1].detach()
         if n_run == 0:
             if cache is not None:
                 cache.update(fill_k, fill_v, self._layer_idx())
@@ -381,6 +398,8 @@ class ShortcutLayer(nn.Module):
                       for k, v in kwargs.items()}
         out = self._out(self.layer(h[rows], *sub_args, **sub_kwargs))
         h[rows] = out
+        if carry_fired and not ctl.depth_shortcut:
+            ctl.carry_next[fire] = h[fire, -1].detach()
         return h
 
     def _project_kv(self, h: Tensor, rows: Tensor | None, B: int, args, kwargs) -> tuple[Tensor, Tensor]:
