@@ -211,3 +211,38 @@ def test_general_phase_loop_equals_lockstep_fast_path():
     one = [m.generate([e], halt_fn=halt)[0] for e in exs]
     assert [(g.text, g.latent_steps, g.forward_passes) for g in b] == [(g.text, g.latent_steps, g.forward_passes) for g in one]
     assert len({g.latent_steps for g in b}) >= 2, [g.latent_steps for g in b]  # rows stopped at different thoughts
+
+
+def test_step_result_ce_reads_the_token_after_each_anchor():
+    """step_ce_weight: the LM head on the state aligned with step j is trained to predict the token the
+    teacher writes after step j's "=" — the step's result (`4+7=1` -> "1")."""
+    m = _codi(n_latent=5, align_steps=True, teacher_drop_last_step=False, step_ce_weight=1.0)
+    exs = _examples(3)
+    toks = m.prepare(exs)
+    batch = m.collate([m.features(t) for t in toks])
+    for i, ex in enumerate(exs):
+        values = [s.split("=")[1] for s in ex.steps]
+        got = [m.tokenizer.decode([int(batch["input_ids"][i, a + 1])]) for a in batch["anchors"][i].tolist()]
+        assert got == values
+    m.train()
+    out = m(batch)
+    assert "loss_step_ce" in out and float(out["loss_step_ce"]) > 0
+    base = _codi(n_latent=5, align_steps=True, teacher_drop_last_step=False)
+    base.load_state_dict(m.state_dict())
+    base.train()
+    ref = base(batch)
+    assert float(out["loss"]) == pytest.approx(float(ref["loss"]) + float(out["loss_step_ce"]), rel=1e-9)
+
+
+def test_soft_token_thought_starts_as_the_soft_token():
+    from latentreason.methods.latent_common import soft_token_embedding
+
+    m = _codi(n_latent=2, soft_token_thought=True).eval()
+    h = torch.randn(3, 48, dtype=torch.float64)
+    probs = torch.softmax(m.model.get_output_embeddings()(h), -1)
+    expected = probs @ m.model.get_input_embeddings().weight
+    assert torch.allclose(m.thought(h, torch.zeros(3, dtype=torch.long)), expected, atol=1e-10)
+    assert torch.allclose(soft_token_embedding(m.model, h), expected, atol=1e-10)
+    with torch.no_grad():
+        m.projection.norm.weight.fill_(1.0)  # once trained, the projection adds to it
+    assert not torch.allclose(m.thought(h, torch.zeros(3, dtype=torch.long)), expected, atol=1e-3)

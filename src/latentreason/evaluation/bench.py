@@ -195,6 +195,20 @@ def run_bench(
     return results
 
 
+def _task_key(e: BenchEntry | None) -> str:
+    return json.dumps(e.task if e is not None else {}, sort_keys=True)
+
+
+def baselines(entries: list[BenchEntry]) -> dict[str, dict[str, str]]:
+    """Per task variant (an entry's ``task`` overrides), the CoT-SFT and No-CoT-SFT entries trained on it:
+    every row's speed-up and gap closed are measured against the baselines of its own task."""
+    refs: dict[str, dict[str, str]] = {}
+    for e in entries:
+        if e.method in ("cot", "nocot") and e.model_from is None:
+            refs.setdefault(_task_key(e), {}).setdefault(e.method, e.name)
+    return refs
+
+
 def _entries_needed(cfg: BenchConfig, only: list[str] | None) -> list[BenchEntry]:
     names = [e.name for e in cfg.entries]
     if only:
@@ -202,10 +216,12 @@ def _entries_needed(cfg: BenchConfig, only: list[str] | None) -> list[BenchEntry
         if unknown:
             raise ConfigError(f"unknown benchmark entries {unknown}; valid: {', '.join(names)}")
     wanted = set(only or names)
-    if "cot" in names:
-        wanted.add("cot")  # speed-ups are measured against CoT in the same run
-    if only and "nocot" in names:
-        wanted.add("nocot")  # the No-CoT -> CoT gap each row closes
+    # speed-ups are measured against CoT in the same run, the gap each row closes between No-CoT and CoT,
+    # both on the row's own task variant
+    refs = baselines(cfg.entries)
+    for e in cfg.entries:
+        if e.name in wanted:
+            wanted.update(refs.get(_task_key(e), {}).values())
     # entries a wanted entry starts from are needed too
     for e in reversed(cfg.entries):
         if e.name in wanted and e.init_from:
@@ -234,7 +250,8 @@ def train_entries(cfg: BenchConfig, entries: list[BenchEntry], out: Path, *, fre
             continue
         rc = entry_run_config(cfg, e, out)
         parent = trained.get(e.init_from, {}) if e.init_from else {}
-        fp = _fingerprint({"run": to_dict_nondefault(rc), "parent": parent.get("run_id") or parent.get("fingerprint")})
+        run = {k: v for k, v in to_dict_nondefault(rc).items() if k not in ("out_dir", "init_from")}  # paths: a moved run is reused
+        fp = _fingerprint({"run": run, "parent": parent.get("run_id") or parent.get("fingerprint")})
         done_file = out / e.name / "done.json"
         if not fresh and done_file.exists() and (out / e.name / "model" / "method.json").exists():
             done = json.loads(done_file.read_text())
@@ -327,12 +344,20 @@ def run_bench_seed(
             row.update(latency_ms_per_question=ms, latency_repeats=len(rounds), latency_protocol="round_robin",
                        latency_rounds_ms=list(rounds), eval_seconds=ms * row["n"] / 1000.0)
             log(f"[latency] {name}: {ms:.2f} ms/question")
-    cot = results["methods"].get("cot")
-    for row in results["methods"].values():
+    refs = baselines(entries)
+    for e in entries:
+        row = results["methods"][e.name]
+        ref = refs.get(_task_key(e), {})
+        if e.task:
+            row["task_variant"] = dict(e.task)
+        if ref:
+            row["baseline"] = dict(ref)
+        cot = results["methods"].get(ref.get("cot", ""))
         if cot and row["latency_ms_per_question"] > 0:
             row["speedup_vs_cot"] = cot["latency_ms_per_question"] / row["latency_ms_per_question"]
         if cot and "flops_per_latent_step" in row and cot.get("flops_per_step"):
             row["flops_per_step_vs_cot"] = row["flops_per_latent_step"] / cot["flops_per_step"]
+    cot = results["methods"].get(refs.get(_task_key(None), {}).get("cot", ""))
     if ood_sets:
         results["ood"] = run_ood(cfg, ood_sets, out, entries, device, progress, log)
     s15 = next((e for e in entries if e.method == "system15" and e.model_from is None), None)

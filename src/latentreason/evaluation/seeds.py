@@ -107,9 +107,12 @@ def gap_closed(acc: float | None, cot: float | None, nocot: float | None) -> flo
 
 
 def add_gap_closed(methods: dict[str, dict[str, Any]]) -> None:
-    """Set ``gap_closed`` on every row of one seed's ``methods`` (needs its ``cot`` and ``nocot`` rows)."""
-    cot, nocot = methods.get("cot", {}).get("accuracy"), methods.get("nocot", {}).get("accuracy")
+    """Set ``gap_closed`` on every row of one seed's ``methods``: against the row's own ``baseline`` rows
+    (the CoT and No-CoT entries of its task variant), else the rows named ``cot`` and ``nocot``."""
     for row in methods.values():
+        ref = row.get("baseline") if isinstance(row.get("baseline"), dict) else {}
+        cot = methods.get(ref.get("cot", "cot"), {}).get("accuracy")
+        nocot = methods.get(ref.get("nocot", "nocot"), {}).get("accuracy")
         g = gap_closed(row.get("accuracy"), cot, nocot)
         if g is not None:
             row["gap_closed"] = g

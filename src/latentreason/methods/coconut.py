@@ -34,7 +34,14 @@ from latentreason.decoding.generate import left_pad, trim_at_stop
 from latentreason.decoding.latent import identity_thought, latent_forward, latent_generate, right_pad
 from latentreason.errors import ConfigError
 from latentreason.methods.base import Generation, Method, MethodConfig, TokExample, collate_lm, register
-from latentreason.methods.latent_common import gather_aligned, layerwise_distance, shifted_ce, step_anchor
+from latentreason.methods.latent_common import (
+    gather_aligned,
+    layerwise_distance,
+    shifted_ce,
+    soft_token_embedding,
+    step_anchor,
+    step_result_ce,
+)
 from latentreason.models.projection import LatentProjection
 
 
@@ -66,6 +73,10 @@ class CoconutConfig(MethodConfig):
     answer_align: bool = False
     #: weight of a CoT-SFT loss on the full explicit CoT (the alignment teacher keeps its CoT skill); 0 = none
     teacher_weight: float = 0.0
+    #: as CODI's: the LM head on thought j's aligned state must predict step j's result token (0 = off)
+    step_ce_weight: float = 0.0
+    #: as CODI's: a thought is the state's soft token plus the projection (whose output gain starts at 0)
+    soft_token_thought: bool = False
     max_new_tokens: int = 64
 
     def validate(self) -> None:
@@ -114,6 +125,8 @@ class Coconut(Method):
         if self.config.projection:
             self.projection = LatentProjection(backbone.hidden_size)
             self.projection.to(dtype=self.model.get_input_embeddings().weight.dtype)
+            if self.config.soft_token_thought:
+                torch.nn.init.zeros_(self.projection.norm.weight)
         # a loaded model answers at the final stage; training sets the stage from the step (on_train_step)
         self.stage = self.final_stage
         self._anchor_cache: dict[tuple[int, ...], int] = {}
@@ -160,9 +173,10 @@ class Coconut(Method):
         if self.config.pause_as_thought:
             e = self.model.get_input_embeddings()(torch.tensor([self.ids.pause], device=hidden.device))
             return e.expand(hidden.shape[0], -1).to(hidden.dtype)
-        if self.config.projection:
-            return self.projection(hidden)
-        return identity_thought(hidden, step)
+        out = self.projection(hidden) if self.config.projection else identity_thought(hidden, step)
+        if self.config.soft_token_thought:
+            out = out + soft_token_embedding(self.model, hidden)
+        return out
 
     # ------------------------------------------------------------------ data
     def sequence_length(self, t: TokExample) -> int:
@@ -187,7 +201,7 @@ class Coconut(Method):
         cot = [x for s in rest for x in s] + (t.cot_close if rest else [])
         suffix = [self.ids.eot] + cot + t.answer
         feat = {"prompt": t.prompt + [self.ids.bot], "suffix": suffix, "n_latent": n}
-        if self.config.align_steps or self.config.answer_align or self.config.teacher_weight > 0:
+        if self.config.align_steps or self.config.answer_align or self.config.teacher_weight > 0 or self.config.step_ce_weight > 0:
             # the same model reading the full CoT is the (detached) teacher; thought j·c + c (j < k)
             # is aligned with its state predicting step j's result
             anchors, off = [], len(t.prompt)
@@ -232,6 +246,14 @@ class Coconut(Method):
                                labels=batch["teacher_labels"], output_hidden_states=True)
             loss = loss + self.config.teacher_weight * t_out.loss
             out["loss_teacher"] = t_out.loss.detach()
+        if self.config.step_ce_weight > 0:
+            pairs = [(i, m, a) for i, ps in enumerate(batch["align"]) for m, a in ps]
+            states = [s.latent_hidden[m][-1][i : i + 1] for i, m, _ in pairs]
+            targets = [batch["teacher_ids"][i, a + 1 : a + 2] for i, _, a in pairs]
+            loss_step = step_result_ce(self.model, states, targets)
+            if loss_step is not None:
+                loss = loss + self.config.step_ce_weight * loss_step
+                out["loss_step_ce"] = loss_step.detach()
         if self.config.align_steps or self.config.answer_align:
             if t_out is None:
                 with torch.no_grad():

@@ -32,7 +32,14 @@ from latentreason.decoding.generate import left_pad, trim_at_stop
 from latentreason.decoding.latent import identity_thought, latent_forward, latent_generate, right_pad
 from latentreason.errors import ConfigError
 from latentreason.methods.base import Generation, Method, MethodConfig, TokExample, collate_lm, register
-from latentreason.methods.latent_common import DISTANCES, layerwise_distance, shifted_ce, step_anchor
+from latentreason.methods.latent_common import (
+    DISTANCES,
+    layerwise_distance,
+    shifted_ce,
+    soft_token_embedding,
+    step_anchor,
+    step_result_ce,
+)
 from latentreason.models.projection import LatentProjection
 
 
@@ -69,6 +76,12 @@ class CODIConfig(MethodConfig):
     #: skip the embedding output (layer 0) in the step alignment: at a thought position it is the
     #: thought itself, which the teacher's token embedding there must not overwrite
     align_skip_embedding: bool = True
+    #: project addition (SIM-CoT-style step supervision): weight of a cross-entropy loss making the LM head read
+    #: step j's result token off the latent state the step alignment pairs with step j (0 = off)
+    step_ce_weight: float = 0.0
+    #: project addition: a thought is Soft Thinking's concept token of the state (LM-head distribution times the
+    #: embedding matrix) plus the projection, whose output gain starts at 0 (so a fresh thought is the soft token)
+    soft_token_thought: bool = False
     max_new_tokens: int = 32
 
     def validate(self) -> None:
@@ -79,7 +92,7 @@ class CODIConfig(MethodConfig):
             raise ConfigError(f"method_args.distill_loss must be one of {', '.join(DISTANCES)}, got {self.distill_loss!r}")
         if self.thoughts_per_step < 1:
             raise ConfigError(f"method_args.thoughts_per_step must be >= 1, got {self.thoughts_per_step}")
-        for k in ("alpha", "beta", "gamma", "align_weight"):
+        for k in ("alpha", "beta", "gamma", "align_weight", "step_ce_weight"):
             if getattr(self, k) < 0:
                 raise ConfigError(f"method_args.{k} must be >= 0, got {getattr(self, k)}")
 
@@ -109,13 +122,16 @@ class CODI(Method):
         if self.config.projection:
             self.projection = LatentProjection(d, self.config.projection_dim)
             self.projection.to(dtype=self.model.get_input_embeddings().weight.dtype)
+            if self.config.soft_token_thought:
+                torch.nn.init.zeros_(self.projection.norm.weight)
         self._anchor_cache: dict[tuple[int, ...], int] = {}
 
     # ------------------------------------------------------------------ thoughts
     def thought(self, hidden: Tensor, step: Tensor, rows: Tensor | None = None) -> Tensor:
-        if self.config.projection:
-            return self.projection(hidden)
-        return identity_thought(hidden, step)
+        out = self.projection(hidden) if self.config.projection else identity_thought(hidden, step)
+        if self.config.soft_token_thought:
+            out = out + soft_token_embedding(self.model, hidden)
+        return out
 
     # ------------------------------------------------------------------ data
     def prepare(self, examples: list[Example], what: str = "data") -> list[TokExample]:
@@ -202,6 +218,11 @@ class CODI(Method):
             if loss_align is not None:
                 loss = loss + cfg.align_weight * loss_align
                 out["loss_align"] = loss_align.detach()
+        if cfg.step_ce_weight > 0:
+            loss_step = self._step_ce(batch, s.latent_hidden)
+            if loss_step is not None:
+                loss = loss + cfg.step_ce_weight * loss_step
+                out["loss_step_ce"] = loss_step.detach()
         out["loss"] = loss
         return out
 
@@ -227,6 +248,21 @@ class CODI(Method):
         s_layers = [torch.cat([s[l] for s in s_list]) for l in range(first, n_layers)]
         t_layers = [torch.cat([t[l] for t in t_list]) for l in range(first, n_layers)]
         return layerwise_distance(s_layers, t_layers, self.config.distill_loss, self.config.distill_normalize)
+
+    def _step_ce(self, batch, latent_hidden) -> Tensor | None:
+        """The LM head on the last-layer state paired with step j (as in ``_align_loss``) must predict the
+        token the teacher writes right after step j's anchor: the step's result."""
+        c, anchors, ids = self.config.thoughts_per_step, batch["anchors"], batch["input_ids"]
+        states, targets = [], []
+        for j in range(anchors.shape[1]):
+            m = self.config.align_offset + j * c
+            if m >= len(latent_hidden):
+                break
+            idx = (anchors[:, j] >= 0).nonzero(as_tuple=True)[0]
+            if idx.numel():
+                states.append(latent_hidden[m][-1][idx])
+                targets.append(ids[idx, anchors[idx, j] + 1])
+        return step_result_ce(self.model, states, targets)
 
     # ------------------------------------------------------------------ inference
     def latent_prompts(self, examples: list[Example]) -> list[list[int]]:

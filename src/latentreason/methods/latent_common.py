@@ -77,3 +77,21 @@ def gather_aligned(latent_hidden, teacher_hidden, pairs, first_layer: int = 1):
         s_layers.append(torch.stack([latent_hidden[m][layer][r] for r, m, _ in pairs]))
         t_layers.append(teacher_hidden[layer][rows, t_pos].detach())
     return s_layers, t_layers
+
+
+def soft_token_embedding(model, hidden: Tensor) -> Tensor:
+    """Soft Thinking's concept token for states ``hidden`` (R, d): the LM head's distribution over the
+    vocabulary times the input embedding matrix (SPEC §3.6.1 without filtering)."""
+    logits = model.get_output_embeddings()(hidden)
+    weight = model.get_input_embeddings().weight
+    probs = torch.softmax(logits, -1, dtype=torch.promote_types(logits.dtype, torch.float32))  # fp32 at least
+    return (probs.to(weight.dtype) @ weight).to(hidden.dtype)
+
+
+def step_result_ce(model, states: list[Tensor], targets: list[Tensor]) -> Tensor | None:
+    """Cross-entropy of the LM head on latent states (each (R, d)) against the step-result tokens the
+    teacher writes after each step's anchor (SIM-CoT-style step supervision); None without pairs."""
+    if not states:
+        return None
+    logits = model.get_output_embeddings()(torch.cat(states))
+    return F.cross_entropy(logits.float(), torch.cat(targets))
