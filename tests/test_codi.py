@@ -24,7 +24,7 @@ def _codi(kind="tiny-gpt2", dtype=torch.float64, **cfg):
     return m
 
 
-@pytest.mark.parametrize("kind", ["tiny-gpt2", "tiny-llama"])
+@pytest.mark.parametrize("kind", ["tiny-gpt2", "tiny-llama", "tiny-qwen3"])
 def test_batched_latent_decode_equals_one_by_one(kind):
     m = _codi(kind, n_latent=3, max_new_tokens=6).eval()
     exs = _examples(5)

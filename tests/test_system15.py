@@ -51,9 +51,11 @@ def test_lambda_depth_zero_exits_at_the_first_layer():
 
 
 def test_batched_mixed_exits_equal_one_by_one():
-    for kind, ss, kv in (("tiny-gpt2", False, "project"), ("tiny-gpt2", True, "project"), ("tiny-gpt2", False, "copy"),
-                         ("tiny-llama", False, "project"), ("tiny-llama", True, "project")):
-        _, s15 = _pair(kind, step_shortcut=ss, lambda_depth=0.5, kv_rule=kv)
+    for kind, ss, kv, ld in (("tiny-gpt2", False, "project", 0.5), ("tiny-gpt2", True, "project", 0.5),
+                             ("tiny-gpt2", False, "copy", 0.5), ("tiny-llama", False, "project", 0.5),
+                             ("tiny-llama", True, "project", 0.5), ("tiny-qwen3", False, "project", 0.5),
+                             ("tiny-qwen3", True, "copy", 0.7)):
+        _, s15 = _pair(kind, step_shortcut=ss, lambda_depth=ld, kv_rule=kv)
         exs = _examples(6, seed=3)
         b = s15.generate(exs)
         one = [s15.generate([e])[0] for e in exs]
@@ -81,7 +83,7 @@ def test_projected_kv_makes_inference_equal_the_trained_soft_path():
     same logits after <eot>, which attend to the thoughts' keys/values; the `copy` rule does not."""
     from latentreason.decoding.latent import latent_forward
 
-    for kind in ("tiny-gpt2", "tiny-llama"):
+    for kind in ("tiny-gpt2", "tiny-llama", "tiny-qwen3"):
         _, s15 = _pair(kind)
         exs = [e for e in _examples(12, seed=5) if len(e.question) == 9][:4]  # one prompt length: no padding
         s15.ctl.force_weight = 1.0
@@ -140,7 +142,7 @@ def test_gpt2_direct_kv_equals_the_layer_own_projection():
     from transformers import DynamicCache
 
     try:
-        layer(h, past_key_values=_CaptureCache(DynamicCache(config=bb.model.config)))
+        layer(h, cache=_CaptureCache(DynamicCache(config=bb.model.config)))
         raise AssertionError("the layer did not hand its keys/values to the cache")
     except _Captured as c:
         k, v = gpt2_kv(layer, h)

@@ -25,6 +25,10 @@ class CheckpointError(LatentReasonError):
     """A checkpoint that cannot be loaded as requested."""
 
 
+class DependencyError(LatentReasonError):
+    """An installed library is outside the supported range (the message names the range)."""
+
+
 class OutputError(LatentReasonError):
     """An output location that cannot be written (the message names the path)."""
 
