@@ -499,17 +499,20 @@ def main(argv: list[str] | None = None) -> None:
             prefix = f"[rank {rank}] {prefix}"
         err.print(Text.assemble((prefix, "red"), " ", text), soft_wrap=True, highlight=False)
 
-    def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
-        import click
-
-        usage: list[type] = [click.ClickException]
-        exits: list[type] = [click.exceptions.Exit, typer.Exit]
-        aborts: list[type] = [click.exceptions.Abort, typer.Abort]
+    def _cli_exception_types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+        """Usage-error, exit and abort exception types through public names only: typer's own
+        (typer >= 0.26 vendors click, its usage errors derive from ``typer.TyperException``) and,
+        when installed, click's (typer < 0.26 raises those)."""
+        usage: list[type] = [t for t in (getattr(typer, "TyperException", None),) if t is not None]
+        exits: list[type] = [typer.Exit]
+        aborts: list[type] = [typer.Abort]
         try:
-            from typer._click import exceptions as tce
+            import click
 
-            usage.append(tce.ClickException)
-        except ImportError:  # typer without its own click copy
+            usage.append(click.ClickException)
+            exits.append(click.exceptions.Exit)
+            aborts.append(click.exceptions.Abort)
+        except ImportError:  # typer >= 0.26 does not need click
             pass
         return tuple(usage), tuple(exits), tuple(aborts)
 
@@ -543,12 +546,15 @@ def main(argv: list[str] | None = None) -> None:
         _error_line(f"{where}{e.strerror or e} (run with --debug for the traceback)")
         sys.exit(1)
     except Exception as e:  # usage errors (click's, or typer's own copy of click) and the like
-        usage, exits, aborts = _click_exception_types()
+        usage, exits, aborts = _cli_exception_types()
         if isinstance(e, exits):
             sys.exit(e.exit_code)
         if isinstance(e, usage):
-            e.show()
-            sys.exit(e.exit_code)
+            if hasattr(e, "show"):
+                e.show()
+            else:
+                _error_line(e.format_message() if hasattr(e, "format_message") else str(e))
+            sys.exit(getattr(e, "exit_code", 2))
         if isinstance(e, aborts):
             sys.exit(130)
         if debug:
