@@ -201,14 +201,24 @@ def eval_(
     output: Optional[Path] = typer.Option(None, "--output", help="Where to write the JSON results (default: beside the checkpoint)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow a Hub model's own code to run."),
     expect_method: Optional[str] = typer.Option(None, "--method", "-m", help="Fail unless the checkpoint is of this method."),
+    too_long: str = typer.Option(
+        "count", "--too-long",
+        help="Questions too long for the model's context: `count` them as wrong (reported as too_long; accuracy over "
+             "all questions, as the demo's --eval-set) or `skip` them (accuracy over the questions that fit).",
+    ),
     no_progress: bool = typer.Option(False, "--no-progress"),
 ) -> None:
     """Evaluate a checkpoint: accuracy, tokens, latent steps, latency; JSON results beside it.
+
+    Questions that do not fit the model's context (prompt plus the method's thoughts) never stop
+    the evaluation: they are counted as `too_long` and wrong (`--too-long skip` leaves them out).
 
     Examples:
 
     * `latentreason eval --checkpoint runs/demo/cot --dataset modchain --limit 200`
     * `latentreason eval --checkpoint runs/cot --dataset ../shared/data/gsm8k/test.jsonl --batch-size 32`
+    * `latentreason eval --checkpoint runs/cot --dataset svamp` (after `latentreason data download svamp`)
+    * `latentreason eval --checkpoint runs/cot --dataset SVAMP.json --too-long skip`
     * `latentreason eval --checkpoint runs/codi --method codi` (fails unless it is a CODI checkpoint)
     """
     import re
@@ -216,7 +226,7 @@ def eval_(
     from latentreason.config import parse_override
     from latentreason.data.registry import load_dataset
     from latentreason.errors import CheckpointError, ConfigError
-    from latentreason.evaluation.evaluate import evaluate
+    from latentreason.evaluation.ood import TOO_LONG_POLICIES, evaluate_ood
     from latentreason.training.checkpoint import load_method, read_method_meta, resolve_checkpoint
     from latentreason.utils import atomic_write_json, check_output_file, env_info, pick_device
 
@@ -226,6 +236,8 @@ def eval_(
         raise ConfigError(f"--limit must be >= 0, got {limit}")
     if max_new_tokens is not None and max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
+    if too_long not in TOO_LONG_POLICIES:
+        raise ConfigError(f"--too-long must be one of {', '.join(TOO_LONG_POLICIES)}, got {too_long!r}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
     overrides = {".".join(k).removeprefix("method_args."): v for k, v in (parse_override(s) for s in set_)}
@@ -243,10 +255,15 @@ def eval_(
     examples = load_dataset(dataset, split, data_dir_=data_dir_, fmt=fmt, task=_task_of(ckpt, dataset), limit=limit)
     dev = pick_device(device)
     method = load_method(ckpt, device=dev, trust_remote_code=trust_remote_code, config_overrides=overrides)
-    res = evaluate(method, examples, batch_size=batch_size, progress=not no_progress, description=f"eval {meta['method']}")
+    metrics, records = evaluate_ood(method, examples, batch_size=batch_size, progress=not no_progress,
+                                    description=f"eval {meta['method']}", too_long=too_long)
     atomic_write_json(target, {"checkpoint": str(ckpt), "method": meta["method"], "dataset": dataset, "split": split,
-                               "metrics": res.metrics, "env": env_info(dev), "records": res.records})
-    _print_table({meta["method"]: res.metrics}, f"{dataset} [{split}]")
+                               "metrics": metrics, "env": env_info(dev), "records": records})
+    _print_table({meta["method"]: metrics}, f"{dataset} [{split}]")
+    if metrics["too_long"]:
+        what = "counted as wrong" if too_long == "count" else "skipped (not in n or accuracy)"
+        err.print(f"{metrics['too_long']} of {len(examples)} questions are too long for the model's context of "
+                  f"{metrics['context']} positions: {what}", markup=False, highlight=False)
     err.print(f"results written to {target}", markup=False, highlight=False)
 
 
@@ -461,7 +478,7 @@ def _fmt(v) -> str:
 
 
 def _print_table(rows: dict[str, dict], title: str) -> None:
-    heads = {"accuracy": "accuracy", "n": "n", "mean_reasoning_tokens": "reasoning tok", "mean_latent_steps": "latent steps",
+    heads = {"accuracy": "accuracy", "n": "n", "too_long": "too long", "mean_reasoning_tokens": "reasoning tok", "mean_latent_steps": "latent steps",
              "mean_generated_tokens": "generated tok", "latency_ms_per_question": "ms/question", "batch_size": "batch",
              "train_seconds": "train s", "speedup_vs_cot": "speedup vs CoT"}
     cols = [c for c in heads if any(c in r for r in rows.values())]
