@@ -6,6 +6,7 @@ import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # tests never reach a hub (data download reads a local mirror)
 
 import transformers  # noqa: E402
 
