@@ -36,11 +36,14 @@ def test_routers_at_zero_equal_the_stage1_model():
         got = s15.generate(exs)
         assert [g.text for g in got] == [g.text for g in ref]
         assert all(g.extra["layers_per_latent_step"] == 3 for g in got)
-        # soft mode with w = 0 gives the stage-1 training loss too
+        # soft mode (training) with w = 0 gives the stage-1 model's training loss too: CODI's student answer loss
         batch = s15.collate([s15.features(t) for t in s15.prepare(exs)])
-        s15.train()
-        out = s15(batch)
-        assert float(out["loss_nll"]) == float(out["loss_nll"])  # finite
+        with torch.no_grad():
+            ref = codi.train()(codi.collate([codi.features(t) for t in codi.prepare(exs)]))["loss_student"]
+            got = s15.train()(batch)["loss_nll"]
+            assert torch.isfinite(ref) and torch.allclose(got, ref, rtol=0, atol=1e-10), (kind, float(got), float(ref))
+            s15.ctl.force_weight = 1.0  # every latent position on the adapter branch: another loss
+            assert not torch.allclose(s15(batch)["loss_nll"], ref, rtol=0, atol=1e-6)
 
 
 def test_lambda_depth_zero_exits_at_the_first_layer():
