@@ -136,6 +136,8 @@ def test_step_anchor_points_at_the_result_predictor():
     assert step_anchor(tok, ids) == len(ids) - 1
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_tiny_codi_run_lowers_all_losses():
     torch.manual_seed(0)
     m = _codi(dtype=torch.float32, n_latent=3, align_steps=True, teacher_drop_last_step=False, distill_skip_embedding=True)
