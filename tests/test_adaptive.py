@@ -388,6 +388,8 @@ def test_spearman_with_ties_hand_computed():
 
 
 # ---------------------------------------------------------------------- the demo section
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_run_adaptive_quick_section(tmp_path):
     import json
 

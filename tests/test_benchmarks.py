@@ -10,6 +10,8 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("script,args,ratios", [
     ("codi_cost.py", ["--batch-size", "2", "--repeats", "1", "--n-latent", "2"], ["CODI / CoT", "thought / token"]),
     ("coconut_cost.py", ["--batch-size", "2", "--repeats", "1"], ["Coconut / CoT"]),

@@ -62,7 +62,22 @@ def test_bad_input_one_line_error_no_traceback(fixtures, tmp_path):
     assert r.returncode != 0 and "Traceback" in r.stderr
 
 
-def test_train_eval_cli_roundtrip(tmp_path, fixtures):
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def _main(capsys, *args) -> tuple[int, str]:
+    """The CLI in this process (no interpreter start-up): (exit status, stderr)."""
+    from latentreason.cli import main
+
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    return code, capsys.readouterr().err
+
+
+def test_train_eval_cli_roundtrip(tmp_path, fixtures, capsys):
     run = tmp_path / "run"
     r = _cli("train", "--method", "cot", "--out", str(run), "--max-steps", "5", "--batch-size", "16", "--no-progress",
              "--set", "model.n_layer=1", "--set", "model.n_embd=32", "--set", "model.n_head=2", "--set", "model.n_positions=512",
@@ -76,11 +91,35 @@ def test_train_eval_cli_roundtrip(tmp_path, fixtures):
     assert r.returncode == 0, r.stderr
     out = json.loads((run / "eval-gsm8k-test.json").read_text())
     assert out["metrics"]["n"] == 2 and len(out["records"]) == 2
-    # the default 256-position model cannot hold a long question: a clear error, not a crash
+    # SVAMP / GSM-Hard style files with questions too long for a 128-position model: the evaluation finishes,
+    # counts them as too_long and wrong (as the demo's --eval-set does), or skips them with --too-long skip
     small = tmp_path / "small"
-    r = _cli("train", "--method", "nocot", "--out", str(small), "--max-steps", "1", "--batch-size", "4", "--no-progress",
-             "--set", "model.n_layer=1", "--set", "model.n_embd=32", "--set", "model.n_head=2", "--set", "model.n_positions=64",
-             "--set", "data.task.n_train=20", "--set", "data.task.n_valid=4", "--set", "data.task.n_test=4")
-    assert r.returncode == 0, r.stderr
-    r = _cli("eval", "--checkpoint", str(small), "--dataset", str(fixtures / "gsm8k.jsonl"), "--no-progress")
-    assert r.returncode == 2 and "context of 64 positions" in r.stderr
+    code, err = _main(capsys, "train", "--method", "nocot", "--out", small, "--max-steps", "1", "--batch-size", "4",
+                      "--no-progress", "--set", "model.n_layer=1", "--set", "model.n_embd=32", "--set", "model.n_head=2",
+                      "--set", "model.n_positions=128", "--set", "data.task.n_train=20", "--set", "data.task.n_valid=4",
+                      "--set", "data.task.n_test=4")
+    assert code == 0, err
+    from latentreason.data.registry import load_dataset
+    from latentreason.training.checkpoint import load_method
+
+    method = load_method(small)
+    for name, fixture in (("svamp", "svamp.json"), ("gsmhard", "gsmhard.jsonl")):
+        exs = load_dataset(str(fixtures / fixture), "test")
+        # positions needed before the answer, computed independently: the prompt (No-CoT reserves nothing else)
+        long_ = [len(method.serializer.tokenize([e])[0].prompt) + 1 > 128 for e in exs]
+        assert any(long_), name
+        for policy in ("count", "skip"):
+            out_file = tmp_path / f"{name}-{policy}.json"
+            code, err = _main(capsys, "eval", "--checkpoint", small, "--dataset", fixtures / fixture, "--no-progress",
+                              "--max-new-tokens", "4", "--too-long", policy, "--output", out_file)
+            assert code == 0, err
+            assert f"{sum(long_)} of {len(exs)} questions are too long for the model's context of 128 positions" in err
+            res = json.loads(out_file.read_text())
+            m = res["metrics"]
+            assert m["too_long"] == sum(long_) and m["too_long_policy"] == policy
+            assert [bool(rec.get("too_long")) for rec in res["records"]] == long_
+            assert all(rec["correct"] is False and rec["output"] is None for rec in res["records"] if rec.get("too_long"))
+            assert m["n"] == (len(exs) if policy == "count" else len(exs) - sum(long_))
+            assert m["accuracy"] == (m["correct"] / m["n"] if m["n"] else 0.0)
+    code, err = _main(capsys, "eval", "--checkpoint", small, "--dataset", fixtures / "svamp.json", "--too-long", "drop")
+    assert code == 2 and "--too-long must be one of count, skip" in err

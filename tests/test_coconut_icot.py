@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -92,6 +93,8 @@ def _train(m, steps=30, lr=3e-3):
     return losses
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_tiny_coconut_run_lowers_loss():
     torch.manual_seed(0)
     m = _coconut(dtype=torch.float32, thoughts_per_step=1, max_latent_stage=2, steps_per_stage=1000, projection=True,
@@ -100,6 +103,8 @@ def test_tiny_coconut_run_lowers_loss():
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_tiny_icot_run_lowers_loss():
     torch.manual_seed(0)
     bb = tiny_backbone("tiny-gpt2", seed=5, n_embd=48, n_head=4)

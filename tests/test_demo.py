@@ -5,11 +5,15 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from latentreason.evaluation.demo import run_demo
 
 MODES = ("greedy", "sampling", "vanilla", "dirichlet", "gumbel", "codi_dirichlet", "codi_gumbel")
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_quick_demo_every_method_results_and_report(tmp_path):
     run_demo(tmp_path / "demo", quick=True, progress=False)
     saved = json.loads((tmp_path / "demo" / "results.json").read_text())
@@ -54,6 +58,8 @@ system15_grid: 0
 """
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_killed_benchmark_resumes_without_retraining(tmp_path):
     cfg = tmp_path / "bench.yaml"
     cfg.write_text(TINY_BENCH)

@@ -117,6 +117,8 @@ def train_losses(run: Path) -> list[float]:
     return [r["loss"] for r in rows if r["type"] == "train"]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_two_processes_match_one_process_and_only_rank0_writes(tmp_path):
     common = ["train", "--method", "cot", "--dataset", "modchain_mixed", "--max-steps", "6", "--batch-size", "16",
               "--set", "data.task.n_train=200", "--set", "train.save_every=3", "--set", "train.keep_checkpoints=3", *TINY]
@@ -170,6 +172,8 @@ def test_two_processes_match_one_process_and_only_rank0_writes(tmp_path):
     assert max(abs(x - y) for x, y in zip(b, c)) <= TOL, (b, c)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_codi_two_processes_with_accumulation(tmp_path):
     common = ["train", "--method", "codi", "--dataset", "modchain_mixed", "--max-steps", "3", "--batch-size", "8",
               "--set", "data.task.n_train=80", "--set", "method_args.n_latent=2", *TINY]

@@ -49,13 +49,27 @@ def test_cached_batched_decode_equals_uncached(backbone_kind):
 
 
 def test_decode_rows_stop_independently():
-    bb = tiny_backbone("tiny-gpt2", seed=2, dtype=torch.float64)
+    """Row 0 hits EOS after its first token while the others run to the limit: it stops there, leaves the
+    batch (no more forward passes for it), and the other rows decode exactly as they do alone."""
+    bb = tiny_backbone("tiny-gpt2", seed=1, dtype=torch.float64)
+    with torch.no_grad():
+        for p in bb.model.parameters():
+            p.mul_(3.0)
     bb.model.eval()
     prompts = _prompts(bb.tokenizer)
-    # force EOS for row 0 only by making eos the argmax after its prompt: use stop after 1 token budget difference
-    t_all, _ = greedy_generate(bb.model, prompts, bb.ids.pad, bb.ids.eos, max_new_tokens=5)
-    t_one = [greedy_generate(bb.model, [p], bb.ids.pad, bb.ids.eos, max_new_tokens=5)[0][0] for p in prompts]
-    assert t_all == t_one
+    n_new = 6
+    free, _ = greedy_generate(bb.model, prompts, bb.ids.pad, eos_id=-1, max_new_tokens=n_new)  # nothing stops
+    # EOS := the first token row 0 generates, chosen so no other row ever generates it
+    eos = free[0][0]
+    assert all(eos not in row for row in free[1:]), "pick another seed: EOS would stop other rows too"
+    tokens, passes = greedy_generate(bb.model, prompts, bb.ids.pad, eos, max_new_tokens=n_new)
+    assert tokens[0] == [eos] and passes[0] == 1  # stopped at once: the prefill was its only pass
+    assert [len(t) for t in tokens[1:]] == [n_new] * (len(prompts) - 1)
+    assert passes[1:] == [n_new] * (len(prompts) - 1)  # prefill + one pass per token after the first
+    assert tokens[1:] == free[1:]
+    for p, got in zip(prompts, tokens):
+        assert got == greedy_reference(bb.model, p, eos, max_new_tokens=n_new)
+        assert got == greedy_generate(bb.model, [p], bb.ids.pad, eos, max_new_tokens=n_new)[0][0]
 
 
 def test_left_pad():

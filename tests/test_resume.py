@@ -106,6 +106,8 @@ def reference(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_sigkill_at_four_points_then_resume_equals_uninterrupted(tmp_path, reference):
     run = tmp_path / "run"
     log = tmp_path / "log.txt"
@@ -142,6 +144,8 @@ def test_sigkill_at_four_points_then_resume_equals_uninterrupted(tmp_path, refer
     assert load_method(run).name == "cot"
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_sigint_saves_a_checkpoint_at_the_current_step(tmp_path, reference):
     run = tmp_path / "run"
     log = tmp_path / "log.txt"

@@ -57,7 +57,7 @@ def _gen(bb, prompts, cfg, **kw):
 
 
 # ----------------------------------------------------------------------------- decoding
-@pytest.mark.parametrize("kind", ["tiny-gpt2", "tiny-llama"])
+@pytest.mark.parametrize("kind", ["tiny-gpt2", "tiny-llama", "tiny-qwen3"])
 def test_vanilla_top1_equals_greedy(kind):
     bb = _backbone(kind)
     prompts = _prompts(bb.tokenizer)

@@ -37,11 +37,14 @@ def test_routers_at_zero_equal_the_stage1_model():
         got = s15.generate(exs)
         assert [g.text for g in got] == [g.text for g in ref]
         assert all(g.extra["layers_per_latent_step"] == 3 for g in got)
-        # soft mode with w = 0 gives the stage-1 training loss too
+        # soft mode (training) with w = 0 gives the stage-1 model's training loss too: CODI's student answer loss
         batch = s15.collate([s15.features(t) for t in s15.prepare(exs)])
-        s15.train()
-        out = s15(batch)
-        assert float(out["loss_nll"]) == float(out["loss_nll"])  # finite
+        with torch.no_grad():
+            ref = codi.train()(codi.collate([codi.features(t) for t in codi.prepare(exs)]))["loss_student"]
+            got = s15.train()(batch)["loss_nll"]
+            assert torch.isfinite(ref) and torch.allclose(got, ref, rtol=0, atol=1e-10), (kind, float(got), float(ref))
+            s15.ctl.force_weight = 1.0  # every latent position on the adapter branch: another loss
+            assert not torch.allclose(s15(batch)["loss_nll"], ref, rtol=0, atol=1e-6)
 
 
 def test_lambda_depth_zero_exits_at_the_first_layer():
@@ -109,9 +112,11 @@ def test_learned_router_targets():
 
 
 def test_batched_mixed_exits_equal_one_by_one():
-    for kind, ss, kv in (("tiny-gpt2", False, "project"), ("tiny-gpt2", True, "project"), ("tiny-gpt2", False, "copy"),
-                         ("tiny-llama", False, "project"), ("tiny-llama", True, "project")):
-        _, s15 = _pair(kind, step_shortcut=ss, lambda_depth=0.5, kv_rule=kv)
+    for kind, ss, kv, ld in (("tiny-gpt2", False, "project", 0.5), ("tiny-gpt2", True, "project", 0.5),
+                             ("tiny-gpt2", False, "copy", 0.5), ("tiny-llama", False, "project", 0.5),
+                             ("tiny-llama", True, "project", 0.5), ("tiny-qwen3", False, "project", 0.5),
+                             ("tiny-qwen3", True, "copy", 0.7)):
+        _, s15 = _pair(kind, step_shortcut=ss, lambda_depth=ld, kv_rule=kv)
         exs = _examples(6, seed=3)
         b = s15.generate(exs)
         one = [s15.generate([e])[0] for e in exs]
@@ -139,7 +144,7 @@ def test_projected_kv_makes_inference_equal_the_trained_soft_path():
     same logits after <eot>, which attend to the thoughts' keys/values; the `copy` rule does not."""
     from latentreason.decoding.latent import latent_forward
 
-    for kind in ("tiny-gpt2", "tiny-llama"):
+    for kind in ("tiny-gpt2", "tiny-llama", "tiny-qwen3"):
         _, s15 = _pair(kind, step_shortcut=False)
         exs = [e for e in _examples(12, seed=5) if len(e.question) == 9][:4]  # one prompt length: no padding
         s15.ctl.force_weight = 1.0
@@ -198,7 +203,7 @@ def test_gpt2_direct_kv_equals_the_layer_own_projection():
     from transformers import DynamicCache
 
     try:
-        layer(h, past_key_values=_CaptureCache(DynamicCache(config=bb.model.config)))
+        layer(h, cache=_CaptureCache(DynamicCache(config=bb.model.config)))
         raise AssertionError("the layer did not hand its keys/values to the cache")
     except _Captured as c:
         k, v = gpt2_kv(layer, h)

@@ -34,6 +34,8 @@ def _losses(run_dir):
     return [r["loss"] for r in rows if r["type"] == "train"]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_short_training_lowers_loss_and_writes_results(tmp_path):
     cfg = _cfg(tmp_path, steps=40)
     res = run_training(cfg, progress=False)
@@ -101,6 +103,8 @@ def test_config_errors_name_the_field():
         build_method(cfg)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_resume_continues_same_loss_trace(tmp_path):
     import shutil
 
@@ -139,6 +143,8 @@ def test_recipe_configs_load_and_validate():
         method_config(get_method_class(cfg.method), cfg.method_args)  # presets and options are valid
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_tiny_cot_model_learns_the_task_and_nocot_does_not(tmp_path):
     """Behaviour, not plumbing: a tiny model trained from scratch for a few hundred steps solves 2-step
     modular chains with its chain of thought, well above chance (0.10) and above the same model without it."""

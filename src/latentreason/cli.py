@@ -30,7 +30,7 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode="markdown",
 )
-data_app = typer.Typer(help="Inspect data sets: list the named ones, show parsed examples.", no_args_is_help=True)
+data_app = typer.Typer(help="Data sets: list the named ones, download them, show parsed examples.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 analyze_app = typer.Typer(help="Analyses: thought probing, soft-thinking study, System-1.5 grid.", no_args_is_help=True)
 app.add_typer(analyze_app, name="analyze")
@@ -65,24 +65,71 @@ def _root(
 
 # --------------------------------------------------------------------------- data
 @data_app.command("list")
-def data_list() -> None:
-    """List the named data sets and the files they resolve to.
+def data_list(
+    data_dir_: Optional[str] = typer.Option(None, "--data-dir", help="Look only in this data directory."),
+) -> None:
+    """List the named data sets, which splits are present and where.
+
+    A set marked missing is fetched from its public source by `latentreason data download NAME`.
 
     Example: `latentreason data list`
     """
-    from latentreason.data.registry import NAMED, PROCEDURAL, data_dir
+    from latentreason.data.registry import NAMED, PROCEDURAL, data_dirs
 
-    root = data_dir()
-    t = Table(title=f"named data sets (data directory: {root or 'not found; pass --data-dir'})")
+    dirs = data_dirs(data_dir_)
+    t = Table(title=f"named data sets (searched: {', '.join(str(d) for d in dirs)})")
     t.add_column("name")
     t.add_column("splits")
+    t.add_column("where")
     t.add_column("description")
     for name in sorted(PROCEDURAL):
-        t.add_row(name, "train, valid, test", "procedural modular-arithmetic chains (generated)")
+        t.add_row(name, "train, valid, test", "generated", "procedural modular-arithmetic chains")
     for name, spec in sorted(NAMED.items()):
-        present = [s for s, f in spec.files.items() if root is not None and (root / f).exists()]
-        t.add_row(name, ", ".join(f"{s}{'' if s in present else ' (missing)'}" for s in spec.files), spec.note)
+        found = {s: next((d for d in dirs if (d / f).is_file()), None) for s, f in spec.files.items()}
+        where = sorted({str(d) for d in found.values() if d is not None})
+        if not where:
+            where_txt = f"latentreason data download {name}"
+        else:
+            where_txt = ", ".join(where)
+        t.add_row(name, ", ".join(f"{s}{'' if found[s] else ' (missing)'}" for s in spec.files), where_txt, spec.note)
     out.print(t)
+
+
+@data_app.command("download")
+def data_download(
+    names: list[str] = typer.Argument(..., help="Named data sets (see `data list`), or `all`."),
+    to: Optional[str] = typer.Option(
+        None, "--to", help="Data directory to put them in (default: $LATENTREASON_DATA_DIR, else ~/.cache/latentreason/data)."),
+    mirror: Optional[str] = typer.Option(
+        None, "--mirror",
+        help="Read the files from this local directory instead of the internet, laid out like their URLs: "
+             "DIR/raw.githubusercontent.com/OWNER/REPO/COMMIT/PATH and DIR/huggingface.co/datasets/OWNER/NAME/...",
+    ),
+    force: bool = typer.Option(False, "--force", help="Fetch files again even when present."),
+) -> None:
+    """Fetch named data sets from their public sources into the user data directory.
+
+    GitHub files come at the pinned commits documented in shared/data/README.md and are checked
+    against their SHA-256; the papers' full GSM8k-Aug train sets (`gsm8k_aug_full`,
+    `gsm8k_aug_nl_full`) are read from the Hugging Face Hub with `datasets`. Named sets then
+    resolve there from any directory.
+
+    Examples:
+
+    * `latentreason data download gsm8k_aug`
+    * `latentreason data download svamp gsm_hard multiarith asdiv`
+    * `latentreason data download all --to /data/latentreason` (then `--data-dir /data/latentreason`
+      or `export LATENTREASON_DATA_DIR=/data/latentreason`)
+    * `latentreason data download prosqa --mirror /media/usb/mirror` (a machine without internet)
+    """
+    from latentreason.data.download import download
+    from latentreason.data.registry import NAMED
+
+    wanted = sorted(NAMED) if "all" in names else list(dict.fromkeys(names))
+    for name in wanted:
+        root = download(name, to=to, mirror=mirror, force=force,
+                        log=lambda msg, n=name: err.print(f"[{n}] {msg}", markup=False, highlight=False, soft_wrap=True))
+        err.print(f"{name}: ready in {root}", markup=False, highlight=False, soft_wrap=True)
 
 
 @data_app.command("show")
@@ -92,7 +139,10 @@ def data_show(
     limit: Optional[int] = typer.Option(5, "--limit", "-n", help="Show the first N examples (all with --limit 0)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per example."),
     fmt: Optional[str] = typer.Option(None, "--format", help="Force a file format (default: detected from content)."),
-    data_dir_: Optional[str] = typer.Option(None, "--data-dir", help="Where named data sets live (default: $LATENTREASON_DATA_DIR, ./data or ../shared/data)."),
+    data_dir_: Optional[str] = typer.Option(
+        None, "--data-dir",
+        help="Where named data sets live (default: $LATENTREASON_DATA_DIR, else ./data, ../shared/data or "
+             "~/.cache/latentreason/data, where `latentreason data download` puts them)."),
 ) -> None:
     """Parse a data set and print its examples and count.
 
@@ -197,14 +247,24 @@ def eval_(
     output: Optional[Path] = typer.Option(None, "--output", help="Where to write the JSON results (default: beside the checkpoint)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow a Hub model's own code to run."),
     expect_method: Optional[str] = typer.Option(None, "--method", "-m", help="Fail unless the checkpoint is of this method."),
+    too_long: str = typer.Option(
+        "count", "--too-long",
+        help="Questions too long for the model's context: `count` them as wrong (reported as too_long; accuracy over "
+             "all questions, as the demo's --eval-set) or `skip` them (accuracy over the questions that fit).",
+    ),
     no_progress: bool = typer.Option(False, "--no-progress"),
 ) -> None:
     """Evaluate a checkpoint: accuracy, tokens, latent steps, latency; JSON results beside it.
+
+    Questions that do not fit the model's context (prompt plus the method's thoughts) never stop
+    the evaluation: they are counted as `too_long` and wrong (`--too-long skip` leaves them out).
 
     Examples:
 
     * `latentreason eval --checkpoint runs/demo/cot --dataset modchain --limit 200`
     * `latentreason eval --checkpoint runs/cot --dataset ../shared/data/gsm8k/test.jsonl --batch-size 32`
+    * `latentreason eval --checkpoint runs/cot --dataset svamp` (after `latentreason data download svamp`)
+    * `latentreason eval --checkpoint runs/cot --dataset SVAMP.json --too-long skip`
     * `latentreason eval --checkpoint runs/codi --method codi` (fails unless it is a CODI checkpoint)
     """
     import re
@@ -212,7 +272,7 @@ def eval_(
     from latentreason.config import parse_override
     from latentreason.data.registry import load_dataset
     from latentreason.errors import CheckpointError, ConfigError
-    from latentreason.evaluation.evaluate import evaluate
+    from latentreason.evaluation.ood import TOO_LONG_POLICIES, evaluate_ood
     from latentreason.training.checkpoint import load_method, read_method_meta, resolve_checkpoint
     from latentreason.utils import atomic_write_json, check_output_file, env_info, pick_device
 
@@ -222,6 +282,8 @@ def eval_(
         raise ConfigError(f"--limit must be >= 0, got {limit}")
     if max_new_tokens is not None and max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
+    if too_long not in TOO_LONG_POLICIES:
+        raise ConfigError(f"--too-long must be one of {', '.join(TOO_LONG_POLICIES)}, got {too_long!r}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
     overrides = {".".join(k).removeprefix("method_args."): v for k, v in (parse_override(s) for s in set_)}
@@ -239,10 +301,15 @@ def eval_(
     examples = load_dataset(dataset, split, data_dir_=data_dir_, fmt=fmt, task=_task_of(ckpt, dataset), limit=limit)
     dev = pick_device(device)
     method = load_method(ckpt, device=dev, trust_remote_code=trust_remote_code, config_overrides=overrides)
-    res = evaluate(method, examples, batch_size=batch_size, progress=not no_progress, description=f"eval {meta['method']}")
+    metrics, records = evaluate_ood(method, examples, batch_size=batch_size, progress=not no_progress,
+                                    description=f"eval {meta['method']}", too_long=too_long)
     atomic_write_json(target, {"checkpoint": str(ckpt), "method": meta["method"], "dataset": dataset, "split": split,
-                               "metrics": res.metrics, "env": env_info(dev), "records": res.records})
-    _print_table({meta["method"]: res.metrics}, f"{dataset} [{split}]")
+                               "metrics": metrics, "env": env_info(dev), "records": records})
+    _print_table({meta["method"]: metrics}, f"{dataset} [{split}]")
+    if metrics["too_long"]:
+        what = "counted as wrong" if too_long == "count" else "skipped (not in n or accuracy)"
+        err.print(f"{metrics['too_long']} of {len(examples)} questions are too long for the model's context of "
+                  f"{metrics['context']} positions: {what}", markup=False, highlight=False)
     err.print(f"results written to {target}", markup=False, highlight=False)
 
 
@@ -478,17 +545,20 @@ def main(argv: list[str] | None = None) -> None:
             prefix = f"[rank {rank}] {prefix}"
         err.print(Text.assemble((prefix, "red"), " ", text), soft_wrap=True, highlight=False)
 
-    def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
-        import click
-
-        usage: list[type] = [click.ClickException]
-        exits: list[type] = [click.exceptions.Exit, typer.Exit]
-        aborts: list[type] = [click.exceptions.Abort, typer.Abort]
+    def _cli_exception_types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+        """Usage-error, exit and abort exception types through public names only: typer's own
+        (typer >= 0.26 vendors click, its usage errors derive from ``typer.TyperException``) and,
+        when installed, click's (typer < 0.26 raises those)."""
+        usage: list[type] = [t for t in (getattr(typer, "TyperException", None),) if t is not None]
+        exits: list[type] = [typer.Exit]
+        aborts: list[type] = [typer.Abort]
         try:
-            from typer._click import exceptions as tce
+            import click
 
-            usage.append(tce.ClickException)
-        except ImportError:  # typer without its own click copy
+            usage.append(click.ClickException)
+            exits.append(click.exceptions.Exit)
+            aborts.append(click.exceptions.Abort)
+        except ImportError:  # typer >= 0.26 does not need click
             pass
         return tuple(usage), tuple(exits), tuple(aborts)
 
@@ -522,12 +592,15 @@ def main(argv: list[str] | None = None) -> None:
         _error_line(f"{where}{e.strerror or e} (run with --debug for the traceback)")
         sys.exit(1)
     except Exception as e:  # usage errors (click's, or typer's own copy of click) and the like
-        usage, exits, aborts = _click_exception_types()
+        usage, exits, aborts = _cli_exception_types()
         if isinstance(e, exits):
             sys.exit(e.exit_code)
         if isinstance(e, usage):
-            e.show()
-            sys.exit(e.exit_code)
+            if hasattr(e, "show"):
+                e.show()
+            else:
+                _error_line(e.format_message() if hasattr(e, "format_message") else str(e))
+            sys.exit(getattr(e, "exit_code", 2))
         if isinstance(e, aborts):
             sys.exit(130)
         if debug:

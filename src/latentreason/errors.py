@@ -25,6 +25,21 @@ class CheckpointError(LatentReasonError):
     """A checkpoint that cannot be loaded as requested."""
 
 
+class ContextOverflowError(DataError):
+    """A question (with what the method must place before its answer) does not fit the model's context.
+
+    ``index`` is the question's position in the batch, ``needed`` the positions it needs and
+    ``limit`` the model's context."""
+
+    def __init__(self, message: str, index: int | None = None, needed: int | None = None, limit: int | None = None):
+        super().__init__(message)
+        self.index, self.needed, self.limit = index, needed, limit
+
+
+class DependencyError(LatentReasonError):
+    """An installed library is outside the supported range (the message names the range)."""
+
+
 class OutputError(LatentReasonError):
     """An output location that cannot be written (the message names the path)."""
 

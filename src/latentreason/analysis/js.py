@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from latentreason.decoding.generate import DecodeState
+from latentreason.models.kv_cache import cached_forward
 
 if TYPE_CHECKING:  # pragma: no cover
     from latentreason.data.example import Example
@@ -88,9 +89,8 @@ class JSProbe:
         model = state.model
         n = x.shape[1]
         mask = torch.cat([state.mask, torch.ones_like(state.mask[:, :1]).expand(-1, n)], dim=1)
-        out = model(inputs_embeds=x, attention_mask=mask, position_ids=state.positions(n),
-                    past_key_values=state.cache, use_cache=True)
-        state.cache = out.past_key_values
+        out, state.cache = cached_forward(model, state.cache, inputs_embeds=x, attention_mask=mask,
+                                          position_ids=state.positions(n))
         state.cache.crop(-n)  # remove the probe's positions again
         return out.logits
 

@@ -3,9 +3,13 @@
 ``load_dataset(name_or_path, split)`` accepts
 
 * a file path (format detected from content unless ``fmt`` is given);
-* a named set below, found under the data directory (``--data-dir``, else the environment
-  variable ``LATENTREASON_DATA_DIR``, else ``./data`` or ``../shared/data`` when present);
+* a named set below, found in a data directory: ``--data-dir`` when given, else
+  ``$LATENTREASON_DATA_DIR`` when set, else the first of ``./data``, ``../shared/data`` (this
+  repository's neighbourhood) and the user data directory (``~/.cache/latentreason/data``,
+  where ``latentreason data download NAME`` puts it) that holds the file;
 * ``modchain`` (alias ``default``) and ``modchain_mixed``: the procedural task, generated.
+
+A named set that is found nowhere is an error naming ``latentreason data download NAME``.
 """
 
 from __future__ import annotations
@@ -33,22 +37,32 @@ NAMED: dict[str, NamedSet] = {
     "gsm8k_aug": NamedSet(
         {"train": "gsm8k_aug/train_orig7k_equation.txt", "valid": "gsm8k_aug/valid.txt", "test": "gsm8k_aug/test.txt"},
         "gsm8k_aug",
-        "GSM8k-Aug equation CoT (train = the 7k non-augmented core; the 385k set is LFS-only upstream)",
+        "GSM8k-Aug equation CoT (train = the 7k non-augmented core; the ~385k train set is gsm8k_aug_full)",
     ),
     "gsm8k_aug_nl": NamedSet(
         {"train": "gsm8k_aug/train_orig7k_nl.txt", "valid": "gsm8k_aug/valid.txt", "test": "gsm8k_aug/test.txt"},
         "gsm8k_aug_nl",
         "GSM8K train questions with natural-language CoT (valid/test as gsm8k_aug)",
     ),
+    "gsm8k_aug_full": NamedSet(
+        {"train": "gsm8k_aug/train_full.txt", "valid": "gsm8k_aug/valid.txt", "test": "gsm8k_aug/test.txt"},
+        "gsm8k_aug",
+        "GSM8k-Aug with the papers' augmented train set (~385k, zen-E/GSM8k-Aug on the Hugging Face Hub); valid/test as gsm8k_aug",
+    ),
+    "gsm8k_aug_nl_full": NamedSet(
+        {"train": "gsm8k_aug/train_full_nl.txt", "valid": "gsm8k_aug/valid.txt", "test": "gsm8k_aug/test.txt"},
+        "gsm8k_aug_nl",
+        "GSM8k-Aug-NL, CODI's natural-language augmented train set (zen-E/GSM8k-Aug-NL on the Hub); valid/test as gsm8k_aug",
+    ),
     "gsm8k": NamedSet({"train": "gsm8k/train.jsonl", "test": "gsm8k/test.jsonl"}, "gsm8k", "GSM8K original jsonl"),
     "prosqa": NamedSet({"valid": "prosqa/prosqa_valid.json", "test": "prosqa/prosqa_test.json"}, "prosqa", "ProsQA (Coconut)"),
     "prontoqa": NamedSet(
         {"valid": "prontoqa/prontoqa_valid.json", "test": "prontoqa/prontoqa_test.json"}, "prontoqa", "ProntoQA 5-hop"
     ),
-    "svamp": NamedSet({"test": "svamp/SVAMP.json"}, "svamp", "SVAMP (evaluation only; not shipped)"),
-    "gsm_hard": NamedSet({"test": "gsm_hard/gsmhardv2.jsonl"}, "gsm_hard", "GSM-Hard (evaluation only; not shipped)"),
-    "multiarith": NamedSet({"test": "multiarith/mawpsmultiarith.jsonl"}, "pal", "MultiArith (evaluation only; not shipped)"),
-    "asdiv": NamedSet({"test": "asdiv/asdiv.jsonl"}, "pal", "ASDiv (evaluation only; not shipped)"),
+    "svamp": NamedSet({"test": "svamp/SVAMP.json"}, "svamp", "SVAMP (evaluation only)"),
+    "gsm_hard": NamedSet({"test": "gsm_hard/gsmhardv2.jsonl"}, "gsm_hard", "GSM-Hard (evaluation only)"),
+    "multiarith": NamedSet({"test": "multiarith/mawpsmultiarith.jsonl"}, "pal", "MultiArith (evaluation only)"),
+    "asdiv": NamedSet({"test": "asdiv/asdiv.jsonl"}, "pal", "ASDiv (evaluation only)"),
     "commonsenseqa": NamedSet(
         {"train": "commonsenseqa_cose/v1.0/train_rand_split.jsonl", "valid": "commonsenseqa_cose/v1.0/dev_rand_split.jsonl"},
         "commonsenseqa",
@@ -83,24 +97,59 @@ PROCEDURAL = {
 SPLITS = ("train", "valid", "test")
 
 
-def data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
-    """The data directory: explicit, else $LATENTREASON_DATA_DIR, else ./data or ../shared/data."""
+def user_data_dir() -> Path:
+    """Where ``latentreason data download`` puts named sets: ``$LATENTREASON_DATA_DIR``, else
+    ``$XDG_CACHE_HOME/latentreason/data``, else ``~/.cache/latentreason/data``."""
+    env = os.environ.get(ENV_DATA_DIR)
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME")
+    return (Path(cache).expanduser() if cache else Path.home() / ".cache") / "latentreason" / "data"
+
+
+def data_dirs(explicit: str | os.PathLike | None = None) -> list[Path]:
+    """The data directories searched for named sets, in order (see the module docstring)."""
     if explicit:
-        p = Path(explicit)
+        p = Path(explicit).expanduser()
         if not p.is_dir():
             what = "is a file, not a directory" if p.exists() else "does not exist"
             raise DataError(f"data directory {str(p)!r} (--data-dir / data.data_dir) {what}")
-        return p
+        return [p]
     env = os.environ.get(ENV_DATA_DIR)
     if env:
-        p = Path(env)
-        if not p.is_dir():
+        p = Path(env).expanduser()
+        if p.exists() and not p.is_dir():
             raise DataError(f"${ENV_DATA_DIR}={env!r} is not a directory")
-        return p
-    for cand in (Path("data"), Path("..") / "shared" / "data"):
-        if cand.is_dir() and any((cand / s.files[next(iter(s.files))]).exists() for s in NAMED.values()):
+        return [p]
+    return [p for p in (Path("data"), Path("..") / "shared" / "data", user_data_dir()) if p.is_dir()] or [user_data_dir()]
+
+
+def data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
+    """The first data directory that holds any named set (``explicit`` / ``$LATENTREASON_DATA_DIR``
+    as given), or None."""
+    dirs = data_dirs(explicit)
+    if explicit or os.environ.get(ENV_DATA_DIR):
+        return dirs[0]
+    for cand in dirs:
+        if any((cand / f).exists() for s in NAMED.values() for f in s.files.values()):
             return cand
     return None
+
+
+def named_file(name: str, split: str, explicit: str | os.PathLike | None = None) -> Path:
+    """The file of named set ``name``'s ``split``: the first data directory that holds it, else an
+    error naming the download command."""
+    rel = NAMED[name].files[split]
+    dirs = data_dirs(explicit)
+    for root in dirs:
+        if (root / rel).is_file():
+            return root / rel
+    where = ", ".join(str(d) for d in dirs)
+    to = f" --to {dirs[0]}" if explicit else ""
+    raise DataError(
+        f"data set {name!r} ({split} split: {rel}) was not found (searched: {where}); "
+        f"get it with `latentreason data download {name}{to}`"
+    )
 
 
 def dataset_names() -> list[str]:
@@ -135,16 +184,7 @@ def load_dataset(
         spec = NAMED[name]
         if split not in spec.files:
             raise DataError(f"data set {name!r} has no {split!r} split; available: {', '.join(spec.files)}")
-        root = data_dir(data_dir_)
-        if root is None:
-            raise DataError(
-                f"data set {name!r} needs a data directory: pass --data-dir or set ${ENV_DATA_DIR} "
-                f"(expected file {spec.files[split]} inside it)"
-            )
-        path = root / spec.files[split]
-        if not path.exists():
-            raise DataError(f"data set {name!r} split {split!r}: file {str(path)!r} not found in data directory {str(root)!r}")
-        examples = load_file(path, fmt or spec.fmt)
+        examples = load_file(named_file(name, split, data_dir_), fmt or spec.fmt)
     else:
         path = Path(name)
         if not path.exists():
@@ -178,15 +218,9 @@ def multiplication_train(name: str, data_dir_: str | os.PathLike | None, limit: 
 
     n = int(name.rsplit("_", 1)[1].split("x")[0])
     exclude: set[str] = set()
-    root = data_dir(data_dir_) if data_dir_ or os.environ.get(ENV_DATA_DIR) else None
-    if root is None:
-        try:
-            root = data_dir()
-        except DataError:
-            root = None
-    if root is not None:
-        for split_file in NAMED[name].files.values():
-            f = root / split_file
-            if f.exists():
-                exclude |= {e.question for e in load_file(f, "icot_mult")}
+    dirs = data_dirs(data_dir_)  # a bad --data-dir is an error; a directory without the files is not
+    for rel in NAMED[name].files.values():
+        f = next((d / rel for d in dirs if (d / rel).is_file()), None)
+        if f is not None:
+            exclude |= {e.question for e in load_file(f, "icot_mult")}
     return generate_multiplication(n, n, limit if limit is not None else 100_000, seed=0, exclude=exclude)

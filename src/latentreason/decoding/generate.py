@@ -1,6 +1,6 @@
 """KV-cached, batched, left-padded greedy decoding — the mechanics every method shares.
 
-A :class:`DecodeState` holds one ``transformers`` cache for a batch of rows plus the 2-D
+A :class:`DecodeState` holds one ``transformers`` cache (through :mod:`latentreason.models.kv_cache`) for a batch of rows plus the 2-D
 attention mask over everything cached so far. ``step`` appends one or more positions (token ids
 or input embeddings) to every active row with correct position ids (count of real tokens
 before it), so the same state serves prompt prefill, latent thoughts (``inputs_embeds``) and
@@ -11,10 +11,13 @@ they stop costing compute.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
-from transformers import DynamicCache, PreTrainedModel
+from transformers import PreTrainedModel
+
+from latentreason.models.kv_cache import cached_forward, new_cache
 
 
 def left_pad(seqs: list[list[int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
@@ -34,7 +37,7 @@ class DecodeState:
     """Cache + attention mask of the *active* rows; ``rows`` maps active index -> original row."""
 
     model: PreTrainedModel
-    cache: DynamicCache
+    cache: Any  # a transformers Cache
     mask: Tensor
     rows: Tensor
     forward_passes: int = 0
@@ -63,16 +66,15 @@ class DecodeState:
         pos = self.positions(n_new)
         # positions of padded new slots do not matter (masked); keep them in range
         self.mask = torch.cat([self.mask, new_mask], dim=1)
-        out = self.model(
+        out, self.cache = cached_forward(
+            self.model,
+            self.cache,
             input_ids=input_ids,
             inputs_embeds=inputs_embeds,
             attention_mask=self.mask,
             position_ids=pos,
-            past_key_values=self.cache,
-            use_cache=True,
             output_hidden_states=output_hidden_states,
         )
-        self.cache = out.past_key_values
         self.forward_passes += 1
         self.row_passes[self.rows] += 1
         return out
@@ -91,22 +93,16 @@ def prefill(model: PreTrainedModel, ids: Tensor, mask: Tensor, output_hidden_sta
     """Run the left-padded prompt; returns ``(state, output)``."""
     state = DecodeState(
         model=model,
-        cache=DynamicCache(config=model.config),
+        cache=new_cache(model),
         mask=mask,
         rows=torch.arange(ids.shape[0], device=ids.device),
         forward_passes=1,
         row_passes=torch.ones(ids.shape[0], dtype=torch.long, device=ids.device),
     )
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=pos,
-        past_key_values=state.cache,
-        use_cache=True,
-        output_hidden_states=output_hidden_states,
+    out, state.cache = cached_forward(
+        model, state.cache, input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=output_hidden_states
     )
-    state.cache = out.past_key_values
     return state, out
 
 

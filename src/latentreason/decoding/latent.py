@@ -20,9 +20,10 @@ from typing import Callable, Protocol
 
 import torch
 from torch import Tensor
-from transformers import DynamicCache, PreTrainedModel
+from transformers import PreTrainedModel
 
 from latentreason.decoding.generate import greedy_continue, left_pad, prefill
+from latentreason.models.kv_cache import cached_forward, new_cache
 
 
 class ThoughtFn(Protocol):
@@ -184,11 +185,10 @@ def latent_forward(
     """
     last_hidden = last_hidden or _default_last_hidden
     B = prompt_ids.shape[0]
-    cache = DynamicCache(config=model.config)
+    cache = new_cache(model)
     pos = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=pos, past_key_values=cache,
-                use_cache=True, output_hidden_states=True)
-    cache = out.past_key_values
+    out, cache = cached_forward(model, cache, input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=pos,
+                                output_hidden_states=True)
     latent_hidden = [tuple(hs[:, -1] for hs in out.hidden_states)]
     h = last_hidden(out)
     mask = prompt_mask
@@ -201,16 +201,15 @@ def latent_forward(
         thoughts.append(e)
         p = mask.sum(-1, keepdim=True)
         mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=mask.device)], dim=1)
-        out = model(inputs_embeds=e[:, None, :], attention_mask=mask, position_ids=p, past_key_values=cache,
-                    use_cache=True, output_hidden_states=True)
-        cache = out.past_key_values
+        out, cache = cached_forward(model, cache, inputs_embeds=e[:, None, :], attention_mask=mask, position_ids=p,
+                                    output_hidden_states=True)
         latent_hidden.append(tuple(hs[:, -1] for hs in out.hidden_states))
         h = last_hidden(out)
     p0 = mask.sum(-1, keepdim=True)
     pos = p0 + torch.arange(suffix_ids.shape[1], device=suffix_ids.device)[None, :]
     mask = torch.cat([mask, suffix_mask.to(mask.dtype)], dim=1)
-    out = model(input_ids=suffix_ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                use_cache=True, output_hidden_states=True)
+    out, cache = cached_forward(model, cache, input_ids=suffix_ids, attention_mask=mask, position_ids=pos,
+                                output_hidden_states=True)
     th = torch.stack(thoughts, dim=1) if thoughts else prompt_ids.new_zeros((B, 0, h.shape[-1]), dtype=h.dtype)
     return LatentForward(out.logits, out.hidden_states, latent_hidden, th, n_latent + 2)
 

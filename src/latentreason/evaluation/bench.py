@@ -8,8 +8,9 @@ them on the same test questions with the same batch size, so that latency ratios
 runner on the embedded default task.
 
 Extra (out-of-distribution) evaluation sets, ``BenchConfig.eval_sets`` (``demo --eval-set
-NAME=PATH``), are evaluated for every entry by :func:`evaluate_ood` into ``results["ood"][SET][ENTRY]``;
-a question longer than the model's context is counted as ``too_long`` (and wrong), not an error.
+NAME=PATH``), are evaluated for every entry by :func:`~latentreason.evaluation.ood.evaluate_ood` into
+``results["ood"][SET][ENTRY]``; a question longer than the model's context is counted as ``too_long``
+(and wrong), not an error.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from latentreason.config import to_dict, to_dict_nondefault
 from latentreason.data.example import Example
 from latentreason.data.procedural import TaskConfig, task_description
 from latentreason.errors import ConfigError
+from latentreason.evaluation.ood import evaluate_ood, fitting_mask  # noqa: F401  (fitting_mask: re-exported)
 from latentreason.models.backbone import ModelConfig
 from latentreason.training.run_config import DataConfig, RunConfig, TrainConfig
 from latentreason.evaluation.seeds import aggregate
@@ -452,112 +454,6 @@ def load_eval_sets(sets: list[EvalSet]) -> dict[str, list[Example]]:
             raise DataError(f"evaluation set {es.name!r} ({es.path}): no examples")
         loaded[es.name] = examples
     return loaded
-
-
-def _too_long_error(e: Exception) -> bool:
-    return "context" in str(e)
-
-
-def fitting_mask(method, examples: list[Example], batch_size: int) -> list[bool]:
-    """Which questions the method can answer within its model's context.
-
-    A prompt longer than the context is certainly too long; the rest are checked with the method's
-    own generation (limited to one new token, so a check costs a prefill and the method's latent
-    steps): a batch that raises the context error is split in halves until each question is
-    classified. This asks the method itself, so positions it reserves (``<bot>``, thoughts) count.
-    """
-    from latentreason.errors import DataError
-
-    limit = method.max_positions
-    if limit is None:
-        return [True] * len(examples)
-    mask = [len(p) + 1 <= limit for p in method.serializer.prompts(examples)]
-    cand = [i for i, ok in enumerate(mask) if ok]
-
-    def probe(idx: list[int]) -> bool:
-        try:
-            method.generate([examples[i] for i in idx])
-            return True
-        except DataError as e:
-            if not _too_long_error(e):
-                raise
-            return False
-
-    def classify(idx: list[int]) -> None:
-        if probe(idx):
-            return
-        if len(idx) == 1:
-            mask[idx[0]] = False
-            return
-        classify(idx[: len(idx) // 2])
-        classify(idx[len(idx) // 2 :])
-
-    saved = method.config.max_new_tokens
-    was_training = method.training
-    method.eval()
-    method.config.max_new_tokens = 1
-    try:
-        for i in range(0, len(cand), batch_size):
-            classify(cand[i : i + batch_size])
-    finally:
-        method.config.max_new_tokens = saved
-        method.train(was_training)
-    return mask
-
-
-def evaluate_ood(method, examples: list[Example], batch_size: int = 64, progress: bool = False,
-                 description: str = "ood") -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Accuracy of ``method`` on an extra evaluation set, with too-long questions counted, not fatal.
-
-    Questions that do not fit the model's context (prompt plus whatever the method must place
-    before its answer) are skipped and counted as ``too_long``; they count as wrong in
-    ``accuracy`` (= correct / n, n = all questions of the set, so numbers stay comparable with
-    the papers' full-set accuracies) and are left out of ``accuracy_answerable`` (= correct /
-    answerable). The answerable questions are decoded in batches of similar prompt length: the
-    generation budget of a batch is capped by its longest prompt, so this keeps one long question
-    from shortening the others' answers. Latency is the wall-clock time of that pass per answered
-    question (after one warm-up batch). Returns the metrics and one record per question (input
-    order; too-long ones marked ``"too_long": true``).
-    """
-    from latentreason.evaluation.evaluate import evaluate
-
-    n = len(examples)
-    mask = fitting_mask(method, examples, batch_size)
-    lengths = [len(p) for p in method.serializer.prompts(examples)]
-    order = sorted((i for i in range(n) if mask[i]), key=lambda i: lengths[i])
-    fit = [examples[i] for i in order]
-    records: list[dict[str, Any] | None] = [None] * n
-    if fit:
-        ev = evaluate(method, fit, batch_size=batch_size, progress=progress, description=description)
-        m = ev.metrics
-        for i, rec in zip(order, ev.records):
-            records[i] = rec
-    else:
-        m = {"correct": 0, "unparseable": 0, "latency_ms_per_question": 0.0, "mean_generated_tokens": 0.0,
-             "mean_reasoning_tokens": 0.0, "mean_latent_steps": 0.0, "mean_forward_passes": 0.0}
-    for i in range(n):
-        if records[i] is None:
-            ex = examples[i]
-            records[i] = {"question": ex.question, "gold": ex.answer, "output": None, "prediction": None,
-                          "correct": False, "too_long": True}
-    too_long = n - len(fit)
-    metrics = {
-        "accuracy": m["correct"] / n if n else 0.0,
-        "n": n,
-        "correct": m["correct"],
-        "unparseable": m["unparseable"],
-        "too_long": too_long,
-        "answerable": len(fit),
-        "accuracy_answerable": m["correct"] / len(fit) if fit else None,
-        "latency_ms_per_question": m["latency_ms_per_question"],
-        "mean_generated_tokens": m["mean_generated_tokens"],
-        "mean_reasoning_tokens": m["mean_reasoning_tokens"],
-        "mean_latent_steps": m["mean_latent_steps"],
-        "mean_forward_passes": m["mean_forward_passes"],
-        "batch_size": batch_size,
-        "context": method.max_positions,
-    }
-    return metrics, records  # type: ignore[return-value]
 
 
 def run_ood(cfg: BenchConfig, sets: dict[str, list[Example]], out: Path, entries: list[BenchEntry], device,

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from latentreason.data.answers import judge
 from latentreason.data.example import Example
-from latentreason.errors import ConfigError, DataError
+from latentreason.errors import ConfigError, ContextOverflowError, DataError
 from latentreason.models.backbone import Backbone
 
 SERIALIZATIONS = ("default", "coconut", "codi", "icot")
@@ -204,7 +204,8 @@ class Method(nn.Module):
         return kept
 
     def generation_budget(self, prompts: list[list[int]], reserved: int = 0) -> int:
-        """``max_new_tokens`` capped by the model's context; a prompt that does not fit is an error."""
+        """``max_new_tokens`` capped by the model's context; a prompt that does not fit raises
+        :class:`~latentreason.errors.ContextOverflowError` (``evaluation.ood`` counts or skips such questions)."""
         limit = self.max_positions
         budget = self.config.max_new_tokens
         if limit is None:
@@ -212,9 +213,10 @@ class Method(nn.Module):
         longest = max(len(p) for p in prompts) + reserved
         if longest + 1 > limit:
             k = max(range(len(prompts)), key=lambda i: len(prompts[i]))
-            raise DataError(
+            raise ContextOverflowError(
                 f"question {k} of this batch needs {longest} positions before the answer, more than the model's "
-                f"context of {limit} positions; use a model with a longer context"
+                f"context of {limit} positions; use a model with a longer context",
+                index=k, needed=longest, limit=limit,
             )
         return min(budget, limit - longest)
 

@@ -215,13 +215,17 @@ def maybe_apply_lora(backbone: Backbone, cfg: ModelConfig) -> Backbone:
     if cfg.lora_r <= 0:
         return backbone
     from peft import LoraConfig, get_peft_model
+    from transformers import Conv1D
 
+    # GPT-2-style Conv1D layers store their weight transposed: tell peft (it would otherwise warn and switch)
+    conv1d = any(isinstance(m, Conv1D) for m in backbone.model.modules())
     lcfg = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
         target_modules=cfg.lora_targets,
         task_type="CAUSAL_LM",
+        fan_in_fan_out=conv1d,
     )
     backbone.model = get_peft_model(backbone.model, lcfg)
     return backbone

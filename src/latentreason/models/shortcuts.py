@@ -36,6 +36,8 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor, nn
 
+from latentreason.models.kv_cache import is_cache, layer_kv
+
 
 class Router(nn.Module):
     def __init__(self, d_model: int, hidden: int | None = None):
@@ -126,8 +128,8 @@ class _CaptureCache:
 
 def previous_kv(cache: Any, layer_idx: int, batch: int, like: Tensor) -> tuple[Tensor, Tensor]:
     """Copies of each row's last cached key/value at ``layer_idx`` (shape of one new position)."""
-    layer = cache.layers[layer_idx]
-    return layer.keys[:, :, -1:].clone(), layer.values[:, :, -1:].clone()
+    keys, values = layer_kv(cache, layer_idx)
+    return keys[:, :, -1:].clone(), values[:, :, -1:].clone()
 
 
 class ShortcutController:
@@ -437,24 +439,38 @@ def _bump(counter: Tensor, idx: Tensor | None) -> None:
         counter[idx] += 1
 
 
-def _is_gpt2_block(layer: nn.Module) -> bool:
+def _gpt2_heads(layer: nn.Module) -> int | None:
+    """Attention heads of a plain GPT-2 block (``ln_1``, a self-attention ``c_attn`` Conv1D of shape
+    (d, 3d) and the model config), else None: anything else goes through :class:`_CaptureCache`.
+    Only the block's weights and its public config are read."""
     attn = getattr(layer, "attn", None)
-    return hasattr(layer, "ln_1") and attn is not None and hasattr(attn, "c_attn") and hasattr(attn, "split_size") \
-        and not getattr(attn, "is_cross_attention", False)
+    w = getattr(getattr(attn, "c_attn", None), "weight", None)
+    cfg = getattr(attn, "config", None)
+    heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", None)
+    if not hasattr(layer, "ln_1") or not isinstance(w, Tensor) or not isinstance(heads, int) or heads < 1 \
+            or getattr(attn, "is_cross_attention", False) or w.dim() != 2 or w.shape[1] != 3 * w.shape[0] \
+            or w.shape[0] % heads:
+        return None
+    return heads
+
+
+def _is_gpt2_block(layer: nn.Module) -> bool:
+    return _gpt2_heads(layer) is not None
 
 
 def gpt2_kv(layer: nn.Module, h: Tensor) -> tuple[Tensor, Tensor]:
     """A GPT-2 block's keys/values for states ``h`` (B, T, d): ln_1, then c_attn's key/value parts."""
-    attn, d = layer.attn, layer.attn.split_size
-    w, b = attn.c_attn.weight, attn.c_attn.bias  # Conv1D: (d, 3d); the query part is not needed
-    kv = torch.addmm(b[d:], layer.ln_1(h).reshape(-1, w.shape[0]), w[:, d:]).view(*h.shape[:-1], 2 * d)
+    attn, heads = layer.attn, _gpt2_heads(layer)
+    w, b = attn.c_attn.weight, attn.c_attn.bias  # Conv1D: (d, 3d) = [query | key | value]; the query part is not needed
+    d = w.shape[0]
+    kv = torch.addmm(b[d:], layer.ln_1(h).reshape(-1, d), w[:, d:]).view(*h.shape[:-1], 2 * d)
     k, v = kv.split(d, dim=-1)
-    shape = (*k.shape[:-1], -1, attn.head_dim)
+    shape = (*k.shape[:-1], heads, d // heads)
     return k.view(shape).transpose(1, 2), v.view(shape).transpose(1, 2)
 
 
 def _is_cache(x: Any) -> bool:
-    return hasattr(x, "update") and hasattr(x, "layers") and not isinstance(x, (Tensor, nn.Module))
+    return is_cache(x) or isinstance(x, (_RowCache, _CaptureCache))
 
 
 def _find_cache(args, kwargs):
