@@ -45,7 +45,11 @@ def test_distractor_steps_are_non_critical_and_change_nothing():
     plain = generate_splits(TaskConfig(n_train=50, n_valid=10, n_test=20))
     assert plain["test"][0].question == "4+7*8+2-5"  # distractors=0 draws exactly what it always drew
     assert all(e.meta["critical"] == [True] * 4 for e in plain["test"])  # x*1 too: the answer reads its result
-    s = generate_splits(TaskConfig(n_train=50, n_valid=10, n_test=40, distractors=1))
+    first = generate_splits(TaskConfig(n_train=50, n_valid=10, n_test=20, distractors=1))["test"]
+    for ex in first:  # the default place: before the chain begins
+        assert ex.meta["critical"] == [False, True, True, True, True] and ex.question.startswith("(")
+        assert ex.meta["parents"] == [[], [], [1], [2], [3]]
+    s = generate_splits(TaskConfig(n_train=50, n_valid=10, n_test=40, distractors=1, distractor_at="random"))
     for ex in s["test"]:
         assert len(ex.steps) == 5 and ex.meta["n_steps"] == 5
         assert ex.meta["critical"].count(False) == 1 and step_criticality(ex) == ex.meta["critical"]

@@ -51,6 +51,9 @@ class TaskConfig:
     #: they happen (``4+7*8(3*6)+2-5``) and computed in the CoT like any step, whose result nothing uses
     #: (non-critical in the dependency graph; ``docs/default_task.md``)
     distractors: int = 0
+    #: where distractors go: "start" (computed before the chain begins: ``(3*6)4+7*8+2-5``) or "random" (before a
+    #: random main step after the first, or after the last one: ``4+7(3*6)*8+2-5``)
+    distractor_at: str = "start"
     n_train: int = 20000
     n_valid: int = 300
     n_test: int = 500
@@ -74,6 +77,8 @@ class TaskConfig:
             raise ConfigError(f"task.step_format must be 'equation', 'plain' or 'value', got {self.step_format!r}")
         if self.distractors < 0:
             raise ConfigError(f"task.distractors must be >= 0, got {self.distractors}")
+        if self.distractor_at not in ("start", "random"):
+            raise ConfigError(f"task.distractor_at must be 'start' or 'random', got {self.distractor_at!r}")
         for name in ("n_train", "n_valid", "n_test"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"task.{name} must be >= 0")
@@ -97,15 +102,15 @@ def make_problem(start: int, ops: list[tuple[str, int]], cfg: TaskConfig,
     """Build the example for a start value and a list of (op, operand).
 
     ``distractors`` maps a main-step index i to side computations ``(a, op, b)`` written (and
-    computed) right before main step i (i = len(ops): after the last one); nothing uses their
-    results. ``meta`` records the dependency graph of the written steps (``parents``: the steps each
+    computed) right before main step i (i = 0: before the start value; i = len(ops): after the last
+    step); nothing uses their results. ``meta`` records the dependency graph of the written steps (``parents``: the steps each
     one reads; the answer reads the last main step) and the criticality it implies.
     """
     distractors = distractors or {}
     value = start
     steps, values, parents, kinds = [], [], [], []
-    q_parts = [str(start)]
-    w_parts = [f"Start with {start}."]
+    q_parts: list[str] = []
+    w_parts: list[str] = []
     last_main: int | None = None  # index (in the written steps) of the latest main step
 
     def side(items):
@@ -118,8 +123,12 @@ def make_problem(start: int, ops: list[tuple[str, int]], cfg: TaskConfig,
             q_parts.append(f"({a}{op}{b})")
             w_parts.append(f"(Aside: {a} {_OP_WORDS[op].split()[0]} {b}.)")
 
+    side(distractors.get(0, []))  # side computations before the chain begins
+    q_parts.append(str(start))
+    w_parts.append(f"Start with {start}.")
     for i, (op, b) in enumerate(ops):
-        side(distractors.get(i, []))
+        if i:
+            side(distractors.get(i, []))
         new = _apply(value, op, b, cfg.modulus)
         steps.append(_step_text(value, op, b, new, cfg))
         values.append(new)
@@ -157,7 +166,8 @@ def _sample(rng: random.Random, cfg: TaskConfig) -> Example:
     ops = [(rng.choice(cfg.ops), rng.randint(1, cfg.operand_max)) for _ in range(n)]
     side: dict[int, list[tuple[int, str, int]]] = {}
     for _ in range(cfg.distractors):
-        at = rng.randint(1, n)  # before main step 1..n-1, or after the last one: never before the first
+        # "random": before main step 1..n-1 (0-based), or after the last one
+        at = 0 if cfg.distractor_at == "start" else rng.randint(1, n)
         side.setdefault(at, []).append((rng.randint(1, cfg.operand_max), rng.choice(cfg.ops), rng.randint(1, cfg.operand_max)))
     return make_problem(start, ops, cfg, side)
 
