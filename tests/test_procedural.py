@@ -44,16 +44,16 @@ def test_distractor_steps_are_non_critical_and_change_nothing():
 
     plain = generate_splits(TaskConfig(n_train=50, n_valid=10, n_test=20))
     assert plain["test"][0].question == "4+7*8+2-5"  # distractors=0 draws exactly what it always drew
-    assert all(e.meta["critical"] == [True] * 4 for e in plain["test"])  # x*1 too: the answer reads its result
+    for e in plain["test"]:  # only x*1 (an identity) restates its input: the answer never depends on it
+        assert e.meta["critical"] == [not (op == "*" and b == 1) for op, b in zip(e.meta["ops"], e.meta["operands"])]
     first = generate_splits(TaskConfig(n_train=50, n_valid=10, n_test=20, distractors=1))["test"]
     for ex in first:  # the default place: before the chain begins
-        assert ex.meta["critical"] == [False, True, True, True, True] and ex.question.startswith("(")
-        assert ex.meta["parents"] == [[], [], [1], [2], [3]]
+        assert ex.meta["critical"][0] is False and ex.question.startswith("(") and ex.meta["parents"][:2] == [[], []]
     s = generate_splits(TaskConfig(n_train=50, n_valid=10, n_test=40, distractors=1, distractor_at="random"))
     for ex in s["test"]:
-        assert len(ex.steps) == 5 and ex.meta["n_steps"] == 5
-        assert ex.meta["critical"].count(False) == 1 and step_criticality(ex) == ex.meta["critical"]
-        j = ex.meta["critical"].index(False)
+        assert len(ex.steps) == 5 and ex.meta["n_steps"] == 5 and step_criticality(ex) == ex.meta["critical"]
+        j = ex.meta["step_kinds"].index("distractor")
+        assert ex.meta["critical"][j] is False
         assert ex.meta["step_kinds"][j] == "distractor" and j > 0  # never before the first main step
         lhs = ex.steps[j].split("=")[0]
         assert f"({lhs})" in ex.question  # written where it happens, in brackets
@@ -61,8 +61,8 @@ def test_distractor_steps_are_non_critical_and_change_nothing():
         main = [(op, b) for op, b in zip(ex.meta["ops"], ex.meta["operands"])]
         again = make_problem(ex.meta["start"], main, TaskConfig())
         assert again.answer == ex.answer and again.question == ex.question.replace(f"({lhs})", "")
-        # the step after the distractor reads the main step before it
-        if j + 1 < len(ex.steps):
+        # the step after the distractor reads the step before it
+        if j + 1 < len(ex.steps) and ex.meta["step_kinds"][j - 1] == "main":
             assert ex.meta["parents"][j + 1] == [j - 1]
 
 
@@ -82,3 +82,31 @@ def test_equation_chain_criticality_from_the_dependency_graph():
     # not an equation chain (natural-language steps) or no step gives the answer: all critical
     assert step_criticality(Example("q", ["She has 3.", "Then 5."], "5")) == [True, True]
     assert step_criticality(Example("q", ["<<1+1=2>>"], "7")) == [True]
+
+
+def test_identity_steps_restate_their_input_and_are_non_critical():
+    s = generate_splits(TaskConfig(n_train=50, n_valid=10, n_test=200, identity_prob=0.3))["test"]
+    n_identity = 0
+    for ex in s:
+        ops = list(zip(ex.meta["ops"], ex.meta["operands"]))
+        ident = [(op, b) in (("+", 0), ("-", 0), ("*", 1)) for op, b in ops]
+        n_identity += sum(ident)
+        assert ex.meta["critical"] == [not i for i in ident]
+        # the answer is the chain without its identity steps
+        rest = [o for o, i in zip(ops, ident) if not i]
+        assert make_problem(ex.meta["start"], rest, TaskConfig()).answer == ex.answer
+        for j, i in enumerate(ident):  # identity steps write "v op b = v"
+            if i:
+                lhs, res = ex.steps[j].split("=")
+                assert lhs[: -2] == res
+    assert 0.2 < n_identity / (4 * len(s)) < 0.45
+
+
+def test_restatements_are_never_read():
+    from latentreason.data.criticality import step_criticality
+    from latentreason.data.example import Example
+
+    # GSM8k-Aug test line: the answer restated at the end; the value comes from step 1
+    steps = ["<<5000*(2.5/100)=125>>", "<<8000*(1.2/100)=96>>", "<<125=125>>"]
+    assert step_criticality(Example("q", steps, "125")) == [True, False, False]
+    assert step_criticality(Example("q", ["<<2+3=5>>", "<<5*1=5>>", "<<5+1=6>>"], "6")) == [True, False, True]

@@ -9,7 +9,8 @@ module labels them offline, from the steps themselves:
   result — it is non-critical;
 * :func:`equation_dag` builds the DAG of GSM8k-Aug-style equation chains (``<<16-3-4=9>>
   <<9*2=18>>``): a step reads the result of the latest earlier step whose result equals one of
-  the numbers in its expression, and the answer reads the latest step whose result equals it;
+  the numbers in its expression, and the answer reads the latest step whose result equals it; a
+  restatement (``<<125=125>>``, ``x*1``, ``x+0``) produces no new value, so it is never read;
 * the procedural task records its DAG when it is generated (``meta["parents"]``, distractor steps
   included: ``TaskConfig.distractors``).
 
@@ -23,6 +24,7 @@ import re
 
 from latentreason.data.example import Example
 
+_RESTATE = re.compile(r"^\(?\s*(?P<x>\d*\.?\d+)\s*\)?(?:\s*(?:[*/]\s*1(?:\.0+)?|[+-]\s*0(?:\.0+)?))?$")
 _EQ = re.compile(r"^\s*(?:<<)?(?P<expr>[^=<>]*)=(?P<res>[^=<>]+?)(?:>>)?\s*$")
 _NUM = re.compile(r"\d*\.?\d+")  # unsigned: a "-" inside an expression is an operator
 
@@ -66,7 +68,11 @@ def equation_dag(steps: list[str], answer: str) -> tuple[list[list[int]], list[i
             if src is not None:
                 ps.append(src)
         parents.append(sorted(set(ps)))
-        results.append(_num(m.group("res")))
+        res = _num(m.group("res"))
+        r = _RESTATE.match(m.group("expr").strip())
+        # a restatement (``<<125=125>>``, ``x*1``, ``x+0``) produces no new value: readers of the value read
+        # the step that computed it
+        results.append(None if r is not None and _num(r.group("x")) == res and ps else res)
     a = _num(answer)
     last = next((i for i in range(len(steps) - 1, -1, -1) if a is not None and results[i] == a), None)
     return parents, ([last] if last is not None else [])

@@ -54,6 +54,9 @@ class TaskConfig:
     #: where distractors go: "start" (computed before the chain begins: ``(3*6)4+7*8+2-5``) or "random" (before a
     #: random main step after the first, or after the last one: ``4+7(3*6)*8+2-5``)
     distractor_at: str = "start"
+    #: probability that an operation is an identity (``+0``, ``-0`` or ``*1``): a step that restates its input
+    #: value without computing anything new, so the answer's dependency graph skips it (non-critical)
+    identity_prob: float = 0.0
     n_train: int = 20000
     n_valid: int = 300
     n_test: int = 500
@@ -77,11 +80,21 @@ class TaskConfig:
             raise ConfigError(f"task.step_format must be 'equation', 'plain' or 'value', got {self.step_format!r}")
         if self.distractors < 0:
             raise ConfigError(f"task.distractors must be >= 0, got {self.distractors}")
+        if not 0.0 <= self.identity_prob <= 1.0:
+            raise ConfigError(f"task.identity_prob must be in [0, 1], got {self.identity_prob}")
         if self.distractor_at not in ("start", "random"):
             raise ConfigError(f"task.distractor_at must be 'start' or 'random', got {self.distractor_at!r}")
         for name in ("n_train", "n_valid", "n_test"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"task.{name} must be >= 0")
+
+
+IDENTITIES = (("+", 0), ("-", 0), ("*", 1))
+
+
+def is_identity(op: str, b: int) -> bool:
+    """An operation that cannot change the value (``+0``, ``-0``, ``*1``)."""
+    return (op, b) in IDENTITIES
 
 
 def _apply(a: int, op: str, b: int, mod: int) -> int:
@@ -101,7 +114,9 @@ def make_problem(start: int, ops: list[tuple[str, int]], cfg: TaskConfig,
                  distractors: dict[int, list[tuple[int, str, int]]] | None = None) -> Example:
     """Build the example for a start value and a list of (op, operand).
 
-    ``distractors`` maps a main-step index i to side computations ``(a, op, b)`` written (and
+    An identity operation (``x*1``, ``x+0``, ``x-0``) restates its input: later steps read the value
+    from the step that computed it, so the identity step is non-critical. ``distractors`` maps a
+    main-step index i to side computations ``(a, op, b)`` written (and
     computed) right before main step i (i = 0: before the start value; i = len(ops): after the last
     step); nothing uses their results. ``meta`` records the dependency graph of the written steps (``parents``: the steps each
     one reads; the answer reads the last main step) and the criticality it implies.
@@ -133,8 +148,13 @@ def make_problem(start: int, ops: list[tuple[str, int]], cfg: TaskConfig,
         steps.append(_step_text(value, op, b, new, cfg))
         values.append(new)
         parents.append([] if last_main is None else [last_main])
-        kinds.append("main")
-        last_main = len(steps) - 1
+        if is_identity(op, b):
+            # a restatement (x*1, x+0, x-0): it produces no new value, so later steps read the value from the
+            # step that computed it; nothing depends on this one
+            kinds.append("identity")
+        else:
+            kinds.append("main")
+            last_main = len(steps) - 1
         q_parts.append(f"{op}{b}")
         w_parts.append(f"{_OP_WORDS[op].capitalize()} {b}.")
         value = new
@@ -164,6 +184,8 @@ def _sample(rng: random.Random, cfg: TaskConfig) -> Example:
     n = cfg.n_steps if cfg.min_steps is None else rng.randint(cfg.min_steps, cfg.n_steps)
     start = rng.randrange(cfg.modulus)
     ops = [(rng.choice(cfg.ops), rng.randint(1, cfg.operand_max)) for _ in range(n)]
+    if cfg.identity_prob > 0:
+        ops = [rng.choice(IDENTITIES) if rng.random() < cfg.identity_prob else o for o in ops]
     side: dict[int, list[tuple[int, str, int]]] = {}
     for _ in range(cfg.distractors):
         # "random": before main step 1..n-1 (0-based), or after the last one

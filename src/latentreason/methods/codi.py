@@ -76,6 +76,10 @@ class CODIConfig(MethodConfig):
     #: skip the embedding output (layer 0) in the step alignment: at a thought position it is the
     #: thought itself, which the teacher's token embedding there must not overwrite
     align_skip_embedding: bool = True
+    #: first hidden-state output (0 = embeddings, 1 = first layer's, ...) the step alignment covers; overrides
+    #: ``align_skip_embedding`` when set. 2 leaves the first layer free too: there a thought's state is mostly its
+    #: own input, which must carry the previous step's value rather than look like the teacher's "=" token
+    align_first_layer: int | None = None
     #: project addition (SIM-CoT-style step supervision): weight of a cross-entropy loss making the LM head read
     #: step j's result token off the latent state the step alignment pairs with step j (0 = off)
     step_ce_weight: float = 0.0
@@ -90,6 +94,8 @@ class CODIConfig(MethodConfig):
             raise ConfigError(f"method_args.n_latent must be >= 0, got {self.n_latent}")
         if self.distill_loss not in DISTANCES:
             raise ConfigError(f"method_args.distill_loss must be one of {', '.join(DISTANCES)}, got {self.distill_loss!r}")
+        if self.align_first_layer is not None and self.align_first_layer < 0:
+            raise ConfigError(f"method_args.align_first_layer must be >= 0, got {self.align_first_layer}")
         if self.thoughts_per_step < 1:
             raise ConfigError(f"method_args.thoughts_per_step must be >= 1, got {self.thoughts_per_step}")
         for k in ("alpha", "beta", "gamma", "align_weight", "step_ce_weight"):
@@ -245,6 +251,8 @@ class CODI(Method):
             return None
         n_layers = len(s_list[0])
         first = 1 if self.config.align_skip_embedding else 0
+        if self.config.align_first_layer is not None:
+            first = self.config.align_first_layer
         s_layers = [torch.cat([s[l] for s in s_list]) for l in range(first, n_layers)]
         t_layers = [torch.cat([t[l] for t in t_list]) for l in range(first, n_layers)]
         return layerwise_distance(s_layers, t_layers, self.config.distill_loss, self.config.distill_normalize)
