@@ -18,7 +18,8 @@ def test_quick_demo_every_method_results_and_report(tmp_path):
     run_demo(tmp_path / "demo", quick=True, progress=False)
     saved = json.loads((tmp_path / "demo" / "results.json").read_text())
     rows = saved["methods"]
-    for name in ("cot", "nocot", "codi", "codi_paper", "coconut", "coconut_paper", "icot", "system15_stage1", "system15"):
+    assert saved["seeds"] == [0] and saved["task"]["identity_prob"] == 0.25
+    for name in ("cot", "nocot", "codi", "codi_paper", "coconut", "coconut_paper", "icot", "system15"):
         row = rows[name]
         for k in ("accuracy", "n", "mean_reasoning_tokens", "mean_generated_tokens", "latency_ms_per_question",
                   "batch_size", "train_seconds", "speedup_vs_cot"):
@@ -28,7 +29,11 @@ def test_quick_demo_every_method_results_and_report(tmp_path):
         assert rows[name]["mean_latent_steps"] > 0 and rows[name]["mean_reasoning_tokens"] == 0
     s15 = rows["system15"]
     assert s15["num_layers"] == 2 and 0 <= s15["mean_layers_per_latent_step"] <= 2 and s15["flops_per_step_vs_cot"] > 0
-    assert rows["system15_stage1"]["model_from"] == "codi"
+    assert rows["coconut"]["init_from"] == "cot" and rows["system15"]["init_from"] == "codi"
+    hist = s15["exit_histogram"]
+    assert hist["num_layers"] == 2 and sum(map(sum, hist["counts"].values())) == s15["n"] * s15["mean_latent_steps"]
+    for name, row in rows.items():  # one seed: its row is the per-seed row, the spread is zero
+        assert row["n_seeds"] == 1 and row["per_seed"][0]["accuracy"] == row["accuracy"] and row["accuracy_std"] == 0
     # latencies measured round-robin: every entry timed in each of the rounds
     assert all(r["latency_protocol"] == "round_robin" and len(r["latency_rounds_ms"]) == r["latency_repeats"] == 5
                and min(r["latency_rounds_ms"]) <= r["latency_ms_per_question"] <= max(r["latency_rounds_ms"])
@@ -38,7 +43,9 @@ def test_quick_demo_every_method_results_and_report(tmp_path):
     for mode in MODES:
         assert {"accuracy", "pass_at_k", "rouge_l_vs_greedy", "js_top1", "js_top2"} <= set(st[mode]), mode
         assert set(st[mode]["pass_at_k"]) == {"1", "2"}
-    assert saved["system15_grid"]["accuracy"] and (tmp_path / "demo" / "system15" / "system15-grid.png").exists()
+    grid = saved["system15_grid"]
+    assert grid["accuracy"] and grid["split"] == "valid" and (tmp_path / "demo" / "system15" / "system15-grid.png").exists()
+    assert grid["best"]["chosen_on"] == "valid" and 0 <= grid["best"]["test_accuracy"] <= 1
     assert "adaptive" in saved
     assert saved["task"]["name"] == "modchain" and "torch" in saved["env"]
     html = (tmp_path / "demo" / "report.html").read_text()

@@ -117,7 +117,7 @@ class Coconut(Method):
         # the project's best documented setting on the default task (docs/coconut.md)
         "default_task": dict(thoughts_per_step=1, max_latent_stage=5, steps_per_stage=30, start_stage=1,
                              reset_optimizer=False, projection=True, align_steps=True, answer_align=True,
-                             teacher_weight=1.0),
+                             teacher_weight=1.0, step_ce_weight=1.0),
     }
 
     def __init__(self, backbone, config: CoconutConfig | None = None):

@@ -102,7 +102,7 @@ class System15Config(CODIConfig):
 
 
 STAGE1 = dict(n_latent=5, projection=True, teacher_drop_last_step=False, align_steps=True, align_offset=1,
-              align_skip_embedding=True, distill_skip_embedding=True)
+              align_skip_embedding=True, distill_skip_embedding=True, step_ce_weight=1.0)
 
 
 @register
