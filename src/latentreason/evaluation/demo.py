@@ -37,7 +37,7 @@ def demo_config(quick: bool = False) -> BenchConfig:
         BenchEntry("nocot", "nocot", train={"max_steps": steps["nocot"]}),
         # CODI from the CoT-SFT model: the project's best setting, and the paper's objective on the same budget
         BenchEntry("codi", "codi", {"preset": "default_task"}, train=latent_train, init_from="cot"),
-        BenchEntry("codi_paper", "codi", {"preset": "codi_paper"}, train=latent_train, init_from="cot"),
+        BenchEntry("codi_paper", "codi", {"preset": "codi_paper_default_task"}, train=latent_train, init_from="cot"),
         # Coconut: the project's setting starts from the CODI model (initialisation from another latent model,
         # docs/coconut.md: from the CoT model the same recipe is seed-sensitive); the paper's mechanics start
         # from the CoT-SFT model (its stage 0), same budget
