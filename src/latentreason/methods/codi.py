@@ -10,7 +10,14 @@ L = α·L_student + β·L_KD + γ·L_teacher, where L_KD is the mean over all hi
 (embeddings included) of SmoothL1(h_S[p_S], sg(h_T[p_T])) / std(sg(h_T[p_T])) at the token just
 before the answer value (``:`` of ``The answer is:``; the space of ``#### `` on the default task).
 
-Project additions (named options, all off in the ``codi_paper`` preset; see ``docs/codi.md``):
+Presets: ``codi_paper`` is the paper's method and the official GPT-2 recipe around it (its
+serialisation, vocabulary, answer check, data filter, weight-decay set and micro-batch weighting);
+``codi_paper_official_padding`` adds the official code's default padding handling
+(``official_padding``: positions that count the left padding and latent / answer passes that
+attend to it), which the parity tests reproduce exactly; ``codi_paper_default_task`` is the
+paper's objective on the embedded task (the demo's row).
+
+Project additions (named options, all off in the ``codi_paper*`` presets; see ``docs/codi.md``):
 
 * ``align_steps`` — every thought is also aligned (all layers, same normalised distance) to the
   teacher's state at the position that predicts the matching CoT step's result (System-1.5's
