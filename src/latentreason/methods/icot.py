@@ -88,7 +88,7 @@ PAPER = dict(serialization="icot", answer_mode="icot", remove_per_epoch=8.0, smo
 class ICoT(CoT):
     name = "icot"
     Config = ICoTConfig
-    summary = "iCoT-SI: from CoT-SFT, delete CoT tokens from the left on a schedule until the model answers directly"
+    summary = "iCoT-SI: train on the CoT while its tokens are deleted from the left on a schedule until the model answers directly"
     presets = {
         # GPT-2 small on k x k multiplication (README, src/train.py, src/data.py): iCoT serialisation and answer check,
         # the tokenizer as it is (pad = EOS), Δ 8 per epoch from the first step, λ 4 (offsets from s = 0), remove-all
