@@ -25,3 +25,13 @@ def test_benchmark_script_prints_ratios(script, args, ratios):
         assert m and float(m.group(1)) > 0, (name, r.stdout)
     if script == "decode_speed.py":  # the cached batched decoder gives the same tokens as model.generate
         assert re.search(r"ratio \(ours / generate\): \d+\.\d+x\s+identical tokens: True", r.stdout), r.stdout
+
+
+@pytest.mark.parametrize("script", ["vs_official.py", "parity/make_golden.py"])
+def test_official_code_scripts_explain_themselves(script, tmp_path):
+    """They need local checkouts of the official repositories: --help says so, a missing one is named."""
+    r = subprocess.run([sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "--official-dir" in r.stdout and "facebookresearch/coconut" in r.stdout
+    r = subprocess.run([sys.executable, str(BENCH / script), "--official-dir", str(tmp_path)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode != 0 and str(tmp_path / "coconut") in r.stderr and "missing" in r.stderr

@@ -190,7 +190,8 @@ def load_icot_mult(path: Path) -> list[Example]:
         if not _MULT_A.match(a):
             raise DataError(f"{path}:{i}: answer {a[:40]!r} after '####' is not space-separated digits (e.g. '5 5 6 0')")
         steps = [s.strip() for s in cot.split(" + ")] if cot else []
-        out.append(Example(q, steps, a, {"source_line": i, "answer_type": "text"}))
+        # the partial products are joined by " + " in the CoT (kept by the serialisations: iCoT trains on it)
+        out.append(Example(q, steps, a, {"source_line": i, "answer_type": "text", "step_sep": " + "}))
     return out
 
 

@@ -44,5 +44,5 @@ def generate_multiplication(n: int, m: int, count: int, seed: int = 0, exclude: 
         q, steps, ans = multiplication_line(a, b, n, m)
         if q in exclude:
             continue
-        out.append(Example(q, steps, ans, {"answer_type": "text", "task": f"mult_{n}x{m}"}))
+        out.append(Example(q, steps, ans, {"answer_type": "text", "task": f"mult_{n}x{m}", "step_sep": " + "}))
     return out

@@ -89,8 +89,27 @@ class DecodeState:
         self.rows = self.rows[idx]
 
 
-def prefill(model: PreTrainedModel, ids: Tensor, mask: Tensor, output_hidden_states: bool = False):
-    """Run the left-padded prompt; returns ``(state, output)``."""
+def padded_prompt_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """The 4-D additive attention mask of a left-padded prompt pass as transformers builds it on CUDA
+    for a model called without position ids (what the official CODI code runs): causal over real
+    tokens, and fully padded query rows attend to the whole row (its fully-masked-row fix)."""
+    n = mask.shape[1]
+    causal = torch.ones((n, n), dtype=torch.bool, device=mask.device).tril()
+    allowed = causal[None] & mask.bool()[:, None, :]
+    allowed = allowed | ~allowed.any(-1, keepdim=True)
+    out = torch.zeros(allowed.shape, dtype=dtype, device=mask.device)
+    out.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return out[:, None]
+
+
+def prefill(model: PreTrainedModel, ids: Tensor, mask: Tensor, output_hidden_states: bool = False,
+            count_padding: bool = False):
+    """Run the left-padded prompt; returns ``(state, output)``.
+
+    ``count_padding``: reproduce a model called without position ids and, after the prompt,
+    without an attention mask (the official CODI code's default): prompt positions count the
+    padding, and every later position attends to it (the state's mask is all ones afterwards).
+    """
     state = DecodeState(
         model=model,
         cache=new_cache(model),
@@ -99,9 +118,15 @@ def prefill(model: PreTrainedModel, ids: Tensor, mask: Tensor, output_hidden_sta
         forward_passes=1,
         row_passes=torch.ones(ids.shape[0], dtype=torch.long, device=ids.device),
     )
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    if count_padding:
+        pos = torch.arange(ids.shape[1], device=ids.device)[None].expand(ids.shape[0], -1)
+        attn = padded_prompt_mask(mask, model.get_input_embeddings().weight.dtype)
+        state.mask = torch.ones_like(mask)
+    else:
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        attn = mask
     out, state.cache = cached_forward(
-        model, state.cache, input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=output_hidden_states
+        model, state.cache, input_ids=ids, attention_mask=attn, position_ids=pos, output_hidden_states=output_hidden_states
     )
     return state, out
 

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
-from latentreason.decoding.generate import greedy_continue, left_pad, prefill
+from latentreason.decoding.generate import greedy_continue, left_pad, padded_prompt_mask, prefill
 from latentreason.models.kv_cache import cached_forward, new_cache
 
 
@@ -66,19 +66,21 @@ def latent_generate(
     min_latent: int = 1,
     record_hidden: bool = False,
     last_hidden: Callable[[object], Tensor] | None = None,
+    count_padding: bool = False,
 ) -> LatentGeneration:
     """Batched cached latent decoding; ``prompts`` end with ``<bot>``.
 
     Each row thinks ``n_latent`` thoughts (or until ``halt_fn`` says stop, after at least
     ``min_latent``), then ``<eot>`` is fed and the answer decoded greedily until EOS.
     ``last_hidden(output)`` returns the (B, d) last-layer states of a forward pass (default:
-    ``output.hidden_states[-1][:, -1]``).
+    ``output.hidden_states[-1][:, -1]``). ``count_padding``: the official CODI code's padding
+    handling (see :func:`~latentreason.decoding.generate.prefill`).
     """
     last_hidden = last_hidden or _default_last_hidden
     device = next(model.parameters()).device
     emb = model.get_input_embeddings()
     ids, mask = left_pad(prompts, pad_id, device)
-    state, out = prefill(model, ids, mask, output_hidden_states=True)
+    state, out = prefill(model, ids, mask, output_hidden_states=True, count_padding=count_padding)
     n = len(prompts)
     h = last_hidden(out)
     hidden: list[list[Tensor]] = [[h[i].detach().clone()] if record_hidden else [] for i in range(n)]
@@ -174,6 +176,7 @@ def latent_forward(
     suffix_mask: Tensor,
     thought_override: Callable[[int, Tensor], Tensor | None] | None = None,
     last_hidden: Callable[[object], Tensor] | None = None,
+    count_padding: bool = False,
 ) -> LatentForward:
     """Question (left-padded, ends with <bot>) -> ``n_latent`` thoughts -> suffix (right-padded).
 
@@ -181,17 +184,24 @@ def latent_forward(
     graph kept. ``thought_override(k, h)`` may return the input to use at thought ``k`` instead of
     ``thought_fn`` (e.g. Coconut's pause tokens); returning None keeps the thought.
     ``last_hidden`` as in :func:`latent_generate` (``latent_hidden`` is then empty when the model
-    records no hidden states).
+    records no hidden states). ``count_padding``: the official CODI code's padding handling (its
+    ``fix_attn_mask=False``): prompt positions count the left padding, and thoughts and suffix
+    attend to it.
     """
     last_hidden = last_hidden or _default_last_hidden
     B = prompt_ids.shape[0]
     cache = new_cache(model)
-    pos = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
-    out, cache = cached_forward(model, cache, input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=pos,
+    if count_padding:
+        pos = torch.arange(prompt_ids.shape[1], device=prompt_ids.device)[None].expand(B, -1)
+        attn = padded_prompt_mask(prompt_mask, model.get_input_embeddings().weight.dtype)
+    else:
+        pos = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+        attn = prompt_mask
+    out, cache = cached_forward(model, cache, input_ids=prompt_ids, attention_mask=attn, position_ids=pos,
                                 output_hidden_states=True)
     latent_hidden = [tuple(hs[:, -1] for hs in out.hidden_states)]
     h = last_hidden(out)
-    mask = prompt_mask
+    mask = torch.ones_like(prompt_mask) if count_padding else prompt_mask
     thoughts = []
     step = torch.zeros(B, dtype=torch.long, device=prompt_ids.device)
     for kk in range(n_latent):
@@ -207,7 +217,8 @@ def latent_forward(
         h = last_hidden(out)
     p0 = mask.sum(-1, keepdim=True)
     pos = p0 + torch.arange(suffix_ids.shape[1], device=suffix_ids.device)[None, :]
-    mask = torch.cat([mask, suffix_mask.to(mask.dtype)], dim=1)
+    suffix_attn = torch.ones_like(suffix_mask) if count_padding else suffix_mask
+    mask = torch.cat([mask, suffix_attn.to(mask.dtype)], dim=1)
     out, cache = cached_forward(model, cache, input_ids=suffix_ids, attention_mask=mask, position_ids=pos,
                                 output_hidden_states=True)
     th = torch.stack(thoughts, dim=1) if thoughts else prompt_ids.new_zeros((B, 0, h.shape[-1]), dtype=h.dtype)

@@ -45,7 +45,7 @@ def demo_config(quick: bool = False) -> BenchConfig:
         BenchEntry("nocot", "nocot", train={"max_steps": steps["nocot"]}),
         # CODI from the CoT-SFT model: the project's best setting, and the paper's objective on the same budget
         BenchEntry("codi", "codi", {"preset": "default_task"}, train=latent_train, init_from="cot"),
-        BenchEntry("codi_paper", "codi", {"preset": "codi_paper"}, train=latent_train, init_from="cot"),
+        BenchEntry("codi_paper", "codi", {"preset": "codi_paper_default_task"}, train=latent_train, init_from="cot"),
         # Coconut from the CoT-SFT model (its stage 0, as in the paper): the project's setting and the paper's
         # mechanics on the same budget
         BenchEntry("coconut", "coconut", {"preset": "default_task"}, train=coconut_train, init_from="cot"),

@@ -45,7 +45,7 @@ from latentreason.decoding.latent import HaltFn, latent_forward
 from latentreason.errors import ConfigError
 from latentreason.methods.base import Generation, TokExample, register
 from latentreason.methods.codi import CODI, CODIConfig
-from latentreason.methods.latent_common import gather_aligned, layerwise_distance, shifted_ce
+from latentreason.methods.latent_common import causal_lm_loss, gather_aligned, layerwise_distance, shifted_ce
 from latentreason.models.halting import HaltingHead
 
 
@@ -194,9 +194,8 @@ class CODIAdaptive(CODI):
         rows = torch.arange(B, device=device)
         targets = self.stop_targets(batch["n_steps"].to(device), cfg.n_latent)
         n = self._train_n(targets)
-        t_out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
-                           output_hidden_states=True)
-        loss_teacher = t_out.loss
+        t_out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
+        loss_teacher = causal_lm_loss(t_out.logits, batch["labels"])
         s = latent_forward(self.model, batch["prompt_ids"], batch["prompt_mask"], n, self.thought,
                            batch["suffix_ids"], batch["suffix_mask"])
         ready = targets <= n  # rows whose answer is due after n thoughts

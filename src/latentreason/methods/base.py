@@ -36,6 +36,17 @@ class MethodConfig:
     answer_mode: str = "tolerant"
     #: examples longer than the model's context: "error" (default) or "drop"
     too_long: str = "error"
+    #: special tokens a Hugging Face model gets when ``model.special_tokens`` is auto (models/tokenizer.py
+    #: LAYOUTS): project | codi | coconut | none; paper presets ask for their official code's vocabulary
+    special_tokens: str = "project"
+    #: which parameters AdamW decays: matrices (project: every parameter with >= 2 dims) | all (official
+    #: Coconut and iCoT: torch AdamW over every parameter) | hf (official CODI: the Hugging Face Trainer's rule,
+    #: every parameter except biases and LayerNorm / RMSNorm weights)
+    weight_decay_on: str = "matrices"
+    #: how the micro-batches of one optimiser step (accumulation, processes) are weighted: tokens (project:
+    #: by target tokens, so the gradient is the per-token mean over the global batch) | equal (official code:
+    #: each micro-batch's mean loss counts the same, as gradient accumulation / DDP averaging do there)
+    micro_batch_weighting: str = "tokens"
 
     def validate(self) -> None:
         if self.serialization not in SERIALIZATIONS:
@@ -44,6 +55,14 @@ class MethodConfig:
             raise ConfigError(f"method_args.max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.too_long not in ("error", "drop"):
             raise ConfigError(f"method_args.too_long must be 'error' or 'drop', got {self.too_long!r}")
+        from latentreason.models.tokenizer import LAYOUTS
+
+        if self.special_tokens not in LAYOUTS:
+            raise ConfigError(f"method_args.special_tokens must be one of {', '.join(LAYOUTS)}, got {self.special_tokens!r}")
+        if self.weight_decay_on not in ("matrices", "all", "hf"):
+            raise ConfigError(f"method_args.weight_decay_on must be matrices, all or hf, got {self.weight_decay_on!r}")
+        if self.micro_batch_weighting not in ("tokens", "equal"):
+            raise ConfigError(f"method_args.micro_batch_weighting must be tokens or equal, got {self.micro_batch_weighting!r}")
 
 
 @dataclass
@@ -57,23 +76,48 @@ class TokExample:
     answer_value: list[int]
     example: Example
     index: int = -1
+    #: the CoT closes with ``cot_close`` even when it has no steps (iCoT: `` <eos>`` between the two EOS)
+    close_always: bool = False
 
     @property
     def cot(self) -> list[int]:
-        return [t for s in self.steps for t in s] + (self.cot_close if self.steps else [])
+        return [t for s in self.steps for t in s] + (self.cot_close if self.steps or self.close_always else [])
 
     @property
     def answer(self) -> list[int]:
         return self.answer_prefix + self.answer_value
 
 
-class Serializer:
-    """Turns examples into token pieces for one serialisation style (SPEC §3.1)."""
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
-    def __init__(self, style: str, backbone: Backbone):
+
+class Serializer:
+    """Turns examples into token pieces for one serialisation style (SPEC §3.1).
+
+    Every piece is tokenised on its own, each starting where the official preprocessing of the
+    style's paper starts a piece (question, each step with its leading separator, answer), so that
+    a GPT-2-style BPE gives the official token ids. The answer marker and the value are one piece,
+    tokenised together (``"### 18"`` is ``###``, ``Ġ18`` with GPT-2, not ``###``, ``Ġ``, ``18``); the
+    marker part (``answer_prefix``) is the longest run of leading tokens that the marker alone also
+    starts with, so its last token is the one that predicts the value (CODI's distillation token:
+    ``:`` of ``The answer is:`` for GPT-2; the space for LLaMA-3 and for the byte tokenizer).
+
+    Steps of one CoT line are joined by ``example.meta["step_sep"]`` (``" + "`` for iCoT's
+    multiplication data, a space otherwise) in the styles that write the CoT on one line.
+    """
+
+    def __init__(self, style: str, backbone: Backbone, answer_prefix: str | None = None):
         self.style = style
         self.tok = backbone.tokenizer
         self.eos = backbone.ids.eos
+        self._prefix_text = answer_prefix
+        self._prefix_ids: dict[str, list[int]] = {}
 
     @property
     def answer_marker(self) -> str:
@@ -90,13 +134,26 @@ class Serializer:
 
     def _texts(self, ex: Example) -> tuple[str, list[str], str, str, str]:
         q, a, steps = ex.question, ex.answer, ex.steps
+        sep = ex.meta.get("step_sep", " ")
+        joined = [s if i == 0 else f"{sep}{s}" for i, s in enumerate(steps)]
         if self.style == "default":
-            return f"{q}\n", [s if i == 0 else f" {s}" for i, s in enumerate(steps)], "\n", "#### ", a
-        if self.style == "coconut":
-            return f"{q}\n", [f"{s}\n" for s in steps], "", "### ", a
-        if self.style == "codi":
-            return q, [f" {s}" for s in steps], "", " The answer is: ", a
-        return f" {q} ", [f" {s}" for s in steps], " ", " #### ", f"{a} "  # icot
+            out = f"{q}\n", joined, "\n", "#### ", a
+        elif self.style == "coconut":
+            # Coconut dataset.py: "Q\n", each "step\n", "### A" + <eos>; its preprocessing turns an empty CoT
+            # into one empty step (a lone "\n")
+            out = f"{q}\n", [f"{s}\n" for s in (steps or [""])], "", "### ", a
+        elif self.style == "codi":
+            # CODI train.py (GSM8k-Aug): Q, the CoT steps joined by spaces, "The answer is: A", each tokenised alone
+            out = q, joined, "", "The answer is: ", a
+        else:
+            # iCoT data.py: " Q <eos> " + C + " <eos> " + "#### A" + " <eos>"; the space before the second EOS
+            # belongs to the removable CoT (two spaces when the CoT is empty)
+            # (its answer extraction also drops the commas of the answer)
+            out = (f" {q} ", [f" {s}" if i == 0 else s for i, s in enumerate(joined)], " " if steps else "  ", " #### ",
+                   f"{a.replace(',', '')} ")
+        if self._prefix_text is not None:
+            out = (*out[:3], self._prefix_text, out[4])
+        return out
 
     def prompts(self, examples: list[Example]) -> list[list[int]]:
         """Only the prompts' token ids (what decoding needs): the same as ``tokenize(...)[i].prompt``,
@@ -107,21 +164,29 @@ class Serializer:
         extra = [self.eos] if self.style == "icot" else []
         return [list(p) + extra for p in ids]
 
+    def _prefix_len(self, prefix: str, answer_ids: list[int]) -> int:
+        if prefix not in self._prefix_ids:
+            self._prefix_ids[prefix] = list(self.tok(prefix, add_special_tokens=False).input_ids)
+        return common_prefix_length(self._prefix_ids[prefix], answer_ids)
+
     def tokenize(self, examples: list[Example]) -> list[TokExample]:
         """Tokenise many examples with one batched tokenizer call."""
         texts, shapes = [], []
         for ex in examples:
             p, steps, close, ap, av = self._texts(ex)
-            shapes.append(len(steps))
-            texts.extend([p, *steps, close, ap, av])
+            shapes.append((len(steps), ap))
+            texts.extend([p, *steps, close, ap + av])
         ids = self.tok(texts, add_special_tokens=False).input_ids if texts else []
         out, k = [], 0
-        for i, (ex, n) in enumerate(zip(examples, shapes)):
-            p, steps, close, ap, av = ids[k], ids[k + 1 : k + 1 + n], ids[k + 1 + n], ids[k + 2 + n], ids[k + 3 + n]
-            k += 4 + n
-            if self.style == "icot":
+        icot = self.style == "icot"
+        for i, (ex, (n, ap)) in enumerate(zip(examples, shapes)):
+            p, steps, close, answer = ids[k], ids[k + 1 : k + 1 + n], ids[k + 1 + n], list(ids[k + 2 + n])
+            k += 3 + n
+            if icot:
                 p, close = p + [self.eos], close + [self.eos]
-            out.append(TokExample(list(p), [list(s) for s in steps], list(close), list(ap), list(av) + [self.eos], ex, i))
+            cut = self._prefix_len(ap, answer)
+            out.append(TokExample(list(p), [list(s) for s in steps], list(close), answer[:cut], answer[cut:] + [self.eos],
+                                  ex, i, close_always=icot))
         return out
 
 
@@ -165,7 +230,7 @@ class Method(nn.Module):
         self.model = backbone.model
         self.tokenizer = backbone.tokenizer
         self.ids = backbone.ids
-        self.serializer = Serializer(self.config.serialization, backbone)
+        self.serializer = Serializer(self.config.serialization, backbone, getattr(self.config, "answer_prefix", None))
 
     # ------------------------------------------------------------------ conveniences
     @property

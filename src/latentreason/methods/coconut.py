@@ -8,7 +8,8 @@ A thought is the last layer's state at the previous position fed back as the nex
 embedding. Training runs the extra forward passes thoughts need on one KV cache (the prompt is
 never recomputed, see ``decoding.latent.latent_forward``); the loss covers only the remaining
 language steps and the answer. Past the last stage K every step is removed and c·K thoughts are
-kept. The optimiser is reset at every stage change (the reference resets it every epoch).
+kept. The optimiser is reset at every stage change, or every epoch as the official code does
+(``reset_optimizer_every_epoch``, on in ``coconut_paper``).
 
 Variants of the paper behind flags: ``no_curriculum`` (train on the final stage directly),
 ``pause_as_thought`` (a fixed ``<pause>`` embedding instead of continuous thoughts), c = 0
@@ -35,6 +36,7 @@ from latentreason.decoding.latent import identity_thought, latent_forward, laten
 from latentreason.errors import ConfigError
 from latentreason.methods.base import Generation, Method, MethodConfig, TokExample, collate_lm, register
 from latentreason.methods.latent_common import (
+    causal_lm_loss,
     gather_aligned,
     layerwise_distance,
     shifted_ce,
@@ -43,6 +45,7 @@ from latentreason.methods.latent_common import (
     step_result_ce,
 )
 from latentreason.models.projection import LatentProjection
+from latentreason.models.tokenizer import require_ids
 
 
 @dataclass
@@ -61,6 +64,8 @@ class CoconutConfig(MethodConfig):
     uniform_prob: float = 0.0
     #: re-create AdamW at every stage change
     reset_optimizer: bool = True
+    #: re-create AdamW at the start of every epoch (the official code; stage changes fall on epoch starts)
+    reset_optimizer_every_epoch: bool = False
     #: paper variants
     no_curriculum: bool = False
     pause_as_thought: bool = False
@@ -95,8 +100,14 @@ class CoconutConfig(MethodConfig):
             raise ConfigError(f"method_args.start_stage must be >= 0, got {self.start_stage}")
 
 
+# the official recipe (args/gsm_coconut.yaml, run.py, dataset.py, coconut.py), point by point: Coconut's serialisation
+# and answer check, its vocabulary (pad = EOS; <bot>, <eot>, <latent> added, rows from "<<"), c = 2, K = 3, 3 epochs
+# per stage from a CoT-SFT model (stage 1 first), AdamW re-created every epoch with decay on every parameter, and
+# the 4 GPUs' micro-batches weighted equally. lr, batch, epochs, no clipping: configs/coconut_gpt2_gsm8k_aug.yaml
 PAPER_GSM = dict(thoughts_per_step=2, max_latent_stage=3, epochs_per_stage=3.0, start_stage=1, reset_optimizer=True,
-                 projection=False, align_steps=False, serialization="coconut", answer_mode="coconut")
+                 reset_optimizer_every_epoch=True, projection=False, align_steps=False, serialization="coconut",
+                 answer_mode="coconut", max_new_tokens=64, special_tokens="coconut", weight_decay_on="all",
+                 micro_batch_weighting="equal")
 
 
 @register
@@ -105,13 +116,15 @@ class Coconut(Method):
     Config = CoconutConfig
     summary = "Coconut: continuous thoughts (last hidden state fed back) replace CoT steps along a curriculum"
     presets = {
-        # the paper's GSM8k setting (args/gsm_coconut.yaml); pair with lr 1e-4, batch 128, 25 epochs
+        # the paper's GSM8k setting (args/gsm_coconut.yaml); pair with configs/coconut_gpt2_gsm8k_aug.yaml
+        # (lr 1e-4, batch 128 = 4 x 32, 22 epochs from the CoT-SFT checkpoint, no clipping, constant lr)
         "coconut_paper": dict(PAPER_GSM),
         # ProsQA / ProntoQA: c = 1, K = 6, 5 epochs per stage, from GPT-2
         "coconut_paper_prosqa": {**PAPER_GSM, "thoughts_per_step": 1, "max_latent_stage": 6, "epochs_per_stage": 5.0,
                                  "start_stage": 0, "max_new_tokens": 128},
-        # the paper's mechanics on the default task: one thought per step, all 4 steps latent, identity thoughts,
-        # optimiser reset at every stage change; stage length as in the project's setting (same budget)
+        # the paper's mechanics on the default task (the demo's row): one thought per step, all 4 steps latent,
+        # identity thoughts, optimiser reset at every stage change; stage length, optimiser and vocabulary as in the
+        # project's setting (same budget and training recipe as the other demo rows)
         "coconut_paper_default_task": dict(thoughts_per_step=1, max_latent_stage=4, steps_per_stage=30, start_stage=1,
                                            reset_optimizer=True),
         # the project's best documented setting on the default task (docs/coconut.md)
@@ -122,6 +135,7 @@ class Coconut(Method):
 
     def __init__(self, backbone, config: CoconutConfig | None = None):
         super().__init__(backbone, config)
+        require_ids(self.ids, ("bot", "eot") + (("pause",) if self.config.pause_as_thought else ()), "Coconut")
         if self.config.projection:
             self.projection = LatentProjection(backbone.hidden_size)
             self.projection.to(dtype=self.model.get_input_embeddings().weight.dtype)
@@ -154,7 +168,9 @@ class Coconut(Method):
         changed = new != self.stage
         self.stage = new
         self._batch_stage = self._draw_stage()
-        return changed and self.config.reset_optimizer and step > 0
+        epoch_start = steps_per_epoch > 0 and step % steps_per_epoch == 0
+        reset = (changed and self.config.reset_optimizer) or (epoch_start and self.config.reset_optimizer_every_epoch)
+        return reset and step > 0
 
     def stage_label(self) -> str:
         return str(self.stage)
@@ -243,9 +259,10 @@ class Coconut(Method):
         t_out = None
         if self.config.teacher_weight > 0:
             t_out = self.model(input_ids=batch["teacher_ids"], attention_mask=batch["teacher_mask"],
-                               labels=batch["teacher_labels"], output_hidden_states=True)
-            loss = loss + self.config.teacher_weight * t_out.loss
-            out["loss_teacher"] = t_out.loss.detach()
+                               output_hidden_states=True)
+            loss_teacher = causal_lm_loss(t_out.logits, batch["teacher_labels"])
+            loss = loss + self.config.teacher_weight * loss_teacher
+            out["loss_teacher"] = loss_teacher.detach()
         if self.config.step_ce_weight > 0:
             pairs = [(i, m, a) for i, ps in enumerate(batch["align"]) for m, a in ps]
             states = [s.latent_hidden[m][-1][i : i + 1] for i, m, _ in pairs]

@@ -10,7 +10,14 @@ L = α·L_student + β·L_KD + γ·L_teacher, where L_KD is the mean over all hi
 (embeddings included) of SmoothL1(h_S[p_S], sg(h_T[p_T])) / std(sg(h_T[p_T])) at the token just
 before the answer value (``:`` of ``The answer is:``; the space of ``#### `` on the default task).
 
-Project additions (named options, all off in the ``codi_paper`` preset; see ``docs/codi.md``):
+Presets: ``codi_paper`` is the paper's method and the official GPT-2 recipe around it (its
+serialisation, vocabulary, answer check, data filter, weight-decay set and micro-batch weighting);
+``codi_paper_official_padding`` adds the official code's default padding handling
+(``official_padding``: positions that count the left padding and latent / answer passes that
+attend to it), which the parity tests reproduce exactly; ``codi_paper_default_task`` is the
+paper's objective on the embedded task (the demo's row).
+
+Project additions (named options, all off in the ``codi_paper*`` presets; see ``docs/codi.md``):
 
 * ``align_steps`` — every thought is also aligned (all layers, same normalised distance) to the
   teacher's state at the position that predicts the matching CoT step's result (System-1.5's
@@ -21,6 +28,7 @@ Project additions (named options, all off in the ``codi_paper`` preset; see ``do
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,10 +38,11 @@ from torch import Tensor
 from latentreason.data.example import Example
 from latentreason.decoding.generate import left_pad, trim_at_stop
 from latentreason.decoding.latent import identity_thought, latent_forward, latent_generate, right_pad
-from latentreason.errors import ConfigError
+from latentreason.errors import ConfigError, DataError
 from latentreason.methods.base import Generation, Method, MethodConfig, TokExample, collate_lm, register
 from latentreason.methods.latent_common import (
     DISTANCES,
+    causal_lm_loss,
     layerwise_distance,
     shifted_ce,
     soft_token_embedding,
@@ -41,6 +50,7 @@ from latentreason.methods.latent_common import (
     step_result_ce,
 )
 from latentreason.models.projection import LatentProjection
+from latentreason.models.tokenizer import require_ids
 
 
 @dataclass
@@ -64,9 +74,22 @@ class CODIConfig(MethodConfig):
     distill_skip_embedding: bool = False
     #: the teacher sees C⁻ (its last CoT step dropped), as in the paper
     teacher_drop_last_step: bool = True
-    #: text before the answer value whose last token is the distillation position
-    #: (default: the serialisation's own, "#### " / " The answer is: ")
+    #: the text written before the answer value (default: the serialisation's own, "#### " / "The answer is: ");
+    #: it is tokenised together with the value, and the distillation position is its last token that the value
+    #: does not merge into (":" with GPT-2, the space with LLaMA-3, as in the official code)
     answer_prefix: str | None = None
+    #: reproduce the official code's default padding handling (its fix_attn_mask=False): the question pass
+    #: counts the left padding in its position ids, and the latent and answer passes run without an attention
+    #: mask, so thoughts and answer attend to the padding (fully padded rows of the question pass attend to the
+    #: whole row, as transformers does on CUDA). Results then depend on how a batch is padded. Off: padding is
+    #: masked everywhere and positions count real tokens only. For parity tests and faithful reproduction.
+    official_padding: bool = False
+    #: at inference strip questions and replace double spaces by one (the official test script does; its
+    #: training data keeps them)
+    eval_question_cleanup: bool = False
+    #: drop training examples whose answer does not start with a digit (negative numbers), as the official
+    #: training script does
+    digit_answers_only: bool = False
     #: project addition: align thought states with the teacher's step-result positions
     align_steps: bool = False
     align_weight: float = 1.0
@@ -103,8 +126,16 @@ class CODIConfig(MethodConfig):
                 raise ConfigError(f"method_args.{k} must be >= 0, got {getattr(self, k)}")
 
 
-PAPER = dict(n_latent=6, projection=True, alpha=1.0, beta=1.0, gamma=1.0, distill_loss="smooth_l1",
-             distill_normalize=True, distill_skip_embedding=False, teacher_drop_last_step=True, align_steps=False)
+# the paper's objective
+OBJECTIVE = dict(n_latent=6, projection=True, alpha=1.0, beta=1.0, gamma=1.0, distill_loss="smooth_l1",
+                 distill_normalize=True, distill_skip_embedding=False, teacher_drop_last_step=True, align_steps=False)
+# the official GPT-2 recipe around it (train.py, test.py, src/model.py, scripts/train_gpt2_gsm8k-aug.sh), point by
+# point: CODI's serialisation ("The answer is: A", tokenised as in train.py), answer check and 256-token limit, its
+# vocabulary (pad, <bot>, <eot> at V..V+2, rows from the mean embedding), negative answers dropped, questions cleaned
+# at test time, the Hugging Face Trainer's weight-decay set and equal weighting of accumulated micro-batches.
+# lr, batch, epochs, LoRA, clipping, schedule: configs/codi_gpt2_gsm8k_aug.yaml
+PAPER = dict(OBJECTIVE, serialization="codi", answer_mode="codi", max_new_tokens=256, special_tokens="codi",
+             digit_answers_only=True, eval_question_cleanup=True, weight_decay_on="hf", micro_batch_weighting="equal")
 
 
 @register
@@ -113,10 +144,15 @@ class CODI(Method):
     Config = CODIConfig
     summary = "CODI: teacher (CoT) and student (continuous thoughts) in one model, aligned before the answer"
     presets = {
-        # the paper's objective (GPT-2 defaults of SPEC §3.4)
+        # the paper's method and recipe (GPT-2 settings of SPEC §3.4)
         "codi_paper": dict(PAPER),
         # LLaMA-3.2-1B: beta 20
         "codi_paper_llama": {**PAPER, "beta": 20.0},
+        # parity with the official code as it runs by default: padding handled as with its fix_attn_mask=False
+        "codi_paper_official_padding": {**PAPER, "official_padding": True},
+        # the paper's objective on the embedded task's serialisation and the project's training recipe (the demo's
+        # codi_paper row)
+        "codi_paper_default_task": dict(OBJECTIVE),
         # the project's best documented setting on the embedded default (docs/codi.md)
         "default_task": dict(n_latent=5, projection=True, teacher_drop_last_step=False, align_steps=True, align_offset=1,
                              align_skip_embedding=True, distill_skip_embedding=True, step_ce_weight=1.0),
@@ -127,6 +163,7 @@ class CODI(Method):
 
     def __init__(self, backbone, config: CODIConfig | None = None):
         super().__init__(backbone, config)
+        require_ids(self.ids, ("bot", "eot"), "CODI")
         d = backbone.hidden_size
         if self.config.projection:
             self.projection = LatentProjection(d, self.config.projection_dim)
@@ -144,12 +181,11 @@ class CODI(Method):
 
     # ------------------------------------------------------------------ data
     def prepare(self, examples: list[Example], what: str = "data") -> list[TokExample]:
-        toks = super().prepare(examples, what)
-        if self.config.answer_prefix is not None:
-            ids = self.tokenizer(self.config.answer_prefix, add_special_tokens=False).input_ids
-            for t in toks:
-                t.answer_prefix = list(ids)
-        return toks
+        if self.config.digit_answers_only:
+            examples = [e for e in examples if e.answer.strip()[:1].isdigit()]
+            if not examples:
+                raise DataError(f"{what}: no example has an answer starting with a digit (digit_answers_only)")
+        return super().prepare(examples, what)
 
     def _teacher_steps(self, t: TokExample) -> list[list[int]]:
         if self.config.teacher_drop_last_step and t.steps:
@@ -210,11 +246,10 @@ class CODI(Method):
         cfg = self.config
         B = batch["input_ids"].shape[0]
         rows = torch.arange(B, device=batch["input_ids"].device)
-        t_out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
-                           output_hidden_states=True)
-        loss_teacher = t_out.loss
+        t_out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
+        loss_teacher = causal_lm_loss(t_out.logits, batch["labels"])
         s = latent_forward(self.model, batch["prompt_ids"], batch["prompt_mask"], cfg.n_latent, self.thought,
-                           batch["suffix_ids"], batch["suffix_mask"])
+                           batch["suffix_ids"], batch["suffix_mask"], count_padding=cfg.official_padding)
         loss_student = shifted_ce(s.suffix_logits, batch["suffix_labels"])
         first = 1 if cfg.distill_skip_embedding else 0
         t_states = [hs[rows, batch["p_t"]] for hs in t_out.hidden_states[first:]]
@@ -277,6 +312,8 @@ class CODI(Method):
 
     # ------------------------------------------------------------------ inference
     def latent_prompts(self, examples: list[Example]) -> list[list[int]]:
+        if self.config.eval_question_cleanup:
+            examples = [dataclasses.replace(e, question=e.question.strip().replace("  ", " ")) for e in examples]
         return [p + [self.ids.bot] for p in self.serializer.prompts(examples)]
 
     @torch.no_grad()
@@ -289,7 +326,7 @@ class CODI(Method):
             self.model, prompts, n_latent=n, thought_fn=thought_fn or self.thought, eot_id=self.ids.eot,
             eos_id=self.ids.eos, pad_id=self.ids.pad, max_new_tokens=budget,
             stop_after_eos=self.serializer.stop_after_eos, halt_fn=halt_fn, min_latent=min_latent,
-            record_hidden=record_hidden, last_hidden=last_hidden,
+            record_hidden=record_hidden, last_hidden=last_hidden, count_padding=self.config.official_padding,
         )
         out = []
         for i, seq in enumerate(res.tokens):

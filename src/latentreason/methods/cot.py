@@ -14,6 +14,7 @@ import torch
 from latentreason.data.example import Example
 from latentreason.decoding.generate import greedy_generate, trim_at_stop
 from latentreason.methods.base import Generation, Method, MethodConfig, TokExample, register
+from latentreason.methods.latent_common import causal_lm_loss
 
 
 @dataclass
@@ -29,8 +30,11 @@ class CoT(Method):
     #: whether the training target contains the reasoning steps
     with_cot = True
     presets = {
-        # Coconut args/gsm_cot.yaml (GPT-2): AdamW 1e-4, wd 0.01, global batch 128, 25 epochs
-        "coconut_gsm": {"serialization": "coconut", "max_new_tokens": 64, "answer_mode": "coconut"},
+        # Coconut args/gsm_cot.yaml (GPT-2; run.py with cot: True): Coconut's serialisation, no token added (pad =
+        # EOS), torch AdamW decaying every parameter, the 4 GPUs' micro-batches weighted equally; lr 1e-4, wd 0.01,
+        # global batch 128, 25 epochs, no clipping: configs/cot_gpt2_gsm8k_aug.yaml
+        "coconut_gsm": {"serialization": "coconut", "max_new_tokens": 64, "answer_mode": "coconut", "special_tokens": "none",
+                        "weight_decay_on": "all", "micro_batch_weighting": "equal"},
         "icot": {"serialization": "icot", "max_new_tokens": 150, "answer_mode": "icot"},
         "codi": {"serialization": "codi", "max_new_tokens": 256, "answer_mode": "codi"},
     }
@@ -47,8 +51,8 @@ class CoT(Method):
         return len(t.prompt) + len(self.target(t))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
-        return {"loss": out.loss}
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return {"loss": causal_lm_loss(out.logits, batch["labels"])}
 
     @torch.no_grad()
     def generate(self, examples: list[Example]) -> list[Generation]:

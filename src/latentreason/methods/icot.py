@@ -1,12 +1,17 @@
 """iCoT-SI: internalise the chain of thought step by step (Deng, Choi, Shieber 2024; SPEC §3.2).
 
-Start from a CoT-SFT model and keep training while CoT tokens are deleted from the *left* on a
-schedule: after ``start_step``, one more token is removed every ``steps_per_token`` optimiser
-steps (``remove_per_epoch`` tokens per epoch, spread evenly). Each example additionally loses a
-random offset o ~ P(o) ∝ e^{-λo} (Removal Smoothing, λ = 4: P(0) ≈ 0.98). Once the scheduled
-amount reaches ``remove_all_beyond`` every CoT token is removed. AdamW is re-created whenever the
-amount grows (unless the previous batch had no CoT left). At the end the model answers directly,
-with no reasoning tokens; the remaining sequence is re-packed with contiguous positions.
+Train on the explicit CoT while its tokens are deleted from the *left* on a schedule: after
+``start_step``, one more token is removed every ``steps_per_token`` optimiser steps
+(``remove_per_epoch`` tokens per epoch, spread evenly). Each example additionally loses a random
+offset o ~ P(o) ∝ e^{-λo} (Removal Smoothing, λ = 4: P(0) ≈ 0.98), drawn from the first step on.
+Once the scheduled amount reaches ``remove_all_beyond`` every CoT token is removed. AdamW is
+re-created whenever the amount grows, unless the previous batch had no CoT left in any example
+(so the resets stop once the schedule has outgrown every CoT). At the end the model answers
+directly, with no reasoning tokens; the remaining sequence is re-packed with contiguous positions.
+
+With the iCoT serialisation (`` Q <eos> C <eos> #### A <eos>``) the removable part is everything
+between the two EOS tokens, the space before the second one included (as in the official code);
+with the others the piece closing the CoT (``\n``) survives.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ class ICoTConfig(MethodConfig):
     remove_all_beyond: int | None = None
     #: Removal Smoothing λ (None disables it)
     smoothing_lambda: float | None = 4.0
+    #: draw the smoothing offsets before the first token is scheduled too (s = 0), as the official code does;
+    #: off in the project's default_task preset (its setting since before this option existed)
+    smoothing_from_start: bool = True
     reset_optimizer: bool = True
     max_new_tokens: int = 64
 
@@ -62,30 +70,36 @@ def smoothing_offsets(lam: float, n_bins: int = 100) -> torch.Tensor:
 def remove_left(cot_tokens: list[int], amount: float, close: list[int], empty: list[int]) -> list[int]:
     """The CoT after deleting ``amount`` tokens from its left.
 
-    Removal is clipped so the part closing the CoT survives (iCoT keeps the EOS after the CoT);
-    ``amount = ∞`` ("remove everything") leaves what stands between question and answer when
-    there is no CoT at all (``empty``), as for an example without steps.
+    Removal is clipped so the part closing the CoT (``close``) survives; ``amount = ∞`` ("remove
+    everything") leaves what stands between question and answer when there is no CoT at all
+    (``empty``), as for an example without steps.
     """
     if amount == INF or not cot_tokens:
         return list(empty)
     return cot_tokens[int(amount):] + close
 
 
+PAPER = dict(serialization="icot", answer_mode="icot", remove_per_epoch=8.0, smoothing_lambda=4.0, smoothing_from_start=True,
+             remove_all_beyond=None, reset_optimizer=True, max_new_tokens=800, special_tokens="none",
+             weight_decay_on="all", micro_batch_weighting="equal")
+
+
 @register
 class ICoT(CoT):
     name = "icot"
     Config = ICoTConfig
-    summary = "iCoT-SI: from CoT-SFT, delete CoT tokens from the left on a schedule until the model answers directly"
+    summary = "iCoT-SI: train on the CoT while its tokens are deleted from the left on a schedule until the model answers directly"
     presets = {
-        # GPT-2 small on k x k multiplication (README): Δ 8 per epoch, λ 4, remove-all ∞; lr 5e-5, batch 32, 200 epochs
-        "icot_paper_mult": dict(serialization="icot", answer_mode="icot", remove_per_epoch=8.0, smoothing_lambda=4.0,
-                                remove_all_beyond=None, max_new_tokens=150),
-        # Mistral-7B on GSM8K: remove-all beyond 39
-        "icot_paper_gsm8k": dict(serialization="icot", answer_mode="icot", remove_per_epoch=8.0, smoothing_lambda=4.0,
-                                 remove_all_beyond=39, max_new_tokens=150),
+        # GPT-2 small on k x k multiplication (README, src/train.py, src/data.py): iCoT serialisation and answer check,
+        # the tokenizer as it is (pad = EOS), Δ 8 per epoch from the first step, λ 4 (offsets from s = 0), remove-all
+        # ∞, resets until a batch has no CoT left, torch AdamW decaying every parameter, max_new_tokens 800 (the
+        # script's default); lr 5e-5, batch 32, 200 epochs, clip 1.0: configs/icot_gpt2_4x4.yaml
+        "icot_paper_mult": dict(PAPER),
+        # Mistral-7B on GSM8K: remove-all beyond 39 (batch 16 x 2 accumulation, lr 1e-5, 80 epochs, bf16)
+        "icot_paper_gsm8k": {**PAPER, "remove_all_beyond": 39},
         # the default task (24 CoT tokens): one token every 12 steps, everything removed past 24 (step 288 of the
         # demo's 500, so the model spends the rest answering directly; docs/coconut.md)
-        "default_task": dict(steps_per_token=12, smoothing_lambda=4.0, remove_all_beyond=24),
+        "default_task": dict(steps_per_token=12, smoothing_lambda=4.0, remove_all_beyond=24, smoothing_from_start=False),
     }
 
     def __init__(self, backbone, config: ICoTConfig | None = None):
@@ -93,17 +107,21 @@ class ICoT(CoT):
         # a loaded model answers with its CoT fully internalised; training sets the amount per step
         self.removed: float = INF
         self._last_batch_empty = False
+        self._batch_empty: bool | None = None  # filled while this step's examples are built
         self._offsets = smoothing_offsets(self.config.smoothing_lambda) if self.config.smoothing_lambda else None
         self._rng = torch.Generator().manual_seed(0)
 
     # ------------------------------------------------------------------ schedule
     def interval(self, steps_per_epoch: int) -> int:
-        return self.config.steps_per_token or max(1, round(steps_per_epoch / self.config.remove_per_epoch))
+        """Optimiser steps per removed token; 0 (fewer steps per epoch than half of Δ): one more every step,
+        starting with the first (as the official counter does)."""
+        return self.config.steps_per_token or int(round(steps_per_epoch / self.config.remove_per_epoch))
 
     def removed_at(self, step: int, steps_per_epoch: int) -> float:
         if step < self.config.start_step:
             return 0
-        s = (step - self.config.start_step) // self.interval(steps_per_epoch)
+        every = self.interval(steps_per_epoch)
+        s = (step - self.config.start_step) // every if every else step - self.config.start_step + 1
         if self.config.remove_all_beyond is not None and s >= self.config.remove_all_beyond:
             return INF
         return s
@@ -116,13 +134,18 @@ class ICoT(CoT):
         return "all" if r == INF else str(int(r))
 
     def on_train_step(self, step: int, epoch: float, steps_per_epoch: int) -> bool:
+        # whether every example of the previous step's batch had lost its whole CoT (this process's share)
+        prev_empty = self._batch_empty if self._batch_empty is not None else self._last_batch_empty
+        self._last_batch_empty = prev_empty
+        self._batch_empty = None
         new = self.removed_at(step, steps_per_epoch)
         grew = step > 0 and new > self.removed
         self.removed = new
-        return grew and self.config.reset_optimizer and not self._last_batch_empty
+        return grew and self.config.reset_optimizer and not prev_empty
 
     def trainer_state(self) -> dict[str, Any]:
-        return {"removed": None if self.removed == INF else self.removed, "last_batch_empty": self._last_batch_empty,
+        empty = self._batch_empty if self._batch_empty is not None else self._last_batch_empty
+        return {"removed": None if self.removed == INF else self.removed, "last_batch_empty": empty,
                 "rng": self._rng.get_state().tolist()}
 
     def load_trainer_state(self, state: dict[str, Any]) -> None:
@@ -131,22 +154,35 @@ class ICoT(CoT):
         self._last_batch_empty = bool(state.get("last_batch_empty", False))
         if "rng" in state:
             self._rng.set_state(torch.tensor(state["rng"], dtype=torch.uint8))
+        self._batch_empty = None
 
     # ------------------------------------------------------------------ data
     def _offset(self) -> int:
-        if self._offsets is None or self.removed == 0:
+        """A Removal Smoothing offset, drawn for every example (at s = 0 too, as the official code does)."""
+        if self._offsets is None or (self.removed == 0 and not self.config.smoothing_from_start):
             return 0
         return int(torch.multinomial(self._offsets, 1, generator=self._rng))
 
-    def target(self, t: TokExample) -> list[int]:
+    def removable(self, t: TokExample) -> tuple[list[int], list[int]]:
+        """(the tokens removal eats from the left, the tokens that always stay)."""
         cot_tokens = [x for s in t.steps for x in s]
+        if self.serializer.style == "icot":  # " C <eos>": the space before the EOS goes too
+            return cot_tokens + t.cot_close[:-1], t.cot_close[-1:]
+        return cot_tokens, (t.cot_close if cot_tokens else [])
+
+    def slice_cot(self, t: TokExample, amount: float) -> list[int]:
+        """The CoT of ``t`` with ``amount`` tokens removed from its left (∞: all of it)."""
+        cot, keep = self.removable(t)
+        if amount == INF or not cot:
+            return list(self.serializer.empty_cot) if amount == INF or not keep else list(keep)
+        return cot[int(amount):] + keep
+
+    def target(self, t: TokExample) -> list[int]:
         amount = self.removed if self.removed == INF else self.removed + self._offset()
-        return remove_left(cot_tokens, amount, t.cot_close, self.serializer.empty_cot) + t.answer
+        cot, _ = self.removable(t)
+        emptied = amount == INF or amount >= len(cot)
+        self._batch_empty = emptied if self._batch_empty is None else self._batch_empty and emptied
+        return self.slice_cot(t, amount) + t.answer
 
     def sequence_length(self, t: TokExample) -> int:
         return len(t.prompt) + len(t.cot) + len(t.answer)
-
-    def collate(self, feats: list[Any]) -> dict[str, torch.Tensor]:
-        batch = super().collate(feats)
-        self._last_batch_empty = self.removed == INF
-        return batch

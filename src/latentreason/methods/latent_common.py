@@ -47,9 +47,14 @@ def normalized_distance(student: Tensor, teacher: Tensor, kind: str = "smooth_l1
     else:
         raise ValueError(kind)
     if normalize:
-        std = t.float().std() if t.numel() > 1 else torch.ones((), device=t.device)
+        std = _at_least_fp32(t).std() if t.numel() > 1 else torch.ones((), device=t.device)
         d = d / std.clamp(min=1e-6).to(d.dtype)
     return d
+
+
+def _at_least_fp32(x: Tensor) -> Tensor:
+    """Half-precision tensors computed in float32; float32 / float64 left as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def layerwise_distance(student_layers, teacher_layers, kind: str, normalize: bool) -> Tensor:
@@ -58,9 +63,17 @@ def layerwise_distance(student_layers, teacher_layers, kind: str, normalize: boo
     return torch.stack(losses).mean()
 
 
+def causal_lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """The causal-LM loss transformers computes from ``labels`` (next-token CE, -100 ignored, mean),
+    written out so that float64 models keep float64 (transformers casts logits to float32; half
+    precision is still computed in float32 here)."""
+    labels = F.pad(labels, (0, 1), value=-100)[..., 1:].contiguous()
+    return F.cross_entropy(_at_least_fp32(logits).reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+
+
 def shifted_ce(logits: Tensor, targets: Tensor) -> Tensor:
     """Mean cross-entropy of ``logits[:, i]`` predicting ``targets[:, i]`` (-100 ignored)."""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=-100)
+    return F.cross_entropy(_at_least_fp32(logits.reshape(-1, logits.shape[-1])), targets.reshape(-1), ignore_index=-100)
 
 
 def gather_aligned(latent_hidden, teacher_hidden, pairs, first_layer: int = 1):

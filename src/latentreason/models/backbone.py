@@ -2,8 +2,11 @@
 
 ``load_backbone(ModelConfig)`` returns a :class:`Backbone` (model + tokenizer + special-token
 ids). ``name`` is ``tiny-gpt2`` / ``tiny-llama`` (built locally, random init, byte tokenizer) or
-a Hugging Face id / local path loaded with ``AutoModelForCausalLM`` / ``AutoTokenizer``. In
-every case the latent special tokens are added and the embeddings resized, and nothing below
+a Hugging Face id / local path loaded with ``AutoModelForCausalLM`` / ``AutoTokenizer``; a
+Hugging Face model gets the special tokens of a layout (``models.tokenizer.LAYOUTS``: the
+project's, or the official CODI / Coconut vocabularies) and its embeddings grow, the new rows
+starting from the mean of the old ones (as transformers' resize does for the official code) or
+from a given token. Nothing below
 branches on the model class: embeddings come from ``get_input_embeddings()``, latents go in
 through ``inputs_embeds``, caches are ``transformers`` ``Cache`` objects.
 """
@@ -28,7 +31,7 @@ from transformers import (
 )
 
 from latentreason.errors import CheckpointError, ConfigError
-from latentreason.models.tokenizer import SpecialIds, build_byte_tokenizer, ensure_special_tokens, special_ids
+from latentreason.models.tokenizer import LAYOUTS, SpecialIds, build_byte_tokenizer, ensure_special_tokens, special_ids
 
 TINY = ("tiny-gpt2", "tiny-llama")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
@@ -49,7 +52,14 @@ class ModelConfig:
     dtype: str = "float32"
     #: only ever set by the user: lets HF run code shipped with a model
     trust_remote_code: bool = False
-    #: initialise the new special-token rows from this token's embedding (Coconut uses "<<")
+    #: special tokens added to a Hugging Face tokenizer (models/tokenizer.py LAYOUTS): auto (what the method's
+    #: config asks for: ``method_args.special_tokens``, ``project`` unless a paper preset says otherwise) |
+    #: project | codi | coconut | none. The embedded byte tokenizer has every token built in.
+    special_tokens: str = "auto"
+    #: how rows added for new tokens start: mean (the mean of the existing rows, as the official CODI and
+    #: Coconut code get from transformers' resize) | random (the model's own initialiser)
+    new_token_init: str = "mean"
+    #: initialise the new special-token rows from this token's embedding instead (Coconut uses "<<")
     init_new_tokens_from: str | None = None
     #: LoRA through peft (0 = off): rank, alpha, dropout, target module names (None = peft default)
     lora_r: int = 0
@@ -70,6 +80,10 @@ class ModelConfig:
             raise ConfigError(f"model.dtype must be one of auto, {', '.join(_DTYPES)}; got {self.dtype!r}")
         if self.lora_r < 0:
             raise ConfigError(f"model.lora_r must be >= 0, got {self.lora_r}")
+        if self.special_tokens != "auto" and self.special_tokens not in LAYOUTS:
+            raise ConfigError(f"model.special_tokens must be auto or one of {', '.join(LAYOUTS)}; got {self.special_tokens!r}")
+        if self.new_token_init not in ("mean", "random"):
+            raise ConfigError(f"model.new_token_init must be mean or random; got {self.new_token_init!r}")
 
 
 @dataclass
@@ -123,20 +137,70 @@ def tiny_config(cfg: ModelConfig, vocab_size: int, ids: SpecialIds):
     )
 
 
-def _init_new_rows(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, n_old: int, source: str) -> None:
+def _init_new_rows(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, n_old: int, source: str,
+                   end: int | None = None) -> None:
+    """Rows ``n_old:end`` of the input and output embeddings := the rows of ``source``'s first token."""
     src_ids = tokenizer(source, add_special_tokens=False).input_ids
     if not src_ids:
         raise ConfigError(f"model.init_new_tokens_from: {source!r} encodes to no token")
     with torch.no_grad():
         emb = model.get_input_embeddings().weight
-        emb[n_old:] = emb[src_ids[0]]
+        emb[n_old:end] = emb[src_ids[0]]
         out = model.get_output_embeddings()
         if out is not None and out.weight.data_ptr() != emb.data_ptr():
-            out.weight[n_old:] = out.weight[src_ids[0]]
+            out.weight[n_old:end] = out.weight[src_ids[0]]
 
 
-def load_backbone(cfg: ModelConfig, seed: int | None = None) -> Backbone:
-    """Build the tiny default or load a Hugging Face causal LM, with special tokens added."""
+def init_rows_with_mean(model: PreTrainedModel, n_old: int, end: int | None = None) -> None:
+    """Rows ``n_old:end`` of the input and output embeddings (and an output bias) := the mean of rows ``:n_old``.
+
+    This is what transformers' ``resize_token_embeddings`` does by default (``mean_resizing=True``),
+    which the official CODI and Coconut code rely on, minus its noise (it samples from a normal with
+    the old rows' mean and 1e-9 times their covariance). By Jensen's inequality a mean-initialised
+    output row's probability never exceeds the average probability of the old rows
+    (exp(h·mean e) <= mean exp(h·e)), so new tokens cannot dominate the first predictions.
+    """
+    with torch.no_grad():
+        emb = model.get_input_embeddings().weight
+        emb[n_old:end] = emb[:n_old].mean(0, keepdim=True)
+        out = model.get_output_embeddings()
+        if out is not None and out.weight.data_ptr() != emb.data_ptr():
+            out.weight[n_old:end] = out.weight[:n_old].mean(0, keepdim=True)
+        bias = getattr(out, "bias", None) if out is not None else None
+        if bias is not None:
+            bias[n_old:end] = bias[:n_old].mean()
+
+
+def add_special_tokens(backbone: "Backbone", layout: str, cfg: ModelConfig | None = None) -> int:
+    """Give a loaded backbone the special tokens of ``layout`` it lacks: add them to the tokenizer, grow
+    the embeddings if needed and initialise the new tokens' rows (Coconut's layout: from ``<<``, as
+    its official code; otherwise ``cfg.init_new_tokens_from``, else ``cfg.new_token_init``).
+    Returns how many tokens were added."""
+    cfg = cfg or ModelConfig()
+    tokenizer, model = backbone.tokenizer, backbone.model
+    n_old = len(tokenizer)
+    ensure_special_tokens(tokenizer, layout)
+    n_new = len(tokenizer)
+    if n_new > n_old:
+        if n_new > model.get_input_embeddings().weight.shape[0]:
+            model.resize_token_embeddings(n_new, mean_resizing=False)
+        source = cfg.init_new_tokens_from or ("<<" if layout == "coconut" else None)
+        if source:
+            _init_new_rows(model, tokenizer, n_old, source, end=n_new)
+        elif cfg.new_token_init == "mean":
+            init_rows_with_mean(model, n_old, end=n_new)
+    if model.config.pad_token_id is None or n_new > n_old:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    backbone.ids = special_ids(tokenizer)
+    return n_new - n_old
+
+
+def load_backbone(cfg: ModelConfig, seed: int | None = None, layout: str | None = None) -> Backbone:
+    """Build the tiny default or load a Hugging Face causal LM, with special tokens added.
+
+    ``layout``: the special-token layout for a Hugging Face model (``cfg.special_tokens`` unless
+    that is ``auto``; ``project`` when neither says).
+    """
     cfg.validate()
     if cfg.name in TINY:
         tokenizer = build_byte_tokenizer()
@@ -150,6 +214,9 @@ def load_backbone(cfg: ModelConfig, seed: int | None = None) -> Backbone:
         if cfg.init_new_tokens_from:
             _init_new_rows(model, tokenizer, 256, cfg.init_new_tokens_from)
         return Backbone(model, tokenizer, ids)
+    if cfg.special_tokens != "auto":
+        layout = cfg.special_tokens
+    layout = layout or "project"
     path = resolve_model_name(cfg.name)
     kw: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
     try:
@@ -159,8 +226,6 @@ def load_backbone(cfg: ModelConfig, seed: int | None = None) -> Backbone:
             f"model.name {path!r}: cannot load a tokenizer ({e}); use tiny-gpt2, tiny-llama, "
             "a Hugging Face model id or a local directory"
         ) from None
-    n_old = len(tokenizer)
-    ensure_special_tokens(tokenizer)
     mkw = dict(kw)
     if cfg.dtype != "auto":
         mkw["dtype"] = _DTYPES[cfg.dtype]
@@ -172,13 +237,9 @@ def load_backbone(cfg: ModelConfig, seed: int | None = None) -> Backbone:
         model = AutoModelForCausalLM.from_pretrained(path, **mkw)
     except (OSError, ValueError) as e:
         raise ConfigError(f"model.name {path!r}: cannot load a causal LM ({e})") from None
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0] or len(tokenizer) != n_old:
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-        if cfg.init_new_tokens_from and len(tokenizer) > n_old:
-            _init_new_rows(model, tokenizer, n_old, cfg.init_new_tokens_from)
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return Backbone(model, tokenizer, special_ids(tokenizer))
+    backbone = Backbone(model, tokenizer, special_ids(tokenizer))
+    add_special_tokens(backbone, layout, cfg)
+    return backbone
 
 
 def resolve_model_name(name: str) -> str:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from latentreason.errors import ConfigError
+
 PAD, EOS, BOT, EOT, LATENT, PAUSE = "<pad>", "<eos>", "<bot>", "<eot>", "<latent>", "<pause>"
 #: special tokens every backbone gets (beyond pad/eos), in this order
 LATENT_SPECIALS = [BOT, EOT, LATENT, PAUSE]
@@ -50,24 +52,47 @@ def build_byte_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
+#: special-token layouts a Hugging Face tokenizer can get (the embedded byte tokenizer has every
+#: token built in): which tokens are added, in which order, and what stands in for padding.
+#:
+#: * ``project`` — pad (when missing), ``<bot>``, ``<eot>``, ``<latent>``, ``<pause>``: every method works;
+#: * ``codi`` — pad, ``<bot>``, ``<eot>`` at ids V, V+1, V+2, the official CODI code's vocabulary;
+#: * ``coconut`` — pad = EOS, ``<bot>``, ``<eot>``, ``<latent>`` at V, V+1, V+2 (the official Coconut code adds
+#:   ``<|start-latent|>``, ``<|end-latent|>``, ``<|latent|>`` in this order; names do not matter, ids do);
+#: * ``none`` — nothing added, pad = EOS: the official CoT-SFT / iCoT vocabulary (no latent method fits it).
+LAYOUTS = ("project", "codi", "coconut", "none")
+_LAYOUT_TOKENS = {"project": LATENT_SPECIALS, "codi": [BOT, EOT], "coconut": [BOT, EOT, LATENT], "none": []}
+
+
 @dataclass(frozen=True)
 class SpecialIds:
     pad: int
     eos: int
-    bot: int
-    eot: int
-    latent: int
-    pause: int
+    #: None when the vocabulary layout has no such token (see ``LAYOUTS``)
+    bot: int | None
+    eot: int | None
+    latent: int | None
+    pause: int | None
 
 
-def ensure_special_tokens(tokenizer: PreTrainedTokenizerBase) -> int:
-    """Add pad (if missing) and the latent special tokens; return how many tokens were added."""
+def ensure_special_tokens(tokenizer: PreTrainedTokenizerBase, layout: str = "project") -> int:
+    """Add what ``layout`` needs that the tokenizer lacks; return how many tokens were added.
+
+    Tokens the tokenizer already has are kept where they are (a checkpoint trained with a larger
+    layout keeps its extra rows).
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown special-token layout {layout!r}; valid: {', '.join(LAYOUTS)}")
     added = 0
     if tokenizer.eos_token is None:
         added += tokenizer.add_special_tokens({"eos_token": EOS})
     if tokenizer.pad_token is None:
-        added += tokenizer.add_special_tokens({"pad_token": PAD})
-    missing = [t for t in LATENT_SPECIALS if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
+        if layout in ("coconut", "none"):
+            tokenizer.pad_token = tokenizer.eos_token
+        else:
+            added += tokenizer.add_special_tokens({"pad_token": PAD})
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in _LAYOUT_TOKENS[layout] if t not in vocab]
     if missing:
         added += tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
     tokenizer.padding_side = "left"
@@ -75,7 +100,8 @@ def ensure_special_tokens(tokenizer: PreTrainedTokenizerBase) -> int:
 
 
 def special_ids(tokenizer: PreTrainedTokenizerBase) -> SpecialIds:
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in LATENT_SPECIALS}
+    vocab = tokenizer.get_vocab()
+    ids = {t: vocab.get(t) for t in LATENT_SPECIALS}
     return SpecialIds(
         pad=tokenizer.pad_token_id,
         eos=tokenizer.eos_token_id,
@@ -84,3 +110,14 @@ def special_ids(tokenizer: PreTrainedTokenizerBase) -> SpecialIds:
         latent=ids[LATENT],
         pause=ids[PAUSE],
     )
+
+
+def require_ids(ids: SpecialIds, names: tuple[str, ...], who: str) -> None:
+    """A clear error when a method needs special tokens the model's vocabulary lacks."""
+    missing = [n for n in names if getattr(ids, n) is None]
+    if missing:
+        raise ConfigError(
+            f"{who} needs the special token(s) {', '.join('<' + n + '>' for n in missing)}, which this model's "
+            "vocabulary lacks (it was built with a smaller special-token layout); use model.special_tokens=project "
+            "or the layout of the method's paper preset"
+        )

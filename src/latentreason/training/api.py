@@ -9,7 +9,7 @@ from latentreason.data.example import Example
 from latentreason.data.registry import NAMED, load_dataset
 from latentreason.errors import CheckpointError, DataError
 from latentreason.methods.base import Method, get_method_class, method_config
-from latentreason.models.backbone import load_backbone, maybe_apply_lora
+from latentreason.models.backbone import add_special_tokens, load_backbone, maybe_apply_lora
 from latentreason.training.checkpoint import load_method, resolve_checkpoint
 from latentreason.training.run_config import RunConfig, run_config_dict
 from latentreason.training.trainer import Trainer
@@ -20,6 +20,7 @@ def build_method(cfg: RunConfig) -> Method:
     """The configured method on a fresh backbone, or on the weights of ``cfg.init_from``."""
     cls = get_method_class(cfg.method)
     mcfg = method_config(cls, cfg.method_args)
+    layout = cfg.model.special_tokens if cfg.model.special_tokens != "auto" else mcfg.special_tokens
     if cfg.init_from:
         try:
             src = resolve_checkpoint(cfg.init_from)
@@ -27,9 +28,12 @@ def build_method(cfg: RunConfig) -> Method:
             raise CheckpointError(f"init_from: {e}") from None
         source = load_method(src, trust_remote_code=cfg.model.trust_remote_code)
         backbone = source.backbone
+        # what the layout needs and the checkpoint lacks (the official Coconut adds its tokens to a
+        # CoT-SFT model that has none); a no-op for the embedded byte tokenizer
+        add_special_tokens(backbone, layout, cfg.model)
     else:
         source = None
-        backbone = load_backbone(cfg.model, seed=cfg.train.seed)
+        backbone = load_backbone(cfg.model, seed=cfg.train.seed, layout=layout)
     backbone = maybe_apply_lora(backbone, cfg.model)
     method = cls(backbone, mcfg)
     if source is not None:  # extra modules both methods have (e.g. CODI's projection) carry over too

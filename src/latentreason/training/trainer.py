@@ -1,7 +1,8 @@
 """The trainer: one loop for every method, on Hugging Face ``accelerate``.
 
-* AdamW (decay on matrices only), warm-up + cosine/linear/constant learning rate, gradient
-  clipping, gradient accumulation; bf16 autocast on GPU.
+* AdamW (decay on matrices only, or the official code's parameter set: ``method_args.weight_decay_on``),
+  warm-up + cosine/linear/constant learning rate, gradient clipping, gradient accumulation; bf16
+  autocast on GPU.
 * The global batch size is fixed by the config; with P processes and micro-batch m the
   accumulation is ``batch_size / (P * m)``, so a run on 1 or 2 processes sees the same batches.
   Batches are a deterministic function of (seed, step): global batch k of epoch e is slice k of
@@ -11,6 +12,8 @@
   ``loss_weight(batch)`` instead). For a loss that is a per-token mean (CoT, No-CoT) the
   gradient is then the per-token mean over the whole global batch, whatever the split into
   processes and micro-batches, so P processes x micro-batch b equal 1 process x batch P*b.
+  ``method_args.micro_batch_weighting=equal`` weighs every micro-batch's mean loss the same
+  instead, as gradient accumulation and DDP averaging do in the official code (paper presets).
   The global token count is summed over processes with ``accelerator.reduce`` (one scalar per
   step); gradients are averaged by DDP / FSDP as usual (the weights carry a factor P for that).
 * Multi-process training (DDP, or FSDP with ``train.distributed=fsdp`` on GPUs) is accelerate's;
@@ -75,15 +78,39 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def decay_parameter_ids(method: Method, rule: str | None = None) -> set[int]:
+    """Ids of the trainable parameters AdamW decays under ``rule`` (default: the method's
+    ``config.weight_decay_on``): ``matrices`` — every parameter with >= 2 dims (the project's choice);
+    ``all`` — every parameter (the official Coconut / iCoT code: torch AdamW over ``model.parameters()``);
+    ``hf`` — the Hugging Face Trainer's rule the official CODI code gets: everything except biases and the
+    weights of LayerNorm modules or of modules named like a layer/RMS norm."""
+    rule = rule or getattr(method.config, "weight_decay_on", "matrices")
+    if rule == "all":
+        return {id(p) for p in method.parameters()}
+    if rule == "matrices":
+        return {id(p) for p in method.parameters() if p.dim() >= 2}
+    out = set()
+    for mname, mod in method.named_modules():
+        is_norm = isinstance(mod, torch.nn.LayerNorm)
+        for pname, p in mod.named_parameters(recurse=False):
+            full = f"{mname}.{pname}" if mname else pname
+            low = full.lower()
+            if is_norm or "bias" in low or "layernorm" in low or "rmsnorm" in low:
+                continue
+            out.add(id(p))
+    return out
+
+
 def build_optimizer(method: Method, cfg, decay_ids: set[int] | None = None) -> torch.optim.Optimizer:
-    """AdamW with weight decay on matrices only. ``decay_ids``: ids of the parameters to decay,
-    taken before FSDP flattened them into 1-D shards (by default: every parameter with >= 2 dims)."""
+    """AdamW; ``decay_ids``: ids of the parameters to decay, taken before FSDP flattened them into 1-D
+    shards (by default :func:`decay_parameter_ids` of the method)."""
+    if decay_ids is None:
+        decay_ids = decay_parameter_ids(method)
     decay, no_decay = [], []
     for p in method.parameters():
         if not p.requires_grad:
             continue
-        is_matrix = id(p) in decay_ids if decay_ids is not None else p.dim() >= 2
-        (decay if is_matrix else no_decay).append(p)
+        (decay if id(p) in decay_ids else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
@@ -245,6 +272,8 @@ class Trainer:
         ``method.loss_weight(batch)`` when the method defines it, else the number of target
         tokens of a causal-LM batch (``labels[:, 1:] != -100``), else the number of examples.
         """
+        if getattr(method.config, "micro_batch_weighting", "tokens") == "equal":
+            return 1.0
         fn = getattr(method, "loss_weight", None)
         if callable(fn):
             return float(fn(batch))
@@ -428,7 +457,7 @@ class Trainer:
                 raise CheckpointError(f"{resume_dir}: weights do not match this model ({_first_line(e)})") from None
             del loaded
         self.method.train()
-        self._decay_ids = {id(p) for p in self.method.parameters() if p.dim() >= 2}
+        self._decay_ids = decay_parameter_ids(self.method)
         self.model = acc.prepare_model(self.method)
         self._new_optimizer()
         if resume_dir is not None:
@@ -452,11 +481,16 @@ class Trainer:
                 with progress_bar(self.total_steps, f"train {self.method.name}", enabled=self.progress) as bar:
                     bar.update(step)
                     while step < self.total_steps:
+                        # a finished stage is evaluated before the switch, so it decodes with its own
+                        # configuration (number of thoughts, tokens removed)
                         old_stage = unwrapped.stage_label()
+                        upcoming = unwrapped.stage_label_at(step, self.steps_per_epoch)
+                        if step > 0 and upcoming is not None and upcoming != old_stage:
+                            self._validate(step, old_stage, kind="stage_end")
                         reset = unwrapped.on_train_step(step, step / self.steps_per_epoch, self.steps_per_epoch)
                         new_stage = unwrapped.stage_label()
-                        if new_stage != old_stage and step > 0:
-                            self._validate(step, old_stage, kind="stage_end")
+                        if self.world > 1:  # every process resets together (a method may decide from its shard)
+                            reset = self._sum_over_processes([1.0 if reset else 0.0])[0] > 0
                         if reset:
                             self._new_optimizer()
                         last_loss, parts, n_tokens, dt = self._train_step(step)

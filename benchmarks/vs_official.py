@@ -1,0 +1,385 @@
+"""The project next to the OFFICIAL Coconut and CODI code on the same model, batch and questions.
+
+    python benchmarks/vs_official.py --official-dir /path/to/official \
+        [--python-coconut /venv-coconut/bin/python] [--python-codi /venv-codi/bin/python] [--rounds 3]
+
+``--official-dir`` and the two Python environments are those of ``benchmarks/parity/make_golden.py``
+(checkouts of facebookresearch/coconut and zhenyi4/codi; their pinned transformers versions). This
+script runs under the project's own environment and starts the official parts as subprocesses.
+
+Measured, all on CPU with one thread, float32, on a 4-layer GPT-2 (d = 128, the demo's size) with the
+parity fixtures' GPT-2-style BPE tokenizer and GSM8k-Aug validation questions (``--data-dir``):
+
+* training step (forward + backward + AdamW) of Coconut at its final stage (c = 2, K = 3: 6 thoughts)
+  and of CODI (6 thoughts, teacher + student), batch 32, the same examples on both sides;
+* answers per second of greedy generation after the thoughts, at batch 1 and batch 64, 64 questions.
+  The official Coconut ``generate`` handles one question at a time and recomputes the whole prefix
+  for every thought and every token (no cache), so its batch-64 figure is its batch-1 loop. The
+  official CODI test loop (``test.py``) is batched and cached; its greedy step fails at batch 1 (it
+  squeezes the batch dimension away), so its batch-1 figure uses the script's sampling path
+  (temperature 0.1, top-k 40, top-p 0.95), which runs the same forward passes. Both sides decode
+  the same number of tokens (Coconut 32 new tokens or EOS, CODI 256 or EOS; a random model rarely
+  stops early, and the mean is printed).
+
+Each measurement is the median over ``--repeats`` runs inside a round; the rounds alternate official
+and project runs and the table reports the median over rounds, with the ratio official / project
+(> 1: the project is faster). Results: ``docs/results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE / "parity"))
+
+N_EMBD, N_LAYER, N_HEAD, N_POS = 128, 4, 4, 1024
+BATCH, N_GEN, COCONUT_NEW = 32, 64, 32
+
+
+def _lines(data_dir: Path) -> list[str]:
+    lines = [ln for ln in (data_dir / "gsm8k_aug" / "valid.txt").read_text(encoding="utf-8").split("\n") if ln.strip()]
+    return [ln for ln in lines if len(ln) < 400 and not ln.rsplit("####", 1)[1].strip().startswith("-")][:N_GEN]
+
+
+def make_model(out: Path, data_dir: Path) -> None:
+    """config + tokenizer (the parity fixtures') + random float32 weights with 3 rows beyond the tokenizer."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tok_dir = ROOT / "tests" / "parity" / "data" / "tokenizer"
+    vocab = len(json.loads((tok_dir / "vocab.json").read_text(encoding="utf-8")))
+    cfg = GPT2Config(vocab_size=vocab, n_positions=N_POS, n_embd=N_EMBD, n_layer=N_LAYER, n_head=N_HEAD,
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=vocab - 1, eos_token_id=vocab - 1)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(cfg)
+    # weights well above GPT-2's 0.02 initialiser: decisive predictions, so that the official and the project
+    # code (different kernels, different transformers versions) decode the same tokens and do the same work
+    w = {"transformer." + k: (v.detach().clone() * (15.0 if v.dim() == 2 else 1.0))
+         for k, v in model.transformer.named_parameters()}
+    w["transformer.wte.weight"] = torch.cat([w["transformer.wte.weight"], 0.3 * torch.randn(3, N_EMBD)])
+    d = N_EMBD
+    w.update({"prj.1.weight": 0.3 * torch.randn(d, d), "prj.1.bias": torch.zeros(d), "prj.3.weight": 0.3 * torch.randn(d, d),
+              "prj.3.bias": torch.zeros(d), "prj.ln.weight": torch.ones(d), "prj.ln.bias": torch.zeros(d)})
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(cfg.to_json_string())
+    save_file({k: v.contiguous() for k, v in w.items()}, str(out / "weights.safetensors"))
+    (out / "lines").mkdir(exist_ok=True)
+    (out / "lines" / "gsm.txt").write_text("\n".join(_lines(data_dir)) + "\n", encoding="utf-8")
+    (out / "tokenizer").mkdir(exist_ok=True)
+    for f in tok_dir.iterdir():
+        (out / "tokenizer" / f.name).write_bytes(f.read_bytes())
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+# ----------------------------------------------------------------------------------------- official parts
+def official_coconut(official: Path, work: Path, repeats: int) -> dict:
+    import make_golden as mg
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    sys.path.insert(0, str(official / "coconut"))
+    import dataset as cdata  # official
+    from coconut import Coconut  # official
+
+    mdir = mg.hf_model_dir(work, Path(tempfile.mkdtemp()))
+    rows = [{"question": r["question"], "steps": r["cot"].split(" ") if r["cot"] else [""], "answer": r["answer"]}
+            for r in mg.gsm_rows(work)]  # preprocessing/gsm_icot.py's JSON layout
+    jpath = Path(tempfile.mkdtemp()) / "gsm.json"
+    jpath.write_text(json.dumps(rows))
+    tok = AutoTokenizer.from_pretrained(mdir)
+    tok.pad_token = tok.eos_token
+    for t in ("<|start-latent|>", "<|end-latent|>", "<|latent|>"):
+        tok.add_tokens(t)
+    latent, start, end = (tok.convert_tokens_to_ids(t) for t in ("<|latent|>", "<|start-latent|>", "<|end-latent|>"))
+    model = AutoModelForCausalLM.from_pretrained(mdir, torch_dtype=torch.float32)
+    model.resize_token_embeddings(len(tok))
+    model.load_state_dict(mg.load_weights(work), strict=False)
+    model.tie_weights()
+    coconut = Coconut(model, latent, start, end, tok.eos_token_id)
+    configs = type("C", (), dict(c_thought=2, max_latent_stage=3, pad_latent_to_max=True, uniform_prob=0.0, no_cot=False))()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        base = cdata.get_dataset(str(jpath), tok)
+        train = cdata.get_cot_latent_dataset(4, base, configs, start, latent, end)
+        qds = cdata.get_question_latent_dataset(4, base, configs, start, latent, end)
+    tok.padding_side = "right"
+    collator = cdata.MyCollator(tok, latent_id=latent, label_pad_token_id=-100)
+    feats = [{k: train[i][k] for k in ("input_ids", "labels", "attention_mask", "position_ids")} for i in range(BATCH)]
+    batch = collator([dict(f) for f in feats])
+    batch = {k: v for k, v in batch.items() if k != "idx"}
+    opt = torch.optim.AdamW(coconut.parameters(), lr=1e-4, weight_decay=0.01)
+    coconut.train()
+
+    def step():
+        loss = coconut(**batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    t_train = _median_time(step, repeats)
+    coconut.eval()
+    n_tok = []
+
+    def gen():
+        n_tok.clear()
+        with torch.no_grad():
+            for i in range(len(qds)):  # the official evaluation: batch 1
+                ids = torch.tensor([qds[i]["input_ids"]])
+                seq = coconut.generate(ids, torch.ones_like(ids), max_new_tokens=COCONUT_NEW)
+                n_tok.append(seq.shape[1] - ids.shape[1])
+
+    t_gen = _median_time(gen, max(1, repeats // 3))
+    return {"train_step_s": t_train, "gen_b1_s": t_gen, "gen_b64_s": t_gen, "n_questions": len(qds),
+            "tokens_b1": statistics.mean(n_tok), "tokens_b64": statistics.mean(n_tok)}
+
+
+def official_codi(official: Path, work: Path, repeats: int) -> dict:
+    import make_golden as mg
+    import torch
+
+    torch.set_num_threads(1)
+    mg._codi_patches(torch, torch.float32)
+    import transformers
+
+    sys.path.insert(0, str(official / "codi"))
+    os.chdir(official / "codi")
+    mdir = mg.hf_model_dir(work, Path(tempfile.mkdtemp()))
+    rows = mg.gsm_rows(work)
+    import train as ctrain  # official
+
+    captured: dict = {}
+
+    class Capture:
+        def __init__(self, model, tokenizer, args, train_dataset, eval_dataset, data_collator):
+            captured.update(model=model, dataset=train_dataset, collator=data_collator)
+            raise mg._Stop
+
+    ctrain.load_dataset = lambda *a, **kw: {"train": rows}
+    ctrain.CustomTrainer = Capture
+    common = ["--model_name_or_path", str(mdir), "--seed", "11", "--model_max_length", "512", "--lora_init", "True",
+              "--use_lora", "False", "--num_latent", "6", "--use_prj", "True", "--prj_dim", str(N_EMBD),
+              "--prj_dropout", "0.0", "--remove_eos", "True"]
+    sys.argv = ["train.py", "--output_dir", tempfile.mkdtemp(), "--data_name", "icot", "--distill_loss_div_std", "True",
+                "--report_to", "none", *common]
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            ctrain.train()
+        except mg._Stop:
+            pass
+    model, ds, collator = captured["model"], captured["dataset"], captured["collator"]
+    w = mg.load_weights(work, "")
+    sd = {"codi." + k: v for k, v in w.items() if k.startswith("transformer.")}
+    sd["codi.lm_head.weight"] = w["transformer.wte.weight"]
+    sd.update({k: v for k, v in w.items() if k.startswith("prj.")})
+    model.load_state_dict(sd, strict=False)
+    model.codi.tie_weights()
+    model.print_loss = False
+    batch = collator([ds[i] for i in range(BATCH)])
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.1)
+
+    def step():
+        out = model(**batch)
+        out["loss"].backward()
+        opt.step()
+        opt.zero_grad()
+
+    t_train = _median_time(step, repeats)
+
+    from safetensors.torch import save_file
+
+    ckpt = Path(tempfile.mkdtemp())
+    save_file({k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("codi.lm_head")},
+              str(ckpt / "model.safetensors"))
+    import test as ctest  # official
+    from src.model import CODI  # official
+
+    ctest.load_dataset = lambda *a, **kw: {"test": [{"question": r["question"], "answer": "#### " + r["answer"]} for r in rows]}
+    marks: dict = {}
+    real_eval = CODI.eval
+
+    def eval_(self):  # the last eval() call of test.evaluation() comes right before its generation loop
+        marks["t0"] = time.perf_counter()
+        return real_eval(self)
+
+    CODI.eval = eval_
+    res = {"train_step_s": t_train, "n_questions": len(rows)}
+    for bs, greedy, key in ((len(rows), "True", "gen_b64_s"), (1, "False", "gen_b1_s")):
+        sys.argv = ["test.py", "--output_dir", tempfile.mkdtemp(), "--data_name", "gsm8k", "--batch_size", str(bs),
+                    "--greedy", greedy, "--inf_latent_iterations", "6", "--inf_num_iterations", "1", "--ckpt_dir",
+                    str(ckpt), *common]
+        parser = transformers.HfArgumentParser((ctest.ModelArguments, ctest.DataArguments, ctest.TrainingArguments))
+        margs, dargs, targs = parser.parse_args_into_dataclasses()
+        ctest.data_args = dargs
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            ctest.evaluation(margs, dargs, targs)
+        res[key] = time.perf_counter() - marks["t0"]
+        lens = [float(x) for x in out.getvalue().split("average length of COT: ")[-1].split()[:1]]
+        res["tokens_" + key.split("_")[1]] = lens[0] if lens else float("nan")
+    return res
+
+
+# ----------------------------------------------------------------------------------------- project part
+def project_part(work: Path, repeats: int) -> dict:
+    import torch
+    from safetensors.torch import load_file
+
+    from latentreason.data.loaders import load_gsm8k_aug
+    from latentreason.decoding.latent import latent_generate
+    from latentreason.methods.base import method_config
+    from latentreason.methods.coconut import Coconut
+    from latentreason.methods.codi import CODI
+    from latentreason.models.backbone import ModelConfig, load_backbone
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.set_num_threads(1)
+    mdir = Path(tempfile.mkdtemp()) / "tiny-gpt2"
+    cfg = GPT2Config.from_json_file(str(work / "config.json"))
+    w = load_file(str(work / "weights.safetensors"))
+    base = {k: v for k, v in w.items() if k.startswith("transformer.")}
+    base["transformer.wte.weight"] = base["transformer.wte.weight"][: cfg.vocab_size]
+    m0 = GPT2LMHeadModel(cfg)
+    m0.load_state_dict(base, strict=False)
+    m0.save_pretrained(mdir)
+    for f in (work / "tokenizer").iterdir():
+        (mdir / f.name).write_bytes(f.read_bytes())
+    exs = load_gsm8k_aug(work / "lines" / "gsm.txt")
+
+    def build(cls, preset):
+        mc = method_config(cls, {"preset": preset})
+        bb = load_backbone(ModelConfig(name=str(mdir)), layout=mc.special_tokens)
+        full = {k: v for k, v in w.items() if k.startswith("transformer.")}
+        bb.model.load_state_dict(full, strict=False)
+        bb.model.tie_weights()
+        m = cls(bb, mc)
+        if getattr(m, "projection", None) is not None:
+            m.projection.load_state_dict({"fc1.weight": w["prj.1.weight"], "fc1.bias": w["prj.1.bias"],
+                                          "fc2.weight": w["prj.3.weight"], "fc2.bias": w["prj.3.bias"],
+                                          "norm.weight": w["prj.ln.weight"], "norm.bias": w["prj.ln.bias"]})
+        return m
+
+    res = {}
+    for name, cls, preset, n_new in (("coconut", Coconut, "coconut_paper", COCONUT_NEW),
+                                     ("codi", CODI, "codi_paper_official_padding", 256)):
+        m = build(cls, preset)
+        if name == "coconut":
+            m.stage = m._batch_stage = m.final_stage
+        toks = m.prepare(exs)
+        batch = m.collate([m.features(t) for t in toks[:BATCH]])
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+        m.train()
+
+        def step():
+            m(batch)["loss"].backward()
+            opt.step()
+            opt.zero_grad()
+
+        r = {"train_step_s": _median_time(step, repeats)}
+        m.eval()
+        n = m.n_latent(m.stage) if name == "coconut" else m.config.n_latent
+        n_tok = []
+
+        def gen(bs):
+            n_tok.clear()
+            for i in range(0, len(exs), bs):
+                prompts = m.latent_prompts(exs[i : i + bs])
+                out = latent_generate(m.model, prompts, n_latent=n, thought_fn=m.thought, eot_id=m.ids.eot,
+                                      eos_id=m.ids.eos, pad_id=m.ids.pad, max_new_tokens=n_new,
+                                      count_padding=getattr(m.config, "official_padding", False))
+                n_tok.extend(len(t) for t in out.tokens)
+
+        with torch.no_grad():
+            r["gen_b1_s"] = _median_time(lambda: gen(1), max(1, repeats // 3))
+            r["tokens_b1"] = statistics.mean(n_tok)
+            r["gen_b64_s"] = _median_time(lambda: gen(N_GEN), repeats)
+            r["tokens_b64"] = statistics.mean(n_tok)
+        r["n_questions"] = len(exs)
+        res[name] = r
+    return res
+
+
+# ----------------------------------------------------------------------------------------- main
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--official-dir", required=True, type=Path)
+    ap.add_argument("--python-coconut", default=sys.executable)
+    ap.add_argument("--python-codi", default=sys.executable)
+    ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--part", choices=["coconut", "codi"], help=argparse.SUPPRESS)
+    ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.part:
+        fn = official_coconut if args.part == "coconut" else official_codi
+        sys.stdout.write("\n" + json.dumps(fn(args.official_dir.resolve(), args.work, args.repeats)) + "\n")
+        return
+    for name in ("coconut", "codi"):
+        if not (args.official_dir / name).is_dir():
+            sys.exit(f"--official-dir: {args.official_dir / name} is missing (a checkout of the official repository)")
+    work = Path(tempfile.mkdtemp())
+    make_model(work, args.data_dir)
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
+               PYTHONWARNINGS="ignore", PYTHONBREAKPOINT="0", PYTHONPATH=str(HERE / "parity"))
+    rounds: dict[str, list[dict]] = {"official_coconut": [], "official_codi": [], "project": []}
+    for r in range(args.rounds):
+        for part, py in (("coconut", args.python_coconut), ("codi", args.python_codi)):
+            print(f"round {r + 1}: official {part} ...", flush=True)
+            proc = subprocess.run([py, str(Path(__file__).resolve()), "--official-dir", str(args.official_dir),
+                                   "--part", part, "--work", str(work), "--repeats", str(args.repeats)],
+                                  capture_output=True, text=True, env=env)
+            if proc.returncode:
+                sys.exit(f"official {part} failed:\n{proc.stderr[-5000:]}")
+            rounds[f"official_{part}"].append(json.loads(proc.stdout.strip().split("\n")[-1]))
+        print(f"round {r + 1}: project ...", flush=True)
+        rounds["project"].append(project_part(work, args.repeats))
+
+    def med(rows, key):
+        return statistics.median(x[key] for x in rows)
+
+    table = []
+    for name in ("coconut", "codi"):
+        off, proj = rounds[f"official_{name}"], [x[name] for x in rounds["project"]]
+        n = proj[0]["n_questions"]
+        for what, key, unit in (("training step, batch 32 (ms)", "train_step_s", "ms"),
+                                ("generation, batch 1 (answers/s)", "gen_b1_s", "aps"),
+                                ("generation, batch 64 (answers/s)", "gen_b64_s", "aps")):
+            o, p = med(off, key), med(proj, key)
+            if unit == "ms":
+                table.append((name, what, f"{1000 * o:.1f}", f"{1000 * p:.1f}", o / p))
+            else:
+                table.append((name, what, f"{n / o:.2f}", f"{n / p:.2f}", o / p))
+        for b in ("b1", "b64"):
+            table.append((name, f"mean new tokens per answer, {b.replace('b', 'batch ')}", f"{med(off, 'tokens_' + b):.1f}",
+                          f"{med(proj, 'tokens_' + b):.1f}", None))
+    print(f"\n{args.rounds} rounds x {args.repeats} repeats; GPT-2 {N_LAYER} layers d={N_EMBD}, CPU 1 thread, float32")
+    print("| method | measure | official | project | official time / project time |")
+    print("|---|---|---|---|---|")
+    for name, what, o, p, ratio in table:
+        print(f"| {name} | {what} | {o} | {p} | {'' if ratio is None else f'{ratio:.2f}x'} |")
+    print(json.dumps(rounds))
+
+
+if __name__ == "__main__":
+    main()
