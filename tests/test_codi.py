@@ -250,3 +250,29 @@ def test_soft_token_thought_starts_as_the_soft_token():
     with torch.no_grad():
         m.projection.norm.weight.fill_(1.0)  # once trained, the projection adds to it
     assert not torch.allclose(m.thought(h, torch.zeros(3, dtype=torch.long)), expected, atol=1e-3)
+
+
+def test_forced_thoughts_mix_in_the_previous_result_then_fade():
+    """forced_thoughts_steps: thought j's input is mixed with the embedding of step j-1's result token, the
+    weight falling from 1 to 0 over the first N steps; thought 1 (nothing before it) is never forced."""
+    m = _codi(n_latent=5, align_steps=True, teacher_drop_last_step=False, forced_thoughts_steps=10)
+    (ex,) = [e for e in _examples(20) if e.question == "4+7*8+2-5"] or _examples(1)
+    batch = m.collate([m.features(t) for t in m.prepare([ex])])
+    toks = m.forced_tokens(batch)[0].tolist()
+    values = [s.split("=")[1] for s in ex.steps]
+    assert toks[0] == -1 and [m.tokenizer.decode([t]) for t in toks[1:]] == values  # carry thought: the last value
+    m.train()
+
+    m.on_train_step(0, 0.0, 100)
+    out0 = m(batch)
+    with torch.no_grad():  # at step 0 (α = 1) thought 2's input is exactly the embedding of step 1's result
+        override = m._forced_thoughts(batch)
+        h = torch.randn(1, 48, dtype=torch.float64)
+        assert torch.allclose(override(1, h), m.model.get_input_embeddings()(torch.tensor([toks[1]])))
+        assert torch.allclose(override(0, h), m.thought(h, torch.zeros(1, dtype=torch.long)))
+    m.on_train_step(10, 0.0, 100)  # forcing over: the plain thoughts
+    assert m._forcing == 0.0
+    m.eval()
+    m.on_train_step(5, 0.0, 100)
+    assert m._forcing == 0.5
+    assert float(out0["loss"].detach()) > 0

@@ -109,6 +109,11 @@ class CODIConfig(MethodConfig):
     #: project addition: a thought is Soft Thinking's concept token of the state (LM-head distribution times the
     #: embedding matrix) plus the projection, whose output gain starts at 0 (so a fresh thought is the soft token)
     soft_token_thought: bool = False
+    #: project addition (scheduled teacher forcing of thoughts): over the first N training steps a thought's input
+    #: is mixed with the embedding of the previous step's result token, α·E[result] + (1 - α)·thought, α falling
+    #: linearly from 1 to 0; a thought's mechanism can be learnt before the previous thought has learnt to carry
+    #: the value (0 = off; needs align_steps and thoughts_per_step = 1)
+    forced_thoughts_steps: int = 0
     max_new_tokens: int = 32
 
     def validate(self) -> None:
@@ -117,6 +122,10 @@ class CODIConfig(MethodConfig):
             raise ConfigError(f"method_args.n_latent must be >= 0, got {self.n_latent}")
         if self.distill_loss not in DISTANCES:
             raise ConfigError(f"method_args.distill_loss must be one of {', '.join(DISTANCES)}, got {self.distill_loss!r}")
+        if self.forced_thoughts_steps < 0:
+            raise ConfigError(f"method_args.forced_thoughts_steps must be >= 0, got {self.forced_thoughts_steps}")
+        if self.forced_thoughts_steps and self.thoughts_per_step != 1:
+            raise ConfigError("method_args.forced_thoughts_steps needs method_args.thoughts_per_step = 1")
         if self.align_first_layer is not None and self.align_first_layer < 0:
             raise ConfigError(f"method_args.align_first_layer must be >= 0, got {self.align_first_layer}")
         if self.thoughts_per_step < 1:
@@ -248,8 +257,10 @@ class CODI(Method):
         rows = torch.arange(B, device=batch["input_ids"].device)
         t_out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
         loss_teacher = causal_lm_loss(t_out.logits, batch["labels"])
+        override = self._forced_thoughts(batch) if self.training and self._forcing > 0 else None
         s = latent_forward(self.model, batch["prompt_ids"], batch["prompt_mask"], cfg.n_latent, self.thought,
-                           batch["suffix_ids"], batch["suffix_mask"], count_padding=cfg.official_padding)
+                           batch["suffix_ids"], batch["suffix_mask"], count_padding=cfg.official_padding,
+                           thought_override=override)
         loss_student = shifted_ce(s.suffix_logits, batch["suffix_labels"])
         first = 1 if cfg.distill_skip_embedding else 0
         t_states = [hs[rows, batch["p_t"]] for hs in t_out.hidden_states[first:]]
@@ -269,6 +280,45 @@ class CODI(Method):
                 out["loss_step_ce"] = loss_step.detach()
         out["loss"] = loss
         return out
+
+    # ------------------------------------------------------------------ scheduled teacher forcing of thoughts
+    @property
+    def _forcing(self) -> float:
+        return getattr(self, "_alpha", 0.0)
+
+    def on_train_step(self, step: int, epoch: float, steps_per_epoch: int) -> bool:
+        n = self.config.forced_thoughts_steps
+        self._alpha = max(0.0, 1.0 - step / n) if n else 0.0
+        return False
+
+    def forced_tokens(self, batch) -> Tensor:
+        """(B, n_latent): the token whose embedding a thought's input is mixed with: the result of the step before
+        the one the thought is aligned with (thought kk + 1 <-> step kk + 1 - offset), the last step's result for
+        carry thoughts, -1 where there is none (the first step's thought, rows without steps)."""
+        anchors, ids = batch["anchors"], batch["input_ids"]
+        B, n = anchors.shape[0], self.config.n_latent
+        rows = torch.arange(B, device=anchors.device)
+        n_valid = (anchors >= 0).sum(1)
+        toks = torch.full((B, n), -1, dtype=torch.long, device=anchors.device)
+        for kk in range(self.config.align_offset, n):
+            prev = torch.clamp(torch.minimum(torch.full_like(n_valid, kk - self.config.align_offset), n_valid - 1), min=0)
+            toks[:, kk] = torch.where(n_valid > 0, ids[rows, anchors[rows, prev].clamp(min=0) + 1], -1)
+        return toks
+
+    def _forced_thoughts(self, batch):
+        toks, alpha = self.forced_tokens(batch), self._forcing
+        emb = self.model.get_input_embeddings()
+
+        def override(kk: int, h: Tensor) -> Tensor:
+            e = self.thought(h, torch.full((h.shape[0],), kk, dtype=torch.long, device=h.device))
+            tok = toks[:, kk].to(h.device)
+            has = tok >= 0
+            if not bool(has.any()):
+                return e
+            mixed = alpha * emb(tok.clamp(min=0)).to(e.dtype) + (1.0 - alpha) * e
+            return torch.where(has[:, None], mixed, e)
+
+        return override
 
     def _align_loss(self, batch, teacher_hidden, latent_hidden) -> Tensor | None:
         """Latent position offset + j·c (0 = <bot>) ↔ teacher state predicting step j's result, every layer."""
