@@ -120,3 +120,21 @@ def test_stale_code_identity_retrains_unless_reuse_stale(tmp_path, monkeypatch):
     assert any("trained by other code" in s and "retraining" in s for s in logs)
     retrained = json.loads(done.read_text())
     assert retrained["run_id"] != first["run_id"] and retrained["code"]["source_hash"] == "0123456789abcdef"
+
+
+def test_modules_added_to_a_loaded_model_follow_the_seed(tmp_path):
+    """init_from: CODI's projection (new on a CoT model) is drawn from the run's seed, whatever ran before."""
+    import torch
+
+    from latentreason.training.api import build_method
+    from latentreason.training.run_config import RunConfig
+
+    cfg = _cfg(entries=[TINY["entries"][0]])
+    run_bench(cfg, tmp_path / "b", progress=False, log=lambda s: None)
+    rc = {"method": "codi", "init_from": str(tmp_path / "b" / "cot" / "model"), "model": TINY["model"]}
+    a = build_method(from_dict(RunConfig, {**rc, "train": {"seed": 4}}))
+    torch.rand(100)  # the process's random state moves on
+    b = build_method(from_dict(RunConfig, {**rc, "train": {"seed": 4}}))
+    c = build_method(from_dict(RunConfig, {**rc, "train": {"seed": 5}}))
+    assert torch.equal(a.projection.fc1.weight, b.projection.fc1.weight)
+    assert not torch.equal(a.projection.fc1.weight, c.projection.fc1.weight)

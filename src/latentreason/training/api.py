@@ -13,7 +13,7 @@ from latentreason.models.backbone import add_special_tokens, load_backbone, mayb
 from latentreason.training.checkpoint import load_method, resolve_checkpoint
 from latentreason.training.run_config import RunConfig, run_config_dict
 from latentreason.training.trainer import Trainer
-from latentreason.utils import atomic_write_json, check_output_dir, env_info
+from latentreason.utils import atomic_write_json, check_output_dir, env_info, seed_everything
 
 
 def build_method(cfg: RunConfig) -> Method:
@@ -21,6 +21,9 @@ def build_method(cfg: RunConfig) -> Method:
     cls = get_method_class(cfg.method)
     mcfg = method_config(cls, cfg.method_args)
     layout = cfg.model.special_tokens if cfg.model.special_tokens != "auto" else mcfg.special_tokens
+    # what a method adds to a loaded model (projection, routers, adapters, new token rows, LoRA) is drawn from the
+    # run's seed, not from whatever the process's random state happens to be: the same run twice is the same run
+    seed_everything(cfg.train.seed)
     if cfg.init_from:
         try:
             src = resolve_checkpoint(cfg.init_from)
