@@ -81,9 +81,8 @@ class CODIAdaptiveConfig(CODIConfig):
     #: align every thought after the stop thought with that end state too (a steady "done" state,
     #: so that a fixed n larger than needed reads the same answer as stopping)
     align_end_through: bool = False
-    #: weight of a cross-entropy on the LM-head probe of each aligned thought state against the token
-    #: its teacher position predicts (step j's result): a hard-label form of the step alignment that
-    #: does not depend on the teacher being right (0 = off)
+    #: CODI's step supervision (``CODIConfig.step_ce_weight``), on by default here: the LM-head probe of each
+    #: aligned thought must predict step j's result, which the training-free stop rule reads
     step_ce_weight: float = 1.0
     #: the probe stops when the LM-head probe puts more than this on the stop tokens
     probe_threshold: float = 0.5
@@ -226,7 +225,7 @@ class CODIAdaptive(CODI):
                 loss = loss + cfg.align_weight * loss_align
                 out["loss_align"] = loss_align.detach()
         if cfg.step_ce_weight > 0:
-            loss_step_ce = self._step_ce_loss(batch, s.latent_hidden)
+            loss_step_ce = self._step_ce(batch, s.latent_hidden)
             if loss_step_ce is not None:
                 loss = loss + cfg.step_ce_weight * loss_step_ce
                 out["loss_step_ce"] = loss_step_ce.detach()
@@ -260,24 +259,6 @@ class CODIAdaptive(CODI):
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, output_hidden_states=True)
         return out.logits[:, -S:], tuple(hs[:, -S:] for hs in out.hidden_states)
-
-    def _step_ce_loss(self, batch, latent_hidden) -> Tensor | None:
-        """CE of the LM head on latent position offset + j·c against the token after step j's anchor."""
-        c, anchors, ids = self.config.thoughts_per_step, batch["anchors"], batch["input_ids"]
-        states, targets = [], []
-        for j in range(anchors.shape[1]):
-            m = self.config.align_offset + j * c
-            if m >= len(latent_hidden):
-                break
-            idx = (anchors[:, j] >= 0).nonzero(as_tuple=True)[0]
-            if idx.numel() == 0:
-                continue
-            states.append(latent_hidden[m][-1][idx])
-            targets.append(ids[idx, anchors[idx, j] + 1])
-        if not states:
-            return None
-        logits = self.model.get_output_embeddings()(torch.cat(states))
-        return F.cross_entropy(logits.float(), torch.cat(targets))
 
     def _end_align_loss(self, batch, teacher_hidden, latent_hidden, targets: Tensor, n: int) -> Tensor | None:
         """State after the stop thought (and, with ``align_end_through``, after every later thought) ↔
