@@ -255,6 +255,11 @@ def entropy(probs: Tensor) -> Tensor:
     return torch.special.entr(probs).sum(-1)
 
 
+def model_entropy(logits: Tensor) -> Tensor:
+    """Entropy in nats of the model's own next-token distribution ``softmax(logits)`` (temperature 1)."""
+    return entropy(torch.softmax(logits.to(_compute_dtype(logits)), dim=-1))
+
+
 def _renorm(p: Tensor) -> Tensor:
     return p / p.sum(-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
 
@@ -438,11 +443,12 @@ class StepProbe(Protocol):
 
     ``before_step`` is called with the state that is about to receive the step's inputs (it may
     run extra forward passes but must leave the cache as it found it); ``after_step`` receives the
-    next-token logits the real step produced.
+    next-token logits the real step produced. ``top1_weight`` is the weight of each row's top-1
+    component in its soft input (1 for one-hot inputs).
     """
 
     def before_step(self, state: DecodeState, soft: Tensor, top1: Tensor, top2: Tensor, top2_valid: Tensor,
-                    inputs_embeds: Tensor | None = None) -> None: ...
+                    inputs_embeds: Tensor | None = None, top1_weight: Tensor | None = None) -> None: ...
 
     def after_step(self, next_logits: Tensor) -> None: ...
 
@@ -463,6 +469,12 @@ class SoftThinkingOutput:
     #: per soft step: (indices, weights) of the soft input, nonzero entries only (when recorded)
     distributions: list[tuple[list[int], list[float]]] | None = None
     mode: str = "vanilla"
+    #: per thinking step (every mode): entropy in nats of the model's own next-token distribution
+    #: softmax(z) (temperature 1, full vocabulary) — the model's uncertainty, not the sampler's
+    step_entropy: list[float] = field(default_factory=list)
+    #: per soft step, aligned with ``distributions`` (when recorded, noised modes only): the vanilla
+    #: soft token of the same logits, i.e. the token before the Dirichlet / Gumbel noise
+    clean_distributions: list[tuple[list[int], list[float]]] | None = None
 
     def generation(self) -> "Generation":
         from latentreason.methods.base import Generation
@@ -504,6 +516,8 @@ class _Row:
     eos: int = 0
     ended_by: str = "length"
     dists: list[tuple[list[int], list[float]]] = field(default_factory=list)
+    entropy: list[float] = field(default_factory=list)
+    clean: list[tuple[list[int], list[float]]] = field(default_factory=list)
 
 
 @torch.no_grad()
@@ -573,15 +587,22 @@ def soft_generate(
         soft_w: Tensor | None = None
         soft_i: Tensor | None = None
         soft_h: Tensor | None = None
+        clean_w: Tensor | None = None
+        clean_i: Tensor | None = None
         # 2. thinking rows
         if think:
             sub = logits[think]
             g_think = [gens[active[j]] for j in think]
+            for j, h in zip(think, model_entropy(sub).tolist()):
+                rows[active[j]].entropy.append(h)
             if cfg.is_soft:
                 st = soft_token(sub, cfg.mode, cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, cfg.max_topk,
                                 cfg.dirichlet_gamma, cfg.gumbel_tau, generator=g_think if cfg.mode != "vanilla" else None)
                 soft_w, soft_i, soft_h = st.weights, st.indices, st.entropy
                 tokens[think] = st.top1.cpu()
+                if record_distributions and cfg.mode != "vanilla":
+                    clean = soft_token(sub, "vanilla", cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, cfg.max_topk)
+                    clean_w, clean_i = clean.weights, clean.indices
             elif cfg.mode == "greedy":
                 tokens[think] = sub.argmax(-1).cpu()
             else:
@@ -636,6 +657,9 @@ def soft_generate(
                     k = soft_pos[j]
                     nz = soft_w[k] > 0
                     row.dists.append((soft_i[k][nz].tolist(), soft_w[k][nz].tolist()))
+                    if clean_w is not None:
+                        nz = clean_w[k] > 0
+                        row.clean.append((clean_i[k][nz].tolist(), clean_w[k][nz].tolist()))
         if t == max_new_tokens - 1 or bool(done.all()):
             break
         # 6. next inputs
@@ -647,15 +671,18 @@ def soft_generate(
             x[js] = soft_embedding(soft_w[ks], soft_i[ks], emb)
         top2 = tokens.clone()
         top2_valid = torch.zeros(n_act, dtype=torch.bool)
+        top1_w = torch.ones(n_act, dtype=torch.float64)
         if probe is not None and soft_w is not None and soft_w.shape[-1] > 1:
             for j, k in soft_pos.items():
                 if feed_soft[j] and float(soft_w[k, 1]) > 0:
-                    top2[j], top2_valid[j] = int(soft_i[k, 1]), True
+                    top2[j], top2_valid[j], top1_w[j] = int(soft_i[k, 1]), True, float(soft_w[k, 0])
         keep_dev = keep.to(device)
         state.keep(keep_dev)
         x, tokens, feed_soft, top2, top2_valid = x[keep_dev], tokens[keep], feed_soft[keep], top2[keep], top2_valid[keep]
+        top1_w = top1_w[keep]
         if probe is not None and bool(feed_soft.any()):
-            probe.before_step(state, feed_soft.to(device), tokens.to(device), top2.to(device), top2_valid.to(device), x)
+            probe.before_step(state, feed_soft.to(device), tokens.to(device), top2.to(device), top2_valid.to(device), x,
+                              top1_weight=top1_w)
         logits = state.step(inputs_embeds=x[:, None, :]).logits[:, -1, :]
         if probe is not None and bool(feed_soft.any()):
             probe.after_step(logits)
@@ -677,6 +704,8 @@ def soft_generate(
                 entropy_normalization=cfg.entropy_normalization,
                 distributions=row.dists if record_distributions else None,
                 mode=cfg.mode,
+                step_entropy=row.entropy,
+                clean_distributions=row.clean if record_distributions and cfg.mode in ("dirichlet", "gumbel") else None,
             )
         )
     return outs
@@ -749,7 +778,7 @@ def soft_think(
 
 __all__ = [
     "MODES", "SOFT_MODES", "PRESETS", "SoftThinkingConfig", "SoftThinkingOutput", "SoftToken", "StepProbe",
-    "derive_seed", "dirichlet_weights", "entropy", "filter_probs", "filter_sorted", "gumbel_softmax_weights",
+    "derive_seed", "dirichlet_weights", "entropy", "filter_probs", "model_entropy", "filter_sorted", "gumbel_softmax_weights",
     "method_inject_ids", "method_think_end", "probs_from_logits", "row_generators", "sample_token", "soft_config",
     "soft_embedding", "soft_generate", "soft_think", "soft_token", "sort_desc", "topk_truncate",
 ]
