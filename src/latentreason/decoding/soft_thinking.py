@@ -387,6 +387,9 @@ class SoftToken:
     weights: Tensor  # (B, K)
     indices: Tensor  # (B, K)
     entropy: Tensor  # (B,) nats of softmax(z / T) before filtering
+    #: the vanilla (un-noised) token of the same logits; the same tensors as weights / indices for vanilla
+    clean_weights: Tensor | None = None
+    clean_indices: Tensor | None = None
 
     @property
     def top1(self) -> Tensor:
@@ -411,14 +414,16 @@ def soft_token(
     p = probs_from_logits(logits, temperature)
     h = entropy(p)
     sp, si = filter_sorted(p, top_k, top_p, min_p)
+    cw, ci = topk_truncate(sp, si, max_topk)  # the vanilla token
     if mode == "dirichlet":
         width = top_k if 0 < top_k < sp.shape[-1] else sp.shape[-1]  # the support never extends beyond top_k
         d = dirichlet_weights(sp[..., :width], dirichlet_gamma, generator)
-        sp, si = sort_desc(d, si[..., :width])
-    w, idx = topk_truncate(sp, si, max_topk)
-    if mode == "gumbel":
-        w, idx = sort_desc(gumbel_softmax_weights(w, gumbel_tau, generator), idx)
-    return SoftToken(w, idx, h)
+        w, idx = topk_truncate(*sort_desc(d, si[..., :width]), max_topk)
+    elif mode == "gumbel":
+        w, idx = sort_desc(gumbel_softmax_weights(cw, gumbel_tau, generator), ci)
+    else:
+        w, idx = cw, ci
+    return SoftToken(w, idx, h, cw, ci)
 
 
 def sample_token(logits: Tensor, temperature: float, top_k: int, top_p: float, min_p: float, generator: Any = None) -> Tensor:
@@ -503,6 +508,12 @@ def _tokens_before(tokenizer: Any, tokens: list[int], marker: str) -> int | None
         else:
             lo = mid + 1
     return max(lo - 1, 0)
+
+
+def _nonzero(indices: list[int], weights: list[float]) -> tuple[list[int], list[float]]:
+    """The entries of a soft token with a nonzero weight."""
+    keep = [k for k, w in enumerate(weights) if w > 0]
+    return [indices[k] for k in keep], [weights[k] for k in keep]
 
 
 @dataclass
@@ -601,8 +612,7 @@ def soft_generate(
                 soft_w, soft_i, soft_h = st.weights, st.indices, st.entropy
                 tokens[think] = st.top1.cpu()
                 if record_distributions and cfg.mode != "vanilla":
-                    clean = soft_token(sub, "vanilla", cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, cfg.max_topk)
-                    clean_w, clean_i = clean.weights, clean.indices
+                    clean_w, clean_i = st.clean_weights, st.clean_indices
             elif cfg.mode == "greedy":
                 tokens[think] = sub.argmax(-1).cpu()
             else:
@@ -625,6 +635,11 @@ def soft_generate(
         if soft_h is not None and cfg.entropy_normalization == "log_vocab":
             soft_h = soft_h / log_v
         done = torch.zeros(n_act, dtype=torch.bool)
+        rec: list[list[list[Any]]] = []  # one host copy per step of what is recorded (not one per row)
+        if record_distributions and soft_w is not None:
+            rec = [soft_i.tolist(), soft_w.tolist()]
+            if clean_w is not None:
+                rec += [clean_i.tolist(), clean_w.tolist()]
         for j, r in enumerate(active):
             row = rows[r]
             was_thinking = row.thinking
@@ -654,12 +669,9 @@ def soft_generate(
             if feed_soft[j]:
                 row.soft_steps += 1
                 if record_distributions:
-                    k = soft_pos[j]
-                    nz = soft_w[k] > 0
-                    row.dists.append((soft_i[k][nz].tolist(), soft_w[k][nz].tolist()))
+                    row.dists.append(_nonzero(rec[0][soft_pos[j]], rec[1][soft_pos[j]]))
                     if clean_w is not None:
-                        nz = clean_w[k] > 0
-                        row.clean.append((clean_i[k][nz].tolist(), clean_w[k][nz].tolist()))
+                        row.clean.append(_nonzero(rec[2][soft_pos[j]], rec[3][soft_pos[j]]))
         if t == max_new_tokens - 1 or bool(done.all()):
             break
         # 6. next inputs
