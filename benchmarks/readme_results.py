@@ -201,13 +201,15 @@ def soft_intro(soft: dict[str, Any], settings: dict[str, Any]) -> str:
     if _num(cfg.get("temperature")) is not None:
         bits.append(f"thinking temperature {cfg['temperature']:g}")
     bits = [b for b in bits if b]
-    models = list(dict.fromkeys(r["model"] for r in soft.values() if isinstance(r, dict) and r.get("model") and not r.get("extension")))
+    models = list(dict.fromkeys(r["model"] for r in soft.values()
+                                if isinstance(r, dict) and r.get("model") and not r.get("extension")))
     model = models[0] if len(models) == 1 else "the CoT model"
     h = js_horizon(soft)
     notes = []
     if h:
+        why = " (SPEC §4.1 is h=1; docs/soft_thinking.md says why h=2 here)" if h > 1 else ""
         notes.append(f"JS compares the next-token distributions {h} token{'s' if h > 1 else ''} after a soft input with those "
-                     f"after its top-1 / top-2 component" + (" (SPEC §4.1 is h=1; docs/soft_thinking.md says why h=2 here)" if h > 1 else ""))
+                     f"after its top-1 / top-2 component{why}")
     notes.append("thinking entropy: mean entropy of the model's own next-token distribution over the thinking steps; "
                  "softness / randomness: SPEC §4.2")
     ext = sorted({m for m, r in soft.items() if isinstance(r, dict) and r.get("extension")})
@@ -315,7 +317,8 @@ def docs_block(res: dict[str, Any], command: str, run_dir: Path | None, ood_comm
             if _num(r.get("softness")) is not None:
                 ours += f", softness {f_acc(r['softness'])}, randomness {f_acc(r.get('randomness'))}"
             srows.append([soft_label(mode, r), f"{theirs}" + (f" [{src}]" if src else ""), ours, f"`{command}`"])
-        out.append(table(["mode", "papers' own numbers (accuracy %, 32B models)", "ours (this run, model named above)", "our command"], srows))
+        out.append(table(["mode", "papers' own numbers (accuracy %, 32B models)", "ours (this run, model named above)",
+                          "our command"], srows))
     ood = res.get("ood")
     if isinstance(ood, dict) and ood:
         out += ["", "### Out-of-distribution sets", "", f"Our command: `{ood_command or command}`", ""]

@@ -217,7 +217,7 @@ def soft_thinking_study(
                 rand_vals = pooled_mean(m[1] for m in measures)
                 mixed = pooled_mean([1.0 if len(d[0]) > 1 else 0.0 for d in o.distributions or []] for o in all_outs)
                 # the same means over the steps where the un-noised token mixes >= 2 tokens (the model is unsure)
-                sel = [[len(d[0]) > 1 for d in (o.clean_distributions if o.clean_distributions is not None else o.distributions or [])]
+                sel = [[len(d[0]) > 1 for d in (o.distributions if o.clean_distributions is None else o.clean_distributions) or []]
                        for o in all_outs]
                 on_mixed = {
                     "softness_where_unsure": pooled_mean([x for x, k in zip(m[0], ks_) if k] for m, ks_ in zip(measures, sel)),
@@ -386,4 +386,5 @@ def plot_study(out: Path, results: dict, details: dict, lens: dict, settings: di
     return files
 
 
-__all__ = ["DEFAULT_MODES", "RESULT_KEYS", "plot_study", "pooled_mean", "run_mode", "sample_seed", "soft_thinking_study", "write_study"]
+__all__ = ["DEFAULT_MODES", "RESULT_KEYS", "plot_study", "pooled_mean", "run_mode", "sample_seed", "soft_thinking_study",
+           "write_study"]
