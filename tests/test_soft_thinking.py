@@ -565,3 +565,28 @@ def test_cli_commands(tmp_path):
     assert isinstance(r.exception, ConfigError) and "--mode" in str(r.exception)
     r = runner.invoke(app, ["soft-think", "--checkpoint", ck, "--top-p", "1.5"])
     assert isinstance(r.exception, ConfigError) and "top_p" in str(r.exception)
+
+
+def test_terminal_soft_table_shows_the_measures_and_labels_the_extension(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import latentreason.cli as cli
+
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "out", Console(file=buf, width=220))
+    rows = {
+        "vanilla": {"accuracy": 0.37, "pass_at_k": {"1": 0.37, "8": 0.37}, "rouge_l_vs_greedy": 0.872, "js_top1": 0.0346,
+                    "js_top2": 0.4371, "js_horizon": 2, "mean_thinking_entropy": 0.1443, "softness": 0.0470, "randomness": 0.0,
+                    "model": "cot at step 250"},
+        "codi_gumbel": {"accuracy": 0.96, "pass_at_k": {"1": 0.96, "8": 0.97}, "rouge_l_vs_greedy": None, "js_top1": None,
+                        "js_top2": None, "extension": "project extension: gumbel noise on codi's continuous thoughts"},
+    }
+    cli._print_soft_table(rows)
+    text = buf.getvalue()
+    assert "soft thinking on cot at step 250" in text and "JS to top-1 (h=2)" in text
+    for col in ("thinking entropy", "softness", "randomness"):
+        assert col in text
+    assert "0.035" in text and "0.437" in text and "0.144" in text and "0.047" in text
+    assert "codi_gumbel (ext.)" in text and "vanilla (ext.)" not in text and "this project's extension" in text

@@ -475,8 +475,8 @@ def _print_table(rows: dict[str, dict], title: str) -> None:
 
 
 def soft_row_label(mode: str, row: dict) -> str:
-    """A soft-thinking table's row label; rows of this project's own extension say so."""
-    return f"{mode} (project extension)" if row.get("extension") else mode
+    """A soft-thinking table's row label; rows of this project's own extension say so (``(ext.)``)."""
+    return f"{mode} (ext.)" if row.get("extension") else mode
 
 
 def _print_soft_table(rows: dict[str, dict]) -> None:
@@ -489,7 +489,7 @@ def _print_soft_table(rows: dict[str, dict]) -> None:
     cols = ["mode", "accuracy", *[f"pass@{k}" for k in ks], "ROUGE-L vs greedy", f"JS to top-1{h}", f"JS to top-2{h}",
             "thinking entropy", "softness", "randomness"]
     for c in cols:
-        t.add_column(c, justify="left" if c == "mode" else "right")
+        t.add_column(c, justify="left" if c == "mode" else "right", no_wrap=c == "mode")
     for mode, r in rows.items():
         pk = r.get("pass_at_k") or {}
         t.add_row(soft_row_label(mode, r), _fmt(r.get("accuracy")), *[_fmt(pk.get(k, "")) for k in ks],
@@ -499,8 +499,8 @@ def _print_soft_table(rows: dict[str, dict]) -> None:
     out.print("JS: divergence of the next-token distribution h tokens after a soft input from the one after its top-1 / "
               "top-2 component; thinking entropy: mean entropy (nats) of the model's own next-token distribution over the "
               "thinking steps; softness / randomness (SPEC §4.2): entropy of the soft inputs' weights / their JS to the "
-              "un-noised soft token. Project-extension rows: noise on a latent model's continuous thoughts "
-              "(docs/soft_thinking.md).", highlight=False, markup=False)
+              "un-noised soft token. (ext.): this project's extension, not a paper's method — noise on a latent "
+              "model's continuous thoughts (docs/soft_thinking.md).", highlight=False, markup=False)
 
 
 def main(argv: list[str] | None = None) -> None:
