@@ -197,23 +197,55 @@ def soft_settings(run_dir: Path | None) -> dict[str, Any]:
         return {}
 
 
+def soft_label(mode: str, r: dict[str, Any]) -> str:
+    """Row label; rows of this project's own extension (noise on continuous thoughts) say so."""
+    return f"{mode} (project extension)" if isinstance(r, dict) and r.get("extension") else mode
+
+
+def js_horizon(soft: dict[str, Any]) -> int | None:
+    hs = {r.get("js_horizon") for r in soft.values() if isinstance(r, dict) and r.get("js_horizon")}
+    return hs.pop() if len(hs) == 1 else None
+
+
 def soft_table(soft: dict[str, Any]) -> str:
     ks = sorted({k for r in soft.values() if isinstance(r, dict) for k in (r.get("pass_at_k") or {})}, key=int)
+    h = js_horizon(soft)
+    hs = f" (h={h})" if h else ""
     rows = []
     for mode, r in soft.items():
+        if not isinstance(r, dict):
+            continue
         pk = r.get("pass_at_k") or {}
-        rows.append([mode, f_acc(r.get("accuracy")), *[f_acc(pk.get(k)) for k in ks],
-                     *[f_acc(r.get(k)) for k in ("rouge_l_vs_greedy", "js_top1", "js_top2")]])
-    return table(["mode", "accuracy", *[f"pass@{k}" for k in ks], "ROUGE-L vs greedy", "JS to top-1", "JS to top-2"], rows)
+        rows.append([soft_label(mode, r), f_acc(r.get("accuracy")), *[f_acc(pk.get(k)) for k in ks],
+                     *[f_acc(r.get(k)) for k in ("rouge_l_vs_greedy", "js_top1", "js_top2", "mean_thinking_entropy",
+                                                 "softness", "randomness")]])
+    return table(["mode", "accuracy", *[f"pass@{k}" for k in ks], "ROUGE-L vs greedy", f"JS to top-1{hs}", f"JS to top-2{hs}",
+                  "thinking entropy (nats)", "softness", "randomness"], rows)
 
 
 def soft_intro(soft: dict[str, Any], settings: dict[str, Any]) -> str:
     bits = [f"{settings['questions']} test questions" if "questions" in settings else None,
             f"{settings['samples']} samples per stochastic mode" if "samples" in settings else None]
+    cfg = settings.get("config") or {}
+    if _num(cfg.get("temperature")) is not None:
+        bits.append(f"thinking temperature {cfg['temperature']:g}")
     bits = [b for b in bits if b]
-    latent = sorted({m.split("_")[0] for m in soft if "_" in m})
-    tail = f"; rows `{latent[0]}_*` put the noise on the continuous thoughts of the {latent[0]} model" if latent else ""
-    return f"Soft thinking on the CoT model ({', '.join(bits) or 'see soft_thinking/soft_thinking.json'}{tail}):"
+    models = list(dict.fromkeys(r["model"] for r in soft.values()
+                                if isinstance(r, dict) and r.get("model") and not r.get("extension")))
+    model = models[0] if len(models) == 1 else "the CoT model"
+    h = js_horizon(soft)
+    notes = []
+    if h:
+        why = " (SPEC §4.1 is h=1; docs/soft_thinking.md says why h=2 here)" if h > 1 else ""
+        notes.append(f"JS compares the next-token distributions {h} token{'s' if h > 1 else ''} after a soft input with those "
+                     f"after its top-1 / top-2 component{why}")
+    notes.append("thinking entropy: mean entropy of the model's own next-token distribution over the thinking steps; "
+                 "softness / randomness: SPEC §4.2")
+    ext = sorted({m for m, r in soft.items() if isinstance(r, dict) and r.get("extension")})
+    if ext:
+        notes.append(f"rows {', '.join(f'`{m}`' for m in ext)} are this project's extension, not a paper's method: "
+                     f"Dirichlet / Gumbel noise on a latent model's continuous thoughts")
+    return f"Soft thinking on {model} ({', '.join(bits) or 'see soft_thinking/soft_thinking.json'}); " + "; ".join(notes) + ":"
 
 
 def adaptive_table(ad: dict[str, Any]) -> str:
@@ -313,12 +345,18 @@ def docs_block(res: dict[str, Any], command: str, run_dir: Path | None, ood_comm
         out += ["", "### Soft thinking", "", soft_intro(soft, soft_settings(run_dir)), ""]
         srows = []
         for mode, r in soft.items():
-            theirs, src = SOFT_PAPERS.get(mode, ("– (no paper row)", ""))
+            if not isinstance(r, dict):
+                continue
+            default = ("– (this project's extension: no paper has it)", "") if r.get("extension") else ("– (no paper row)", "")
+            theirs, src = SOFT_PAPERS.get(mode, default)
             pk = r.get("pass_at_k") or {}
             kmax = max(pk, key=int) if pk else None
             ours = f"acc {f_acc(r.get('accuracy'))}" + (f", pass@{kmax} {f_acc(pk[kmax])}" if kmax else "")
-            srows.append([mode, f"{theirs}" + (f" [{src}]" if src else ""), ours, f"`{command}`"])
-        out.append(table(["mode", "papers' own numbers (accuracy %, 32B models)", "ours (CoT model of this run)", "our command"], srows))
+            if _num(r.get("softness")) is not None:
+                ours += f", softness {f_acc(r['softness'])}, randomness {f_acc(r.get('randomness'))}"
+            srows.append([soft_label(mode, r), f"{theirs}" + (f" [{src}]" if src else ""), ours, f"`{command}`"])
+        out.append(table(["mode", "papers' own numbers (accuracy %, 32B models)", "ours (this run, model named above)",
+                          "our command"], srows))
     ood = res.get("ood")
     if isinstance(ood, dict) and ood:
         out += ["", "### Out-of-distribution sets", "", f"Our command: `{ood_command or command}`", ""]

@@ -41,8 +41,21 @@ def test_quick_demo_every_method_results_and_report(tmp_path):
     assert s15["mean_routers_per_latent_step"] > 0 and "mean_kv_projections_per_latent_step" in s15
     st = saved["soft_thinking"]
     for mode in MODES:
-        assert {"accuracy", "pass_at_k", "rouge_l_vs_greedy", "js_top1", "js_top2"} <= set(st[mode]), mode
+        assert {"accuracy", "pass_at_k", "rouge_l_vs_greedy", "js_top1", "js_top2", "js_horizon", "mean_thinking_entropy",
+                "softness", "randomness"} <= set(st[mode]), mode
         assert set(st[mode]["pass_at_k"]) == {"1", "2"}
+    # the study runs on the CoT run's half-way snapshot (20 of 40 steps), JS at horizon 2
+    study = json.loads((tmp_path / "demo" / "soft_thinking" / "soft_thinking.json").read_text())
+    assert study["settings"]["model"] == {"entry": "cot", "checkpoint": "cot/checkpoints/step-00000020", "step": 20}
+    assert study["settings"]["horizons"] == [2, 1] and study["settings"]["config"]["temperature"] == 0.3
+    for mode in ("greedy", "sampling", "vanilla", "dirichlet", "gumbel"):
+        assert st[mode]["model"] == "cot at step 20" and not st[mode].get("extension")
+        assert st[mode]["mean_thinking_entropy"] > 0
+    for mode in ("vanilla", "dirichlet", "gumbel"):
+        assert st[mode]["js_horizon"] == 2 and st[mode]["softness"] is not None
+    assert st["vanilla"]["randomness"] == 0.0 and st["gumbel"]["randomness"] > 0
+    for mode in ("codi_dirichlet", "codi_gumbel"):
+        assert "project extension" in st[mode]["extension"] and st[mode]["softness"] is None
     grid = saved["system15_grid"]
     assert grid["accuracy"] and grid["split"] == "valid" and (tmp_path / "demo" / "system15" / "system15-grid.png").exists()
     assert grid["best"]["chosen_on"] == "valid" and 0 <= grid["best"]["test_accuracy"] <= 1
@@ -50,6 +63,7 @@ def test_quick_demo_every_method_results_and_report(tmp_path):
     assert saved["task"]["name"] == "modchain" and "torch" in saved["env"]
     html = (tmp_path / "demo" / "report.html").read_text()
     assert "system15" in html and "codi_paper" in html
+    assert "codi_gumbel <em>(project extension)</em>" in html and "thinking entropy" in html
 
 
 TINY_BENCH = """

@@ -46,7 +46,11 @@ def make_run(root):
         "methods": methods,
         "soft_thinking": {
             "greedy": {"accuracy": 0.9, "pass_at_k": {"1": 0.9, "2": 0.9}, "rouge_l_vs_greedy": 1.0, "js_top1": None, "js_top2": None},
-            "dirichlet": {"accuracy": 0.8, "pass_at_k": {"1": 0.8, "2": 0.95}, "rouge_l_vs_greedy": 0.6, "js_top1": 0.01, "js_top2": 0.2},
+            "dirichlet": {"accuracy": 0.8, "pass_at_k": {"1": 0.8, "2": 0.95}, "rouge_l_vs_greedy": 0.6, "js_top1": 0.01, "js_top2": 0.2,
+                          "js_horizon": 2, "mean_thinking_entropy": 0.1234, "softness": 0.0567, "randomness": 0.0089,
+                          "model": "cot at step 250"},
+            "codi_gumbel": {"accuracy": 0.7, "pass_at_k": {"1": 0.7, "2": 0.75}, "rouge_l_vs_greedy": None, "js_top1": None,
+                            "js_top2": None, "extension": "project extension: gumbel noise on codi's continuous thoughts"},
         },
         "ood": {"svamp": {"cot": {"accuracy": 0.01, "n": 1000, "unparseable": 3, "too_long": 12, "latency_ms_per_question": 4.0},
                           "codi": {"accuracy": 0.02, "n": 1000, "unparseable": 0, "too_long": 15, "latency_ms_per_question": 2.0}}},
@@ -129,6 +133,13 @@ def test_report_is_self_contained_and_complete(tmp_path):
         assert f"<h2>{title}</h2>" in text, title
     assert "pass@2" in text and "12 too long" in text and "mystery_section" in text and "2.13.0+cpu" in text
     assert "result_in_any_top1" in text and "lambda_depth" in text
+    # soft thinking: the model studied, the new measures, the project's own rows labelled as such
+    for col in ("thinking entropy", "softness", "randomness", "JS to top-1"):
+        assert f"<th>{col}</th>" in text, col
+    assert '<td class="num">0.123</td><td class="num">0.057</td><td class="num">0.009</td>' in text
+    assert "Model studied: cot at step 250." in text and "(h = 2)" in text
+    assert '<td class="key">codi_gumbel <em>(project extension)</em></td>' in text
+    assert '<td class="key">dirichlet</td>' in text
     assert "could not be rendered" not in text
     # each figure on disk is embedded exactly once
     for f in ("pass_at_k.png", "rouge_l.png", "system15_grid_heatmap.png", "adaptive.png", "extra_figure.png"):
@@ -236,12 +247,17 @@ def test_readme_results_script_rewrites_only_the_marked_blocks(tmp_path):
     assert "old table" not in text
     assert "| cot | 1.000 | 24 | 0 | 31 | 31 | 2.50 | 1.00× | 46.9 |" in text
     assert "| nocot | 0.156 | 0 | 0 | 7 | 7 | 0.90 | 2.78× | 21.0 |" in text
-    assert "| dirichlet | 0.800 | 0.800 | 0.950 | 0.600 | 0.010 | 0.200 |" in text
+    assert "| dirichlet | 0.800 | 0.800 | 0.950 | 0.600 | 0.010 | 0.200 | 0.123 | 0.057 | 0.009 |" in text
+    assert "| codi_gumbel (project extension) | 0.700 | 0.700 | 0.750 | – | – | – | – | – | – |" in text
+    assert "| mode | accuracy | pass@1 | pass@2 | ROUGE-L vs greedy | JS to top-1 (h=2) | JS to top-2 (h=2) |" in text
+    assert "Soft thinking on cot at step 250 (" in text and "`codi_gumbel` are this project's extension" in text
     d = docs.read_text()
     assert d.startswith("# head\n") and d.endswith("## papers\n| 42.9 |\n")
     # the papers' numbers sit in their own column, labelled; ours carry the command
     assert "GPT-2, GSM8k: **43.7**" in d and "acc 0.980; 5 thoughts" in d and "`latentreason demo --out X`" in d
     assert "svamp | CODI GPT-2 42.9" in d and "cot 0.010 (n 1000, 12 too long)" in d
+    assert "| codi_gumbel (project extension) | – (this project's extension: no paper has it) |" in d
+    assert "softness 0.057, randomness 0.009" in d
     assert mod.main(args + ["--check"]) == 0  # now up to date
     readme.write_text("no markers\n")
     with pytest.raises(SystemExit, match="results:start"):

@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from conftest import tiny_backbone
-from latentreason.analysis.js import LN2, JSProbe, js_divergence, randomness, softness
+from latentreason.analysis.js import LN2, JSProbe, js_divergence, randomness, soft_input_measures, softness
 from latentreason.analysis.logit_lens import find_final_norm, lens_logits, logit_lens, path_share
 from latentreason.analysis.passk import mean_pass_at_k, pass_at_k
 from latentreason.analysis.rouge import mean_rouge_l, rouge_l
@@ -21,6 +21,7 @@ from latentreason.decoding.soft_thinking import (
     dirichlet_weights,
     filter_probs,
     gumbel_softmax_weights,
+    model_entropy,
     sample_token,
     soft_config,
     soft_embedding,
@@ -342,6 +343,14 @@ def test_js_probe_keeps_trajectory_and_measures():
         assert len(probe.records) == sum(o.soft_steps for o in plain) > 0
         for r in probe.records:
             assert 0.0 <= r["js_st_top1"] <= LN2 and 0.0 <= r["js_st_top2"] <= LN2
+        bins = probe.summary()["by_top1_weight"]
+        assert sum(b["steps"] for b in bins) == len(probe.records)
+    # the recorded top-1 weight is the fed soft token's (rows of one batch: per row, steps in order)
+    probe = JSProbe(temperature=1.0)
+    probed = _gen(bb, prompts, cfg, seed=3, probe=probe, record_distributions=True)
+    for i, o in enumerate(probed):
+        got = [r["top1_weight"] for r in probe.records if r["row"] == i]
+        assert got == pytest.approx([w[0] for _, w in o.distributions if len(w) > 1])
     # K = 1: no mixed step is logged; with a one-hot "soft" input P_st = P_1 exactly
     probe = JSProbe(temperature=1.0)
     _gen(bb, prompts, soft_config(mode="vanilla", max_topk=1), probe=probe)
@@ -359,6 +368,52 @@ def test_js_probe_one_hot_top1_gives_zero():
     assert recs
     assert max(r["js_st_top1"] for r in recs) < 1e-6
     assert all(r["js_st_top2"] == pytest.approx(r["js_top1_top2"], abs=1e-6) for r in recs)
+
+
+def test_model_entropy_and_soft_input_measures_on_known_vectors():
+    # entropy of the model's own distribution (temperature 1): [1/2, 1/4, 1/4] -> 1.5 ln 2 nats
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.25], [1.0, 1e-30, 1e-30]], dtype=torch.float64))
+    assert model_entropy(logits).tolist() == pytest.approx([1.5 * math.log(2), 0.0], abs=1e-9)
+    assert float(model_entropy(torch.zeros(1, 7))[0]) == pytest.approx(math.log(7))  # uniform: ln V
+    assert float(model_entropy(2.0 * logits[:1])[0]) < 1.4 * math.log(2)  # no temperature: sharper logits, lower entropy
+    # softness = entropy of the fed weights; randomness = JS(fed, clean) placed on the union of indices
+    fed = [([4, 9], [0.5, 0.5]), ([3, 7], [0.6, 0.4]), ([1], [1.0]), ([2, 5, 6], [0.5, 0.25, 0.25])]
+    clean = [([4], [1.0]), ([7, 3], [0.4, 0.6]), ([2], [1.0]), ([2, 5, 6], [0.5, 0.25, 0.25])]
+    soft, rand = soft_input_measures(fed, clean)
+    assert soft == pytest.approx([math.log(2), -0.6 * math.log(0.6) - 0.4 * math.log(0.4), 0.0, 1.5 * math.log(2)])
+    assert rand == pytest.approx([1.5 * math.log(2) - 0.75 * math.log(3), 0.0, LN2, 0.0], abs=1e-8)
+    # un-noised (vanilla) inputs: randomness 0 by definition
+    assert soft_input_measures(fed) == (soft, [0.0] * 4)
+    assert soft_input_measures([]) == ([], [])
+    with pytest.raises(ValueError, match="clean"):
+        soft_input_measures(fed, clean[:2])
+
+
+def test_soft_generate_records_entropy_and_clean_tokens():
+    bb = _backbone(scale=1.0)
+    prompts = _prompts(bb.tokenizer)
+    cfg = soft_config(mode="gumbel", temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, max_topk=4, gumbel_tau=0.5)
+    outs = _gen(bb, prompts, cfg, seed=5, record_distributions=True)
+    vanilla = _gen(bb, prompts, cfg.replace(mode="vanilla"), record_distributions=True)
+    for p, o, v in zip(prompts, outs, vanilla):
+        # one entropy per thinking step; the first is the prompt's next-token distribution at temperature 1
+        assert len(o.step_entropy) == o.thinking_tokens
+        with torch.no_grad():
+            z = bb.model(input_ids=torch.tensor([p])).logits[0, -1]
+        assert o.step_entropy[0] == pytest.approx(float(-(torch.softmax(z, -1) * torch.log_softmax(z, -1)).sum()), abs=1e-9)
+        # the clean token of each soft step is the vanilla token of the same logits (equal at the first step)
+        assert len(o.clean_distributions) == len(o.distributions) == o.soft_steps
+        assert o.clean_distributions[0][0] == v.distributions[0][0]
+        assert o.clean_distributions[0][1] == pytest.approx(v.distributions[0][1])
+        assert v.clean_distributions is None and v.step_entropy[0] == pytest.approx(o.step_entropy[0])
+    soft, rand = soft_input_measures(outs[0].distributions, outs[0].clean_distributions)
+    assert min(rand) >= 0 and max(rand) > 0.01 and all(s_ > 0 for s_ in soft)
+    # Gumbel with a tiny tau gives near one-hot inputs: softness ~ 0
+    sharp = _gen(bb, prompts[:1], cfg.replace(gumbel_tau=1e-3), record_distributions=True)[0]
+    assert max(soft_input_measures(sharp.distributions, sharp.clean_distributions)[0]) < 1e-3
+    # a token mode records entropies but no soft tokens
+    g = _gen(bb, prompts[:1], cfg.replace(mode="sampling"), record_distributions=True)[0]
+    assert len(g.step_entropy) == g.thinking_tokens > 0 and g.distributions == [] and g.clean_distributions is None
 
 
 @pytest.mark.parametrize("kind", ["tiny-gpt2", "tiny-llama"])
@@ -442,12 +497,35 @@ def test_soft_thinking_study_outputs(tmp_path):
     for mode, r in res.items():
         assert tuple(r) == RESULT_KEYS and set(r["pass_at_k"]) == {"1", "2"}
         assert r["pass_at_k"]["1"] == pytest.approx(r["accuracy"]) and r["pass_at_k"]["2"] >= r["pass_at_k"]["1"]
-        assert (r["js_top1"] is None) == (mode in ("greedy", "sampling"))
+        token_mode = mode in ("greedy", "sampling")
+        assert (r["js_top1"] is None) == token_mode and r["js_horizon"] == (None if token_mode else 1)
+        assert (r["softness"] is None) == token_mode == (r["randomness"] is None)
+        assert 0 < r["mean_thinking_entropy"] <= math.log(method.model.get_input_embeddings().weight.shape[0])
+    assert res["vanilla"]["randomness"] == 0.0 and res["vanilla"]["softness"] > 0
+    assert res["dirichlet"]["randomness"] > 0 and res["gumbel"]["randomness"] > 0
+    # the greedy row's entropy is the model's own along its greedy path: recomputed here by hand
+    from latentreason.decoding.soft_thinking import soft_think as _st
+
+    g = _st(method, exs, cfg.replace(mode="greedy"))
+    hand = []
+    for ex, o in zip(exs, g):
+        ids = method.serializer.prompts([ex])[0] + o.tokens
+        with torch.no_grad():
+            z = method.model(input_ids=torch.tensor([ids])).logits[0]
+        start = len(ids) - len(o.tokens) - 1
+        hand += [float(-(torch.softmax(z[start + t], -1) * torch.log_softmax(z[start + t], -1)).sum())
+                 for t in range(o.thinking_tokens)]
+    assert res["greedy"]["mean_thinking_entropy"] == pytest.approx(sum(hand) / len(hand), rel=1e-6)
     assert res["greedy"]["rouge_l_vs_greedy"] == 1.0 and res["greedy"]["pass_at_k"]["2"] == res["greedy"]["accuracy"]
     saved = json.loads((tmp_path / "soft_thinking.json").read_text())
     assert saved["settings"]["torch_threads"] == 1
     assert saved["results"] == json.loads(json.dumps(res))
     assert set(saved["details"]["gumbel"]["js"]) == {"1", "2"} and set(saved["logit_lens"]) == {"1", "2"}
+    assert saved["details"]["gumbel"]["js"]["1"]["by_top1_weight"] and saved["settings"]["model"] == {}
+    assert 0 <= saved["details"]["vanilla"]["frac_soft_inputs_mixed"] <= 1
+    for mode in ("vanilla", "dirichlet", "gumbel"):
+        d = saved["details"][mode]
+        assert d["softness_where_unsure"] >= res[mode]["softness"] and d["randomness_where_unsure"] >= res[mode]["randomness"]
     for f in ("pass_at_k.png", "js_divergence.png", "logit_lens.png", "rouge_l.png"):
         assert (tmp_path / f).stat().st_size > 1000
     with pytest.raises(ConfigError, match="ks"):
@@ -487,3 +565,28 @@ def test_cli_commands(tmp_path):
     assert isinstance(r.exception, ConfigError) and "--mode" in str(r.exception)
     r = runner.invoke(app, ["soft-think", "--checkpoint", ck, "--top-p", "1.5"])
     assert isinstance(r.exception, ConfigError) and "top_p" in str(r.exception)
+
+
+def test_terminal_soft_table_shows_the_measures_and_labels_the_extension(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import latentreason.evaluation.display as display
+
+    buf = io.StringIO()
+    monkeypatch.setattr(display, "out", Console(file=buf, width=220))
+    rows = {
+        "vanilla": {"accuracy": 0.37, "pass_at_k": {"1": 0.37, "8": 0.37}, "rouge_l_vs_greedy": 0.872, "js_top1": 0.0346,
+                    "js_top2": 0.4371, "js_horizon": 2, "mean_thinking_entropy": 0.1443, "softness": 0.0470, "randomness": 0.0,
+                    "model": "cot at step 250"},
+        "codi_gumbel": {"accuracy": 0.96, "pass_at_k": {"1": 0.96, "8": 0.97}, "rouge_l_vs_greedy": None, "js_top1": None,
+                        "js_top2": None, "extension": "project extension: gumbel noise on codi's continuous thoughts"},
+    }
+    display.print_soft_table(rows)
+    text = buf.getvalue()
+    assert "soft thinking on cot at step 250" in text and "JS to top-1 (h=2)" in text
+    for col in ("thinking entropy", "softness", "randomness"):
+        assert col in text
+    assert "0.035" in text and "0.437" in text and "0.144" in text and "0.047" in text
+    assert "codi_gumbel (ext.)" in text and "vanilla (ext.)" not in text and "this project's extension" in text

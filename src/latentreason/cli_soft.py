@@ -247,19 +247,23 @@ def analyze_soft_thinking_cmd(
     ks = parse_ints(k, "--k")
     hs = parse_ints(horizons, "--horizons")
     base = build_config(preset, set_)
-    _, _, method, examples = load_inputs(checkpoint, dataset, split, limit, data_dir_, device, threads)
+    ckpt, meta, method, examples = load_inputs(checkpoint, dataset, split, limit, data_dir_, device, threads)
     res = soft_thinking_study(method, examples, modes=mode_list, samples=samples, ks=ks, seed=seed, out_dir=out_dir,
                               config=base, batch_size=batch_size, rouge_tokens=rouge_tokens, js_limit=js_limit,
-                              lens_limit=lens_limit, horizons=hs, log=lambda s: _err.print(s, highlight=False))
+                              lens_limit=lens_limit, horizons=hs, log=lambda s: _err.print(s, highlight=False),
+                              model_info={"checkpoint": str(ckpt), "method": meta.get("method")})
     t = Table(title=escape(f"soft-thinking study — {dataset} [{split}], {len(examples)} questions × {samples} samples"))
     t.add_column("mode")
-    for col in ["accuracy", *[f"pass@{x}" for x in sorted(set(ks))], "ROUGE-L vs greedy", "JS(soft‖top-1)", "JS(soft‖top-2)",
-                "reasoning tok", "ms/question"]:
+    for col in ["accuracy", *[f"pass@{x}" for x in sorted(set(ks))], "ROUGE-L vs greedy", f"JS(soft‖top-1), h={hs[0]}",
+                f"JS(soft‖top-2), h={hs[0]}", "thinking entropy", "softness", "randomness", "reasoning tok", "ms/question"]:
         t.add_column(col, justify="right")
     for m, r in res.items():
         t.add_row(m, _fmt(r["accuracy"]), *[_fmt(r["pass_at_k"][str(x)]) for x in sorted(set(ks))], _fmt(r["rouge_l_vs_greedy"]),
-                  _fmt(r["js_top1"]), _fmt(r["js_top2"]), _fmt(r["mean_reasoning_tokens"]), _fmt(r["latency_ms_per_question"]))
+                  _fmt(r["js_top1"]), _fmt(r["js_top2"]), _fmt(r["mean_thinking_entropy"]), _fmt(r["softness"]),
+                  _fmt(r["randomness"]), _fmt(r["mean_reasoning_tokens"]), _fmt(r["latency_ms_per_question"]))
     _out.print(t)
+    _err.print("thinking entropy: mean entropy (nats) of the model's own next-token distribution over the thinking steps; "
+               "softness / randomness (SPEC §4.2): entropy of the soft inputs' weights / JS to the un-noised soft token")
     _err.print(f"results and plots written to {out_dir} (soft_thinking.json)")
 
 

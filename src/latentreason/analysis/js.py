@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 LN2 = math.log(2.0)
 EPS = 1e-10
+#: bin edges of the top-1 weight for :meth:`JSProbe.by_top1_weight` (the last bin holds weight 1.0)
+TOP1_WEIGHT_BINS = (0.0, 0.6, 0.7, 0.8, 0.9, 1.0 + 1e-9)
 
 
 def kl_divergence(p: Tensor, q: Tensor, eps: float = EPS) -> Tensor:
@@ -60,6 +62,42 @@ def softness(weights: Tensor) -> Tensor:
 def randomness(noised: Tensor, clean: Tensor) -> Tensor:
     """SPEC §4.2 randomness: ``JS(st', st)`` on the probability vectors themselves (no softmax)."""
     return js_divergence(noised, clean)
+
+
+Sparse = Sequence[tuple[Sequence[int], Sequence[float]]]
+
+
+def _aligned(a: Sparse, b: Sparse) -> tuple[Tensor, Tensor]:
+    """Two lists of sparse distributions ``(indices, weights)`` as dense rows over each pair's union of indices."""
+    width = max((len(set(ia) | set(ib)) for (ia, _), (ib, _) in zip(a, b)), default=1)
+    x = torch.zeros(len(a), max(width, 1), dtype=torch.float64)
+    y = torch.zeros_like(x)
+    for r, ((ia, wa), (ib, wb)) in enumerate(zip(a, b)):
+        slot: dict[int, int] = {}
+        for i, w in zip(ia, wa):
+            x[r, slot.setdefault(int(i), len(slot))] += w
+        for i, w in zip(ib, wb):
+            y[r, slot.setdefault(int(i), len(slot))] += w
+    return x, y
+
+
+def soft_input_measures(fed: Sparse, clean: Sparse | None = None) -> tuple[list[float], list[float]]:
+    """SPEC §4.2 per soft step: ``(softness, randomness)`` lists.
+
+    ``fed``: the soft inputs actually fed, one ``(indices, weights)`` per step (as recorded by
+    ``soft_generate(record_distributions=True)``); ``clean``: the vanilla soft token of the same
+    logits per step (None: the inputs were not noised, so randomness is 0). Softness is the
+    entropy of the fed weights; randomness is ``JS(fed, clean)`` on the two probability vectors,
+    placed on the union of their indices (entries outside a token's support are 0).
+    """
+    if clean is not None and len(clean) != len(fed):
+        raise ValueError(f"{len(fed)} fed soft tokens but {len(clean)} clean ones")
+    if not fed:
+        return [], []
+    x, y = _aligned(fed, clean if clean is not None else fed)
+    soft = softness(x).tolist()
+    rand = randomness(x, y).tolist() if clean is not None else [0.0] * len(fed)
+    return soft, rand
 
 
 def _probs(logits: Tensor, temperature: float) -> Tensor:
@@ -109,7 +147,7 @@ class JSProbe:
         return logits, tail
 
     def before_step(self, state: DecodeState, soft: Tensor, top1: Tensor, top2: Tensor, top2_valid: Tensor,
-                    inputs_embeds: Tensor | None = None) -> None:
+                    inputs_embeds: Tensor | None = None, top1_weight: Tensor | None = None) -> None:
         if self.horizon < 1:
             raise ValueError(f"JS probe horizon must be >= 1, got {self.horizon}")
         use = soft & top2_valid
@@ -125,13 +163,14 @@ class JSProbe:
             if inputs_embeds is None:
                 raise ValueError("JS probe with horizon > 1 needs the step's inputs_embeds")
             lst = self._run(state, torch.cat([inputs_embeds[:, None, :], tail], dim=1))[:, -1, :]
+        w1 = top1_weight.detach().to("cpu", torch.float64) if top1_weight is not None else None
         self._pending = (use, _probs(l1, self.temperature), _probs(l2, self.temperature), state.rows.clone(),
-                         None if lst is None else _probs(lst, self.temperature))
+                         None if lst is None else _probs(lst, self.temperature), w1)
 
     def after_step(self, next_logits: Tensor) -> None:
         if self._pending is None:
             return
-        use, p1, p2, rows, pst = self._pending
+        use, p1, p2, rows, pst, w1 = self._pending
         self._pending = None
         if pst is None:
             pst = _probs(next_logits, self.temperature)
@@ -139,8 +178,9 @@ class JSProbe:
         a = js_divergence(pst[idx], p1[idx]).tolist()
         b = js_divergence(pst[idx], p2[idx]).tolist()
         c = js_divergence(p1[idx], p2[idx]).tolist()
-        for r, x, y, z in zip(rows[idx].tolist(), a, b, c):
-            self.records.append({"row": r, "js_st_top1": x, "js_st_top2": y, "js_top1_top2": z})
+        ws = w1[idx.cpu()].tolist() if w1 is not None else [None] * len(a)
+        for r, x, y, z, w in zip(rows[idx].tolist(), a, b, c, ws):
+            self.records.append({"row": r, "js_st_top1": x, "js_st_top2": y, "js_top1_top2": z, "top1_weight": w})
 
     def arrays(self) -> dict[str, list[float]]:
         return {k: [r[k] for r in self.records] for k in ("js_st_top1", "js_st_top2", "js_top1_top2")}
@@ -155,7 +195,18 @@ class JSProbe:
             out["frac_js_st_top1_below_js_st_top2"] = mean(
                 1.0 if x < y else 0.0 for x, y in zip(arr["js_st_top1"], arr["js_st_top2"])
             )
+        out["by_top1_weight"] = self.by_top1_weight()
         return out
+
+    def by_top1_weight(self, edges: Sequence[float] = TOP1_WEIGHT_BINS) -> list[dict[str, Any]]:
+        """Mean JS per bin of the soft input's top-1 weight ``[lo, hi)`` (steps whose weight was recorded)."""
+        bins = []
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            sel = [r for r in self.records if r.get("top1_weight") is not None and lo <= r["top1_weight"] < hi]
+            bins.append({"top1_weight": [lo, hi], "steps": len(sel),
+                         **{f"mean_{k}": (mean(r[k] for r in sel) if sel else None)
+                            for k in ("js_st_top1", "js_st_top2", "js_top1_top2")}})
+        return bins
 
 
 def js_study(
@@ -183,4 +234,5 @@ def js_study(
     return probe, outs
 
 
-__all__ = ["EPS", "LN2", "JSProbe", "js_divergence", "js_study", "kl_divergence", "randomness", "softness"]
+__all__ = ["EPS", "LN2", "JSProbe", "js_divergence", "js_study", "kl_divergence", "randomness", "soft_input_measures",
+           "softness"]

@@ -18,11 +18,11 @@ import time
 from collections import Counter
 from pathlib import Path
 from statistics import mean
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
-from latentreason.analysis.js import js_study
+from latentreason.analysis.js import js_study, soft_input_measures
 from latentreason.analysis.logit_lens import path_share_study
 from latentreason.analysis.passk import mean_pass_at_k
 from latentreason.analysis.rouge import TOKENIZATIONS, mean_rouge_l
@@ -39,13 +39,22 @@ from latentreason.errors import ConfigError
 from latentreason.methods.base import Method
 
 DEFAULT_MODES = ("greedy", "sampling", "vanilla", "dirichlet", "gumbel")
-RESULT_KEYS = ("accuracy", "pass_at_k", "rouge_l_vs_greedy", "js_top1", "js_top2", "mean_reasoning_tokens",
-               "latency_ms_per_question")
+RESULT_KEYS = ("accuracy", "pass_at_k", "rouge_l_vs_greedy", "js_top1", "js_top2", "js_horizon", "mean_thinking_entropy",
+               "softness", "randomness", "mean_reasoning_tokens", "latency_ms_per_question")
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def pooled_mean(per_row: Iterable[Sequence[float]]) -> float | None:
+    """Mean over every step of every row (each step weighs the same); None when there is no step."""
+    total, count = 0.0, 0
+    for vals in per_row:
+        total += float(sum(vals))
+        count += len(vals)
+    return total / count if count else None
 
 
 def sample_seed(seed: int, sample: int) -> int:
@@ -54,7 +63,8 @@ def sample_seed(seed: int, sample: int) -> int:
 
 
 def run_mode(
-    method: Method, examples: list[Example], config: SoftThinkingConfig, seed: int, batch_size: int = 100
+    method: Method, examples: list[Example], config: SoftThinkingConfig, seed: int, batch_size: int = 100,
+    record_distributions: bool = False,
 ) -> tuple[list[SoftThinkingOutput], float]:
     """One pass over ``examples`` (row ids = their indices); returns outputs and wall-clock seconds."""
     outs: list[SoftThinkingOutput] = []
@@ -64,7 +74,8 @@ def run_mode(
         chunk = examples[i : i + batch_size]
         _sync(device)
         t0 = time.perf_counter()
-        outs.extend(soft_think(method, chunk, config, seed=seed, row_ids=range(i, i + len(chunk))))
+        outs.extend(soft_think(method, chunk, config, seed=seed, row_ids=range(i, i + len(chunk)),
+                               record_distributions=record_distributions))
         _sync(device)
         total += time.perf_counter() - t0
     return outs, total
@@ -110,9 +121,18 @@ def soft_thinking_study(
     horizons: Sequence[int] = (1,),
     threads: int | None = None,
     log: Callable[[str], None] | None = None,
+    model_info: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Compare thinking modes on ``examples``; returns ``{mode: {accuracy, pass_at_k, rouge_l_vs_greedy,
-    js_top1, js_top2, mean_reasoning_tokens, latency_ms_per_question}}``.
+    js_top1, js_top2, js_horizon, mean_thinking_entropy, softness, randomness, mean_reasoning_tokens,
+    latency_ms_per_question}}``.
+
+    ``mean_thinking_entropy``: mean over every thinking step of every run of the entropy (nats) of
+    the model's own next-token distribution ``softmax(z)`` — the model's uncertainty along that
+    mode's trajectories (the greedy row: along its own greedy path). ``softness`` / ``randomness``
+    (soft modes, SPEC §4.2): mean over every soft input fed of the entropy of its weights, and of
+    ``JS(fed weights, the vanilla weights of the same logits)`` (0 for vanilla); None for token modes.
+    ``model_info`` is stored in the JSON's settings (which checkpoint was studied).
 
     ``config`` supplies every sampler setting but the mode (default: :class:`SoftThinkingConfig`).
     ``js_limit`` caps the questions of the JS probe run (default: all), ``lens_limit`` those of the
@@ -153,7 +173,7 @@ def soft_thinking_study(
             n_runs = 1 if cfg.deterministic else samples
             runs[mode], seconds[mode] = [], 0.0
             for s in range(n_runs):
-                outs, dt = run_mode(method, examples, cfg, sample_seed(seed, s), batch_size)
+                outs, dt = run_mode(method, examples, cfg, sample_seed(seed, s), batch_size, record_distributions=cfg.is_soft)
                 runs[mode].append(outs)
                 seconds[mode] += dt
             say(f"{mode}: {n_runs} run(s) of {n} questions in {seconds[mode]:.1f} s")
@@ -188,12 +208,31 @@ def soft_thinking_study(
                     js_detail[str(h)] = {**summ, "horizon": h, "questions": len(subset), **probe.arrays()}
                     say(f"{mode}: JS probe (horizon {h}) on {len(subset)} questions, {summ['steps']} mixed soft steps")
             all_outs = [o for outs in mode_runs for o in outs]
+            ent = pooled_mean(o.step_entropy for o in all_outs)
+            soft_vals = rand_vals = mixed = None
+            on_mixed: dict[str, float | None] = {}
+            if mode in SOFT_MODES:
+                measures = [soft_input_measures(o.distributions or [], o.clean_distributions) for o in all_outs]
+                soft_vals = pooled_mean(m[0] for m in measures)
+                rand_vals = pooled_mean(m[1] for m in measures)
+                mixed = pooled_mean([1.0 if len(d[0]) > 1 else 0.0 for d in o.distributions or []] for o in all_outs)
+                # the same means over the steps where the un-noised token mixes >= 2 tokens (the model is unsure)
+                sel = [[len(d[0]) > 1 for d in (o.distributions if o.clean_distributions is None else o.clean_distributions) or []]
+                       for o in all_outs]
+                on_mixed = {
+                    "softness_where_unsure": pooled_mean([x for x, k in zip(m[0], ks_) if k] for m, ks_ in zip(measures, sel)),
+                    "randomness_where_unsure": pooled_mean([x for x, k in zip(m[1], ks_) if k] for m, ks_ in zip(measures, sel)),
+                }
             results[mode] = {
                 "accuracy": acc,
                 "pass_at_k": {str(k): mean_pass_at_k(counts, samples, k) for k in ks},
                 "rouge_l_vs_greedy": rouge,
                 "js_top1": js1,
                 "js_top2": js2,
+                "js_horizon": horizons[0] if mode in SOFT_MODES else None,
+                "mean_thinking_entropy": ent,
+                "softness": soft_vals,
+                "randomness": rand_vals,
                 "mean_reasoning_tokens": float(mean(o.reasoning_tokens for o in all_outs)),
                 "latency_ms_per_question": 1000.0 * seconds[mode] / (n * len(mode_runs)),
             }
@@ -205,6 +244,11 @@ def soft_thinking_study(
                 "per_sample_accuracy": [float(mean(run)) for run in correct_runs],
                 "mean_generated_tokens": mean(len(o.tokens) for o in all_outs),
                 "mean_soft_steps": mean(o.soft_steps for o in all_outs),
+                "thinking_steps": sum(len(o.step_entropy) for o in all_outs),
+                "frac_thinking_steps_entropy_above_0.1": pooled_mean(
+                    [1.0 if h > 0.1 else 0.0 for h in o.step_entropy] for o in all_outs),
+                "frac_soft_inputs_mixed": mixed,
+                **on_mixed,
                 "mean_forward_passes": mean(o.forward_passes for o in all_outs),
                 "ended_by": dict(Counter(o.ended_by for o in all_outs)),
                 "distinct_texts_per_question": mean(len({outs[q].text for outs in mode_runs}) for q in range(n)),
@@ -230,6 +274,7 @@ def soft_thinking_study(
             "batch_size": batch_size, "rouge_tokens": rouge_tokens, "js_limit": js_limit, "lens_limit": lens_limit,
             "horizons": list(horizons), "torch_threads": env_threads,
             "config": dataclasses.asdict(base), "think_end": base.think_end or method.serializer.answer_marker,
+            "model": dict(model_info or {}),
         }, method)
     return results
 
@@ -341,4 +386,5 @@ def plot_study(out: Path, results: dict, details: dict, lens: dict, settings: di
     return files
 
 
-__all__ = ["DEFAULT_MODES", "RESULT_KEYS", "plot_study", "run_mode", "sample_seed", "soft_thinking_study", "write_study"]
+__all__ = ["DEFAULT_MODES", "RESULT_KEYS", "plot_study", "pooled_mean", "run_mode", "sample_seed", "soft_thinking_study",
+           "write_study"]

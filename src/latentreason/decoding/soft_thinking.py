@@ -255,6 +255,11 @@ def entropy(probs: Tensor) -> Tensor:
     return torch.special.entr(probs).sum(-1)
 
 
+def model_entropy(logits: Tensor) -> Tensor:
+    """Entropy in nats of the model's own next-token distribution ``softmax(logits)`` (temperature 1)."""
+    return entropy(torch.softmax(logits.to(_compute_dtype(logits)), dim=-1))
+
+
 def _renorm(p: Tensor) -> Tensor:
     return p / p.sum(-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
 
@@ -382,6 +387,9 @@ class SoftToken:
     weights: Tensor  # (B, K)
     indices: Tensor  # (B, K)
     entropy: Tensor  # (B,) nats of softmax(z / T) before filtering
+    #: the vanilla (un-noised) token of the same logits; the same tensors as weights / indices for vanilla
+    clean_weights: Tensor | None = None
+    clean_indices: Tensor | None = None
 
     @property
     def top1(self) -> Tensor:
@@ -406,14 +414,16 @@ def soft_token(
     p = probs_from_logits(logits, temperature)
     h = entropy(p)
     sp, si = filter_sorted(p, top_k, top_p, min_p)
+    cw, ci = topk_truncate(sp, si, max_topk)  # the vanilla token
     if mode == "dirichlet":
         width = top_k if 0 < top_k < sp.shape[-1] else sp.shape[-1]  # the support never extends beyond top_k
         d = dirichlet_weights(sp[..., :width], dirichlet_gamma, generator)
-        sp, si = sort_desc(d, si[..., :width])
-    w, idx = topk_truncate(sp, si, max_topk)
-    if mode == "gumbel":
-        w, idx = sort_desc(gumbel_softmax_weights(w, gumbel_tau, generator), idx)
-    return SoftToken(w, idx, h)
+        w, idx = topk_truncate(*sort_desc(d, si[..., :width]), max_topk)
+    elif mode == "gumbel":
+        w, idx = sort_desc(gumbel_softmax_weights(cw, gumbel_tau, generator), ci)
+    else:
+        w, idx = cw, ci
+    return SoftToken(w, idx, h, cw, ci)
 
 
 def sample_token(logits: Tensor, temperature: float, top_k: int, top_p: float, min_p: float, generator: Any = None) -> Tensor:
@@ -438,11 +448,12 @@ class StepProbe(Protocol):
 
     ``before_step`` is called with the state that is about to receive the step's inputs (it may
     run extra forward passes but must leave the cache as it found it); ``after_step`` receives the
-    next-token logits the real step produced.
+    next-token logits the real step produced. ``top1_weight`` is the weight of each row's top-1
+    component in its soft input (1 for one-hot inputs).
     """
 
     def before_step(self, state: DecodeState, soft: Tensor, top1: Tensor, top2: Tensor, top2_valid: Tensor,
-                    inputs_embeds: Tensor | None = None) -> None: ...
+                    inputs_embeds: Tensor | None = None, top1_weight: Tensor | None = None) -> None: ...
 
     def after_step(self, next_logits: Tensor) -> None: ...
 
@@ -463,6 +474,12 @@ class SoftThinkingOutput:
     #: per soft step: (indices, weights) of the soft input, nonzero entries only (when recorded)
     distributions: list[tuple[list[int], list[float]]] | None = None
     mode: str = "vanilla"
+    #: per thinking step (every mode): entropy in nats of the model's own next-token distribution
+    #: softmax(z) (temperature 1, full vocabulary) — the model's uncertainty, not the sampler's
+    step_entropy: list[float] = field(default_factory=list)
+    #: per soft step, aligned with ``distributions`` (when recorded, noised modes only): the vanilla
+    #: soft token of the same logits, i.e. the token before the Dirichlet / Gumbel noise
+    clean_distributions: list[tuple[list[int], list[float]]] | None = None
 
     def generation(self) -> "Generation":
         from latentreason.methods.base import Generation
@@ -493,6 +510,12 @@ def _tokens_before(tokenizer: Any, tokens: list[int], marker: str) -> int | None
     return max(lo - 1, 0)
 
 
+def _nonzero(indices: list[int], weights: list[float]) -> tuple[list[int], list[float]]:
+    """The entries of a soft token with a nonzero weight."""
+    keep = [k for k, w in enumerate(weights) if w > 0]
+    return [indices[k] for k in keep], [weights[k] for k in keep]
+
+
 @dataclass
 class _Row:
     tokens: list[int] = field(default_factory=list)
@@ -504,6 +527,8 @@ class _Row:
     eos: int = 0
     ended_by: str = "length"
     dists: list[tuple[list[int], list[float]]] = field(default_factory=list)
+    entropy: list[float] = field(default_factory=list)
+    clean: list[tuple[list[int], list[float]]] = field(default_factory=list)
 
 
 @torch.no_grad()
@@ -573,15 +598,21 @@ def soft_generate(
         soft_w: Tensor | None = None
         soft_i: Tensor | None = None
         soft_h: Tensor | None = None
+        clean_w: Tensor | None = None
+        clean_i: Tensor | None = None
         # 2. thinking rows
         if think:
             sub = logits[think]
             g_think = [gens[active[j]] for j in think]
+            for j, h in zip(think, model_entropy(sub).tolist()):
+                rows[active[j]].entropy.append(h)
             if cfg.is_soft:
                 st = soft_token(sub, cfg.mode, cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, cfg.max_topk,
                                 cfg.dirichlet_gamma, cfg.gumbel_tau, generator=g_think if cfg.mode != "vanilla" else None)
                 soft_w, soft_i, soft_h = st.weights, st.indices, st.entropy
                 tokens[think] = st.top1.cpu()
+                if record_distributions and cfg.mode != "vanilla":
+                    clean_w, clean_i = st.clean_weights, st.clean_indices
             elif cfg.mode == "greedy":
                 tokens[think] = sub.argmax(-1).cpu()
             else:
@@ -604,6 +635,11 @@ def soft_generate(
         if soft_h is not None and cfg.entropy_normalization == "log_vocab":
             soft_h = soft_h / log_v
         done = torch.zeros(n_act, dtype=torch.bool)
+        rec: list[list[list[Any]]] = []  # one host copy per step of what is recorded (not one per row)
+        if record_distributions and soft_w is not None:
+            rec = [soft_i.tolist(), soft_w.tolist()]
+            if clean_w is not None:
+                rec += [clean_i.tolist(), clean_w.tolist()]
         for j, r in enumerate(active):
             row = rows[r]
             was_thinking = row.thinking
@@ -633,9 +669,9 @@ def soft_generate(
             if feed_soft[j]:
                 row.soft_steps += 1
                 if record_distributions:
-                    k = soft_pos[j]
-                    nz = soft_w[k] > 0
-                    row.dists.append((soft_i[k][nz].tolist(), soft_w[k][nz].tolist()))
+                    row.dists.append(_nonzero(rec[0][soft_pos[j]], rec[1][soft_pos[j]]))
+                    if clean_w is not None:
+                        row.clean.append(_nonzero(rec[2][soft_pos[j]], rec[3][soft_pos[j]]))
         if t == max_new_tokens - 1 or bool(done.all()):
             break
         # 6. next inputs
@@ -647,15 +683,18 @@ def soft_generate(
             x[js] = soft_embedding(soft_w[ks], soft_i[ks], emb)
         top2 = tokens.clone()
         top2_valid = torch.zeros(n_act, dtype=torch.bool)
+        top1_w = torch.ones(n_act, dtype=torch.float64)
         if probe is not None and soft_w is not None and soft_w.shape[-1] > 1:
             for j, k in soft_pos.items():
                 if feed_soft[j] and float(soft_w[k, 1]) > 0:
-                    top2[j], top2_valid[j] = int(soft_i[k, 1]), True
+                    top2[j], top2_valid[j], top1_w[j] = int(soft_i[k, 1]), True, float(soft_w[k, 0])
         keep_dev = keep.to(device)
         state.keep(keep_dev)
         x, tokens, feed_soft, top2, top2_valid = x[keep_dev], tokens[keep], feed_soft[keep], top2[keep], top2_valid[keep]
+        top1_w = top1_w[keep]
         if probe is not None and bool(feed_soft.any()):
-            probe.before_step(state, feed_soft.to(device), tokens.to(device), top2.to(device), top2_valid.to(device), x)
+            probe.before_step(state, feed_soft.to(device), tokens.to(device), top2.to(device), top2_valid.to(device), x,
+                              top1_weight=top1_w)
         logits = state.step(inputs_embeds=x[:, None, :]).logits[:, -1, :]
         if probe is not None and bool(feed_soft.any()):
             probe.after_step(logits)
@@ -677,6 +716,8 @@ def soft_generate(
                 entropy_normalization=cfg.entropy_normalization,
                 distributions=row.dists if record_distributions else None,
                 mode=cfg.mode,
+                step_entropy=row.entropy,
+                clean_distributions=row.clean if record_distributions and cfg.mode in ("dirichlet", "gumbel") else None,
             )
         )
     return outs
@@ -749,7 +790,7 @@ def soft_think(
 
 __all__ = [
     "MODES", "SOFT_MODES", "PRESETS", "SoftThinkingConfig", "SoftThinkingOutput", "SoftToken", "StepProbe",
-    "derive_seed", "dirichlet_weights", "entropy", "filter_probs", "filter_sorted", "gumbel_softmax_weights",
+    "derive_seed", "dirichlet_weights", "entropy", "filter_probs", "model_entropy", "filter_sorted", "gumbel_softmax_weights",
     "method_inject_ids", "method_think_end", "probs_from_logits", "row_generators", "sample_token", "soft_config",
     "soft_embedding", "soft_generate", "soft_think", "soft_token", "sort_desc", "topk_truncate",
 ]

@@ -75,13 +75,25 @@ class SoftStudyConfig:
 
     #: entry whose model is studied (a CoT-SFT model)
     entry: str = "cot"
-    #: entry whose continuous thoughts get Dirichlet / Gumbel noise (None: skip)
+    #: study the entry's training snapshot at this optimiser step instead of its final model (None: the
+    #: final model). The entry must write it (``train.save_every`` dividing it, e.g. equal to it): a
+    #: model that is still unsure (docs/soft_thinking.md, "Which model the study runs on")
+    checkpoint_step: int | None = None
+    #: entry whose continuous thoughts get Dirichlet / Gumbel noise (None: skip) — this project's
+    #: extension, not a paper's method (docs/soft_thinking.md, "Noisy continuous thoughts")
     latent_entry: str | None = "codi"
     limit: int = 200
     samples: int = 8
     ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     seed: int = 0
     threads: int | None = 1
+    #: JS-probe / path-share horizons; the first is the one reported as ``js_top1`` / ``js_top2``
+    #: (1 = the next token, SPEC §4.1; see docs/soft_thinking.md for why 2 on the default task)
+    horizons: list[int] = field(default_factory=lambda: [1])
+    #: questions (branching points) of the logit-lens path-share experiment
+    lens_limit: int = 50
+    #: SoftThinkingConfig overrides for the study (e.g. ``{"temperature": 1.0}``); {} = the defaults
+    sampler: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -390,13 +402,28 @@ def run_soft_study(cfg: BenchConfig, st: SoftStudyConfig, out: Path, names: set[
     from latentreason.training.api import load_split
     from latentreason.training.checkpoint import load_method
 
+    from latentreason.decoding.soft_thinking import soft_config
+    from latentreason.errors import CheckpointError
+
     entry = next(e for e in cfg.entries if e.name == st.entry)
     test = load_split(entry_run_config(cfg, entry, out), "test")[: st.limit]
-    log(f"[soft thinking] {len(test)} questions x {st.samples} samples on {st.entry}")
-    cot = load_method(out / st.entry / "model", device=device)
+    if st.checkpoint_step is None:
+        ckpt, what = out / st.entry / "model", f"{st.entry} (final model)"
+    else:
+        ckpt, what = out / st.entry / "checkpoints" / f"step-{st.checkpoint_step:08d}", f"{st.entry} at step {st.checkpoint_step}"
+        if not (ckpt / "method.json").exists():
+            raise CheckpointError(f"soft_thinking.checkpoint_step={st.checkpoint_step}: {ckpt} does not exist; the entry "
+                                  f"{st.entry!r} must save it (set its train.save_every to {st.checkpoint_step})")
+    log(f"[soft thinking] {len(test)} questions x {st.samples} samples on {what}")
+    cot = load_method(ckpt, device=device)
     res = soft_thinking_study(cot, test, samples=st.samples, ks=st.ks, seed=st.seed, out_dir=out / "soft_thinking",
-                              threads=st.threads)
+                              config=soft_config(**st.sampler), threads=st.threads, horizons=st.horizons,
+                              lens_limit=st.lens_limit, log=log,
+                              model_info={"entry": st.entry, "checkpoint": str(ckpt.relative_to(out)),
+                                          "step": st.checkpoint_step})
     del cot
+    for row in res.values():
+        row["model"] = what
     if st.latent_entry and st.latent_entry in names:
         lat = load_method(out / st.latent_entry / "model", device=device)
         saved = torch.get_num_threads()
@@ -407,8 +434,13 @@ def run_soft_study(cfg: BenchConfig, st: SoftStudyConfig, out: Path, names: set[
         finally:
             torch.set_num_threads(saved)
         for mode, row in noisy.items():
-            res[f"{st.latent_entry}_{mode}"] = {"accuracy": row["accuracy"], "pass_at_k": row["pass_at_k"],
-                                                "rouge_l_vs_greedy": None, "js_top1": None, "js_top2": None}
+            res[f"{st.latent_entry}_{mode}"] = {
+                "accuracy": row["accuracy"], "pass_at_k": row["pass_at_k"], "rouge_l_vs_greedy": None, "js_top1": None,
+                "js_top2": None, "js_horizon": None, "mean_thinking_entropy": None, "softness": None, "randomness": None,
+                # noise on a latent model's continuous thoughts: this project's extension, not a paper's method
+                "extension": f"project extension: {mode} noise on {st.latent_entry}'s continuous thoughts "
+                             f"(strength {row['strength']}), decoding/stochastic_latent.py",
+                "model": f"{st.latent_entry} (final model)"}
     return res
 
 

@@ -23,6 +23,8 @@ from latentreason.training.run_config import TrainConfig
 #: the demo's task: 4-step modular chains where a quarter of the operations are identities (x*1, x+0, x-0) —
 #: steps that restate their input, which the answer does not depend on (System-1.5's non-critical steps)
 DEMO_TASK = dict(identity_prob=0.25)
+#: thinking temperature of the demo's soft-thinking study (docs/soft_thinking.md: measured 0.3 ... 2.0)
+SOFT_STUDY_TEMPERATURE = 0.3
 
 
 def demo_config(quick: bool = False) -> BenchConfig:
@@ -40,8 +42,11 @@ def demo_config(quick: bool = False) -> BenchConfig:
     latent_train = {"max_steps": steps["codi"], "lr": 1e-3, "warmup_steps": 20}
     coconut_train = {"max_steps": steps["coconut"], "lr": 1e-3, "warmup_steps": 20}
     train = TrainConfig(batch_size=32, lr=2e-3, warmup_steps=30, log_every=25, eval_every=0, eval_batch_size=200)
+    # the soft-thinking study runs on the CoT run's half-way snapshot, a model that is still unsure
+    # (docs/soft_thinking.md, "Which model the study runs on"): the CoT entry saves it
+    snapshot = steps["cot"] // 2
     entries = [
-        BenchEntry("cot", "cot", train={"max_steps": steps["cot"]}),
+        BenchEntry("cot", "cot", train={"max_steps": steps["cot"], "save_every": snapshot}),
         BenchEntry("nocot", "nocot", train={"max_steps": steps["nocot"]}),
         # CODI from the CoT-SFT model: the project's best setting, and the paper's objective on the same budget
         BenchEntry("codi", "codi", {"preset": "default_task"}, train=latent_train, init_from="cot"),
@@ -57,7 +62,8 @@ def demo_config(quick: bool = False) -> BenchConfig:
         BenchEntry("system15", "system15", {"preset": "default_task"},
                    train={"max_steps": steps["system15"], "lr": 3e-3, "warmup_steps": 20}, init_from="codi"),
     ]
-    soft = SoftStudyConfig(limit=20, samples=2, ks=[1, 2]) if quick else SoftStudyConfig()
+    study = {"checkpoint_step": snapshot, "horizons": [2, 1], "sampler": {"temperature": SOFT_STUDY_TEMPERATURE}}
+    soft = SoftStudyConfig(limit=20, samples=2, ks=[1, 2], lens_limit=10, **study) if quick else SoftStudyConfig(**study)
     return BenchConfig(task=task, model=model, train=train, entries=entries, eval_batch_size=100,
                        test_limit=test_limit, valid_limit=valid_limit, soft_thinking=soft,
                        adaptive_from="codi", adaptive_quick=quick)

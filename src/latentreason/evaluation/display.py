@@ -57,15 +57,31 @@ def print_table(rows: dict[str, dict], title: str) -> None:
     out.print(t)
 
 
+def soft_row_label(mode: str, row: dict) -> str:
+    """A soft-thinking table's row label; rows of this project's own extension say so (``(ext.)``)."""
+    return f"{mode} (ext.)" if row.get("extension") else mode
+
+
 def print_soft_table(rows: dict[str, dict]) -> None:
-    ks = sorted({k for r in rows.values() if isinstance(r, dict) for k in (r.get("pass_at_k") or {})}, key=int)
-    t = Table(title="soft thinking on the CoT model (and noisy continuous thoughts)")
-    for c in ["mode", "accuracy", *[f"pass@{k}" for k in ks], "ROUGE-L vs greedy", "JS to top-1", "JS to top-2"]:
-        t.add_column(c, justify="left" if c == "mode" else "right")
+    rows = {k: r for k, r in rows.items() if isinstance(r, dict)}
+    ks = sorted({k for r in rows.values() for k in (r.get("pass_at_k") or {})}, key=int)
+    models = list(dict.fromkeys(r["model"] for r in rows.values() if r.get("model") and not r.get("extension")))
+    hs = sorted({r["js_horizon"] for r in rows.values() if r.get("js_horizon")})
+    h = f" (h={hs[0]})" if len(hs) == 1 else ""
+    t = Table(title="soft thinking" + (f" on {models[0]}" if len(models) == 1 else " on the CoT model")
+              + " (and noisy continuous thoughts)")
+    cols = ["mode", "accuracy", *[f"pass@{k}" for k in ks], "ROUGE-L vs greedy", f"JS to top-1{h}", f"JS to top-2{h}",
+            "thinking entropy", "softness", "randomness"]
+    for c in cols:
+        t.add_column(c, justify="left" if c == "mode" else "right", no_wrap=c == "mode")
     for mode, r in rows.items():
-        if not isinstance(r, dict):
-            continue
         pk = r.get("pass_at_k") or {}
-        t.add_row(mode, spread(r, "accuracy"), *[fmt(pk.get(k, "")) for k in ks],
-                  *[fmt(r.get(k)) if r.get(k) is not None else "–" for k in ("rouge_l_vs_greedy", "js_top1", "js_top2")])
+        t.add_row(soft_row_label(mode, r), spread(r, "accuracy"), *[fmt(pk.get(k, "")) for k in ks],
+                  *[fmt(r.get(k)) if r.get(k) is not None else "–"
+                    for k in ("rouge_l_vs_greedy", "js_top1", "js_top2", "mean_thinking_entropy", "softness", "randomness")])
     out.print(t)
+    out.print("JS: divergence of the next-token distribution h tokens after a soft input from the one after its top-1 / "
+              "top-2 component; thinking entropy: mean entropy (nats) of the model's own next-token distribution over the "
+              "thinking steps; softness / randomness (SPEC §4.2): entropy of the soft inputs' weights / their JS to the "
+              "un-noised soft token. (ext.): this project's extension, not a paper's method — noise on a latent "
+              "model's continuous thoughts (docs/soft_thinking.md).", highlight=False, markup=False)

@@ -546,22 +546,33 @@ class _Report:
             return ""
         parts = []
         settings = (study or {}).get("settings") or {}
-        if settings:
+        dict_rows = {m: r for m, r in rows.items() if isinstance(r, dict)} if isinstance(rows, dict) else {}
+        models = list(dict.fromkeys(str(r["model"]) for r in dict_rows.values() if r.get("model") and not r.get("extension")))
+        horizons = sorted({r["js_horizon"] for r in dict_rows.values() if _is_num(r.get("js_horizon"))})
+        if settings or dict_rows:
             bits = [f"{k} {fmt(settings[k])}" for k in ("questions", "samples", "ks", "seed") if k in settings]
-            parts.append(f'<p class="note">Settings: {esc("; ".join(bits))}. Modes without randomness are decoded once '
-                         f'(their Pass@k equals their accuracy); rows prefixed with a latent method\'s name put noise on '
-                         f'its continuous thoughts.</p>')
-        if isinstance(rows, dict) and rows:
-            ks = sorted({k for r in rows.values() if isinstance(r, dict) for k in (r.get("pass_at_k") or {})}, key=_int_key)
+            if _is_num((settings.get("config") or {}).get("temperature")):
+                bits.append(f"thinking temperature {fmt(settings['config']['temperature'])}")
+            model = f" Model studied: {esc(models[0])}." if len(models) == 1 else ""
+            parts.append(f'<p class="note">Settings: {esc("; ".join(bits)) or "–"}.{model} Modes without randomness are '
+                         f'decoded once (their Pass@k equals their accuracy). JS: divergence of the next-token distribution '
+                         f'h tokens after a soft input from the one after its top-1 / top-2 component'
+                         f'{esc(f" (h = {horizons[0]})") if len(horizons) == 1 else ""}. Thinking entropy: mean entropy '
+                         f'(nats) of the model\'s own next-token distribution over the thinking steps. Softness / randomness '
+                         f'(SPEC §4.2): entropy of the soft inputs\' weights / their JS to the un-noised soft token. Rows '
+                         f'marked <em>project extension</em> put Dirichlet / Gumbel noise on a latent model\'s continuous '
+                         f'thoughts: this project\'s own method, not a paper\'s (docs/soft_thinking.md).</p>')
+        if dict_rows:
+            ks = sorted({k for r in dict_rows.values() for k in (r.get("pass_at_k") or {})}, key=_int_key)
             header = ["mode", "accuracy", *[f"pass@{k}" for k in ks], "ROUGE-L vs greedy", "JS to top-1", "JS to top-2",
-                      "reasoning tokens", "ms / question"]
+                      "thinking entropy", "softness", "randomness", "reasoning tokens", "ms / question"]
             body = []
-            for mode, r in rows.items():
-                if not isinstance(r, dict):
-                    continue
+            for mode, r in dict_rows.items():
                 pk = r.get("pass_at_k") or {}
-                body.append([f'<td class="key">{esc(mode)}</td>', _cell(r.get("accuracy")), *[_cell(pk.get(k)) for k in ks],
-                             *[_cell(r.get(k)) for k in ("rouge_l_vs_greedy", "js_top1", "js_top2")],
+                label = esc(mode) + (" <em>(project extension)</em>" if r.get("extension") else "")
+                body.append([f'<td class="key">{label}</td>', _cell(r.get("accuracy")), *[_cell(pk.get(k)) for k in ks],
+                             *[_cell(r.get(k)) for k in ("rouge_l_vs_greedy", "js_top1", "js_top2", "mean_thinking_entropy",
+                                                         "softness", "randomness")],
                              _cell(r.get("mean_reasoning_tokens"), 1), _cell(r.get("latency_ms_per_question"), 2)])
             parts.append(_table(header, body))
         elif rows:
