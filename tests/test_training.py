@@ -163,3 +163,23 @@ def test_bench_rejects_an_unknown_latency_protocol(tmp_path):
     with pytest.raises(ConfigError, match="latency_protocol"):
         run_bench(cfg, tmp_path / "b", log=lambda s: None)
     assert not (tmp_path / "b" / "cot").exists()  # nothing trained
+
+
+def test_wsd_schedule_and_early_decay_at_a_validation_target(tmp_path):
+    from latentreason.training.trainer import lr_factor
+
+    lrs = [lr_factor(s, 2, 10, "wsd", 4) for s in range(10)]
+    assert lrs[:6] == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0] and lrs[6] > lrs[7] > lrs[8] > lrs[9] > 0  # cosine over the last 4
+    with pytest.raises(ConfigError, match="decay_at_valid_accuracy"):
+        _cfg(tmp_path, **{"train.decay_at_valid_accuracy": 0.5})  # needs schedule=wsd and eval_every
+    # a target every model reaches at its first validation: the decay starts there and the run ends early
+    cfg = _cfg(tmp_path, steps=40, **{"train.schedule": "wsd", "train.decay_steps": 4, "train.eval_every": 5,
+                                      "train.decay_at_valid_accuracy": 0.001, "train.log_every": 1})
+    res = run_training(cfg, progress=False, evaluate_test=False)
+    rows = [json.loads(line) for line in (tmp_path / "cot" / "metrics.jsonl").read_text().splitlines()]
+    starts = [r for r in rows if r["type"] == "decay_start"]
+    first = next(r["step"] for r in rows if r["type"] == "eval" and r["valid_accuracy"] >= 0.001)
+    assert len(starts) == 1 and starts[0]["step"] == first and starts[0]["total_steps"] == first + 4 < 40
+    assert res["train"]["steps"] == first + 4
+    lr = [r["lr"] for r in rows if r["type"] == "train"]
+    assert lr[first - 1] == pytest.approx(3e-3) and lr[first] < lr[first - 1] and lr[-1] < lr[first]  # the decay

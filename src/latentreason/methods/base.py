@@ -311,6 +311,10 @@ class Method(nn.Module):
         """Current curriculum stage, for stage-wise logs (None: no stages)."""
         return None
 
+    def is_final_stage(self) -> bool:
+        """Whether training has reached the method's final configuration (a curriculum's last stage)."""
+        return True
+
     def stage_label_at(self, step: int, steps_per_epoch: int) -> str | None:
         """The stage ``on_train_step(step, ...)`` will switch to (lets the trainer evaluate the old one first)."""
         return None

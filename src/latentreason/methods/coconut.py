@@ -175,6 +175,9 @@ class Coconut(Method):
     def stage_label(self) -> str:
         return str(self.stage)
 
+    def is_final_stage(self) -> bool:
+        return self.stage >= self.final_stage
+
     def trainer_state(self) -> dict[str, Any]:
         return {"stage": self.stage, "rng": self._rng.get_state().tolist()}
 

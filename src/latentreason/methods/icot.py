@@ -129,6 +129,9 @@ class ICoT(CoT):
     def stage_label(self) -> str:
         return "all" if self.removed == INF else str(int(self.removed))
 
+    def is_final_stage(self) -> bool:
+        return self.removed == INF
+
     def stage_label_at(self, step: int, steps_per_epoch: int) -> str:
         r = self.removed_at(step, steps_per_epoch)
         return "all" if r == INF else str(int(r))

@@ -53,8 +53,14 @@ class TrainConfig:
     warmup_steps: int = 50
     #: if set, warm-up = this fraction of the total steps (overrides warmup_steps)
     warmup_ratio: float | None = None
-    #: cosine | linear | constant (after warm-up)
+    #: cosine | linear | constant | wsd (after warm-up; wsd: the full rate, then a cosine to 0 over the last
+    #: ``decay_steps`` steps)
     schedule: str = "cosine"
+    #: wsd: length of the final decay
+    decay_steps: int = 100
+    #: wsd: start the final decay as soon as a periodic validation (``eval_every``) reaches this accuracy in
+    #: the method's final configuration, ending the run ``decay_steps`` later (``max_steps`` stays the cap)
+    decay_at_valid_accuracy: float | None = None
     grad_clip: float = 1.0
     #: evaluate on the valid split every N steps (0 = only at the end)
     eval_every: int = 0
@@ -82,8 +88,15 @@ class TrainConfig:
             raise ConfigError(f"train.epochs must be > 0 (or set train.max_steps), got {self.epochs}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"train.max_steps must be >= 1, got {self.max_steps}")
-        if self.schedule not in ("cosine", "linear", "constant"):
-            raise ConfigError(f"train.schedule must be cosine, linear or constant, got {self.schedule!r}")
+        if self.schedule not in ("cosine", "linear", "constant", "wsd"):
+            raise ConfigError(f"train.schedule must be cosine, linear, constant or wsd, got {self.schedule!r}")
+        if self.decay_steps < 1:
+            raise ConfigError(f"train.decay_steps must be >= 1, got {self.decay_steps}")
+        if self.decay_at_valid_accuracy is not None:
+            if self.schedule != "wsd" or not self.eval_every:
+                raise ConfigError("train.decay_at_valid_accuracy needs train.schedule=wsd and train.eval_every > 0")
+            if not 0.0 < self.decay_at_valid_accuracy <= 1.0:
+                raise ConfigError(f"train.decay_at_valid_accuracy must be in (0, 1], got {self.decay_at_valid_accuracy}")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ConfigError(f"train.mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
         if self.distributed not in ("auto", "ddp", "fsdp"):

@@ -65,12 +65,20 @@ RESUME_FIXED = ("method", "method_args", "model", "data.dataset", "data.format",
                 "data.task", "train.batch_size", "train.seed")
 
 
-def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
-    """Multiplier of the base learning rate at optimiser step ``step`` (0-based)."""
+def lr_factor(step: int, warmup: int, total: int, schedule: str, decay_steps: int = 0) -> float:
+    """Multiplier of the base learning rate at optimiser step ``step`` (0-based).
+
+    ``wsd`` (warm-up, stable, decay): the full rate after warm-up, then a cosine to 0 over the last
+    ``decay_steps`` steps before ``total`` (which an early-decay trigger may move forward)."""
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
     if schedule == "constant":
         return 1.0
+    if schedule == "wsd":
+        start = total - max(1, decay_steps)
+        if step < start:
+            return 1.0
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - start + 1) / (max(1, decay_steps) + 1))))
     progress = (step - warmup) / max(1, total - warmup)
     progress = min(max(progress, 0.0), 1.0)
     if schedule == "linear":
@@ -232,6 +240,8 @@ class Trainer:
             int(round(self.tcfg.warmup_ratio * self.total_steps)) if self.tcfg.warmup_ratio is not None else self.tcfg.warmup_steps
         )
         self._signals: _StopSignals | None = None
+        #: step at which an early decay started (``train.decay_at_valid_accuracy``), None before
+        self.decay_started: int | None = None
         self._decay_ids: set[int] | None = None
 
     # ------------------------------------------------------------------ helpers
@@ -350,6 +360,7 @@ class Trainer:
         optim_sd = self._optimizer_state()
         if self.accelerator.is_main_process:
             state = {"step": step, "train_seconds": train_seconds, "last_loss": last_loss, "total_steps": self.total_steps,
+                     "decay_started": self.decay_started,
                      "num_processes": self.world}
             save_training_checkpoint(
                 self.accelerator.unwrap_model(self.model), path, optim_sd, None, state, run_config_dict(self.cfg),
@@ -441,6 +452,26 @@ class Trainer:
             hit = self._sum_over_processes([1.0 if hit else 0.0])[0] > 0
         return hit
 
+    def _maybe_start_decay(self, step: int, valid_acc: float | None, method: Method) -> None:
+        """``train.decay_at_valid_accuracy``: once a periodic validation reaches it (and the method is in
+        its final configuration: a curriculum's last stage), the ``wsd`` decay starts now and the run ends
+        ``decay_steps`` later instead of at ``max_steps``."""
+        target = self.tcfg.decay_at_valid_accuracy
+        if target is None or self.decay_started is not None:
+            return
+        hit = valid_acc is not None and valid_acc >= target and method.is_final_stage()
+        if self.world > 1:  # only the main process validates: every process follows its verdict
+            hit = self._sum_over_processes([1.0 if hit else 0.0])[0] > 0
+        if not hit:
+            return
+        end = step + max(1, self.tcfg.decay_steps)
+        if end < self.total_steps:
+            self.decay_started = step
+            self.total_steps = end
+            self.log(f"step {step}: valid accuracy {valid_acc if valid_acc is not None else '?'} >= {target}: "
+                     f"learning rate decays over {self.tcfg.decay_steps} steps, the run ends at step {end}")
+            self._write_metrics({"step": step, "type": "decay_start", "total_steps": end})
+
     # ------------------------------------------------------------------ main loop
     def fit(self, resume: bool = False) -> TrainSummary:
         acc = self.accelerator
@@ -464,6 +495,8 @@ class Trainer:
             state, opt_state, rng = load_training_checkpoint(resume_dir)
             self._load_optimizer_state(opt_state, resume_dir)
             step, train_seconds, last_loss = state["step"], state["train_seconds"], state.get("last_loss")
+            if state.get("decay_started") is not None:  # an early decay had started: the run ends where it said
+                self.decay_started, self.total_steps = state["decay_started"], state["total_steps"]
             acc.unwrap_model(self.model).load_trainer_state(state.get("method_state") or {})
             set_rng_state(rng, state["rng"])
             self._truncate_metrics(step)
@@ -507,7 +540,8 @@ class Trainer:
                         bar.update(1, info=f"loss {last_loss:.4f} lr {self.optimizer.param_groups[0]['lr']:.2e} "
                                    f"{n_tokens / max(dt, 1e-9):,.0f} tok/s" + (f" stage {new_stage}" if new_stage is not None else ""))
                         if self.tcfg.eval_every and step % self.tcfg.eval_every == 0 and step < self.total_steps:
-                            self._validate(step, new_stage)
+                            v = self._validate(step, new_stage)
+                            self._maybe_start_decay(step, v, unwrapped)
                         saved = None
                         if self.tcfg.save_every and step % self.tcfg.save_every == 0 and step < self.total_steps:
                             saved = self._save_checkpoint(step, train_seconds, last_loss)
@@ -549,7 +583,7 @@ class Trainer:
         acc = self.accelerator
         unwrapped = acc.unwrap_model(self.model)
         t0 = time.perf_counter()
-        factor = lr_factor(step, self.warmup, self.total_steps, self.tcfg.schedule)
+        factor = lr_factor(step, self.warmup, self.total_steps, self.tcfg.schedule, self.tcfg.decay_steps)
         for g in self.optimizer.param_groups:
             g["lr"] = self.tcfg.lr * factor
         self.optimizer.zero_grad(set_to_none=True)
