@@ -164,7 +164,8 @@ class CODI(Method):
         "codi_paper_default_task": dict(OBJECTIVE),
         # the project's best documented setting on the embedded default (docs/codi.md)
         "default_task": dict(n_latent=5, projection=True, teacher_drop_last_step=False, align_steps=True, align_offset=1,
-                             align_skip_embedding=True, distill_skip_embedding=True, step_ce_weight=1.0),
+                             align_skip_embedding=True, distill_skip_embedding=True, step_ce_weight=1.0,
+                             align_first_layer=2),
         # the setting before step supervision (docs/codi.md: it learns the chain on some seeds only)
         "default_task_v1": dict(n_latent=5, projection=True, teacher_drop_last_step=False, align_steps=True,
                                 align_offset=1, align_skip_embedding=True, distill_skip_embedding=True),

@@ -102,7 +102,7 @@ class System15Config(CODIConfig):
 
 
 STAGE1 = dict(n_latent=5, projection=True, teacher_drop_last_step=False, align_steps=True, align_offset=1,
-              align_skip_embedding=True, distill_skip_embedding=True, step_ce_weight=1.0)
+              align_skip_embedding=True, distill_skip_embedding=True, step_ce_weight=1.0, align_first_layer=2)
 
 
 @register
@@ -114,7 +114,7 @@ class System15(CODI):
         "stage1": {**STAGE1, "stage": 1},
         # the demo's setting (docs/system15.md): routers learn where the adapter branch reproduces the full path
         "default_task": {**STAGE1, "stage": 2, "lambda_depth": 0.5, "router_bce": 5.0, "router_targets": "learned",
-                         "step_shortcut": False},
+                         "exit_tolerance": 0.2, "step_shortcut": False},
         # the first version's hand schedule (critical thoughts leave after layer 1, non-critical before it)
         "hand_schedule": {**STAGE1, "stage": 2, "lambda_depth": 0.5, "router_bce": 5.0, "router_targets": "hand",
                           "critical_skip_layers": 3, "step_shortcut": False},
