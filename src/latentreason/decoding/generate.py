@@ -10,7 +10,7 @@ they stop costing compute.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -18,6 +18,18 @@ from torch import Tensor
 from transformers import PreTrainedModel
 
 from latentreason.models.kv_cache import cached_forward, new_cache
+
+
+@dataclass
+class Generation:
+    """A method's answer to one question, with its cost."""
+
+    text: str
+    generated_tokens: int
+    reasoning_tokens: int
+    latent_steps: int = 0
+    forward_passes: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def left_pad(seqs: list[list[int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:

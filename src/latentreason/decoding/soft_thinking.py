@@ -38,12 +38,12 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence
 import torch
 from torch import Tensor, nn
 
-from latentreason.decoding.generate import DecodeState, left_pad, prefill, trim_at_stop
+from latentreason.decoding.generate import DecodeState, Generation, left_pad, prefill, trim_at_stop
 from latentreason.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
     from latentreason.data.example import Example
-    from latentreason.methods.base import Generation, Method
+    from latentreason.methods.base import Method
 
 MODES = ("greedy", "sampling", "vanilla", "dirichlet", "gumbel")
 SOFT_MODES = ("vanilla", "dirichlet", "gumbel")
@@ -481,9 +481,7 @@ class SoftThinkingOutput:
     #: soft token of the same logits, i.e. the token before the Dirichlet / Gumbel noise
     clean_distributions: list[tuple[list[int], list[float]]] | None = None
 
-    def generation(self) -> "Generation":
-        from latentreason.methods.base import Generation
-
+    def generation(self) -> Generation:
         return Generation(
             text=self.text,
             generated_tokens=len(self.tokens),

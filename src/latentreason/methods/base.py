@@ -9,7 +9,7 @@ evaluator only ever talk to this interface.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from latentreason.data.answers import judge
 from latentreason.data.example import Example
+from latentreason.decoding.generate import Generation  # noqa: F401  (re-exported: methods answer with it)
 from latentreason.errors import ConfigError, ContextOverflowError, DataError
 from latentreason.models.backbone import Backbone
 
@@ -188,18 +189,6 @@ class Serializer:
             out.append(TokExample(list(p), [list(s) for s in steps], list(close), answer[:cut], answer[cut:] + [self.eos],
                                   ex, i, close_always=icot))
         return out
-
-
-@dataclass
-class Generation:
-    """A method's answer to one question, with its cost."""
-
-    text: str
-    generated_tokens: int
-    reasoning_tokens: int
-    latent_steps: int = 0
-    forward_passes: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def collate_lm(seqs: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, Tensor]:
