@@ -26,10 +26,10 @@ from latentreason.decoding.soft_thinking import (
     soft_config,
     soft_embedding,
     soft_generate,
-    soft_think,
     soft_token,
 )
 from latentreason.errors import ConfigError
+from latentreason.methods.soft_thinking import soft_think
 
 TEXTS = ["1+2*3\n", "9-8+7*6-5\n", "4\n", "2*2*2*2*2*2\n"]
 
@@ -153,7 +153,7 @@ def test_thinking_budget_and_marker_detection():
 
 def test_method_level_soft_think_and_inject():
     from latentreason.data.registry import load_dataset
-    from latentreason.decoding.soft_thinking import method_inject_ids
+    from latentreason.methods.soft_thinking import method_inject_ids
     from latentreason.methods.cot import CoT
 
     bb = _backbone()
@@ -504,7 +504,7 @@ def test_soft_thinking_study_outputs(tmp_path):
     assert res["vanilla"]["randomness"] == 0.0 and res["vanilla"]["softness"] > 0
     assert res["dirichlet"]["randomness"] > 0 and res["gumbel"]["randomness"] > 0
     # the greedy row's entropy is the model's own along its greedy path: recomputed here by hand
-    from latentreason.decoding.soft_thinking import soft_think as _st
+    from latentreason.methods.soft_thinking import soft_think as _st
 
     g = _st(method, exs, cfg.replace(mode="greedy"))
     hand = []

@@ -156,7 +156,7 @@ def soft_think_cmd(
     * `latentreason soft-think --checkpoint runs/cot --mode vanilla --preset soft_thinking --cold-stop-steps 8`
     """
     from latentreason.analysis.soft_study import run_mode
-    from latentreason.decoding.soft_thinking import soft_think
+    from latentreason.methods.soft_thinking import soft_think
     from latentreason.utils import atomic_write_json, env_info
 
     modes = parse_modes(mode)

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from latentreason.decoding.generate import DecodeState
+from latentreason.methods.soft_thinking import soft_think
 from latentreason.models.kv_cache import cached_forward
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -223,8 +224,6 @@ def js_study(
 
     The probe does not change the trajectory (same seed, same outputs as a run without it).
     """
-    from latentreason.decoding.soft_thinking import soft_think
-
     cfg = config.validate()
     probe = JSProbe(temperature=cfg.temperature, horizon=horizon)
     ids = list(row_ids) if row_ids is not None else list(range(len(examples)))

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from latentreason.decoding.soft_thinking import soft_config, soft_embedding
 from latentreason.errors import ConfigError
+from latentreason.methods.soft_thinking import soft_think
+from latentreason.models.backbone import FINAL_NORM_PATHS, find_final_norm  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:  # pragma: no cover
     from latentreason.data.example import Example
     from latentreason.methods.base import Method
-
-from latentreason.models.backbone import FINAL_NORM_PATHS, find_final_norm  # noqa: E402,F401
 
 
 def lens_logits(model: nn.Module, hidden_states: tuple[Tensor, ...] | list[Tensor]) -> Tensor:
@@ -87,8 +88,6 @@ def path_share(
     Returns per layer (index 0 = embeddings): ``share_a``, ``share_b``, the soft run's
     ``entropy`` and ``top1_is_a`` / ``top1_is_b`` (soft run's top-1 equals the a-run's / b-run's).
     """
-    from latentreason.decoding.soft_thinking import soft_embedding
-
     if horizon < 1:
         raise ConfigError(f"path share: horizon must be >= 1, got {horizon}")
     emb = model.get_input_embeddings()
@@ -144,8 +143,6 @@ def path_share_study(method: "Method", examples: list["Example"], weight_a: floa
                      horizon: int = 1) -> dict[str, Any]:
     """Mean per-layer path shares at one branching point per question of the greedy trace
     (the thinking position whose next-token distribution has the largest second probability)."""
-    from latentreason.decoding.soft_thinking import soft_config, soft_think
-
     greedy = []
     for i in range(0, len(examples), batch_size):
         greedy.extend(soft_think(method, examples[i : i + batch_size], soft_config(mode="greedy")))

@@ -33,10 +33,10 @@ from latentreason.decoding.soft_thinking import (
     SoftThinkingConfig,
     SoftThinkingOutput,
     derive_seed,
-    soft_think,
 )
 from latentreason.errors import ConfigError
 from latentreason.methods.base import Method
+from latentreason.methods.soft_thinking import soft_think
 
 DEFAULT_MODES = ("greedy", "sampling", "vanilla", "dirichlet", "gumbel")
 RESULT_KEYS = ("accuracy", "pass_at_k", "rouge_l_vs_greedy", "js_top1", "js_top2", "js_horizon", "mean_thinking_entropy",

@@ -33,17 +33,13 @@ import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from latentreason.decoding.generate import DecodeState, Generation, left_pad, prefill, trim_at_stop
 from latentreason.errors import ConfigError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from latentreason.data.example import Example
-    from latentreason.methods.base import Method
 
 MODES = ("greedy", "sampling", "vanilla", "dirichlet", "gumbel")
 SOFT_MODES = ("vanilla", "dirichlet", "gumbel")
@@ -721,74 +717,9 @@ def soft_generate(
     return outs
 
 
-# ============================================================================ method-level API
-def method_think_end(method: "Method", config: SoftThinkingConfig) -> str:
-    return config.think_end or method.serializer.answer_marker
-
-
-def method_inject_ids(method: "Method", config: SoftThinkingConfig) -> list[int]:
-    """What Cold Stop / the budget feed: ``config.inject`` tokenised, else the serialisation's own
-    text from the end of the last step to the end of the answer marker (``"\\n####"`` by default)."""
-    tok = method.tokenizer
-    if config.inject is not None:
-        return tok(config.inject, add_special_tokens=False).input_ids
-    marker = method_think_end(method, config)
-    if config.think_end is None:
-        from latentreason.data.example import Example
-
-        t = method.serializer.tokenize([Example(question="0", steps=["0"], answer="0")])[0]
-        seq = list(t.cot_close) + list(t.answer_prefix)
-        for n in range(1, len(seq) + 1):
-            if marker in tok.decode(seq[:n], skip_special_tokens=False):
-                return seq[:n]
-    return tok(marker, add_special_tokens=False).input_ids
-
-
-@torch.no_grad()
-def soft_think(
-    method: "Method",
-    examples: list["Example"],
-    config: SoftThinkingConfig | None = None,
-    *,
-    seed: int = 0,
-    row_ids: Sequence[int] | None = None,
-    record_distributions: bool = False,
-    probe: StepProbe | None = None,
-) -> list[SoftThinkingOutput]:
-    """Soft-thinking decoding of ``examples`` with any trained CoT-style method's model.
-
-    Prompts are built by the method's serializer; the think-end string defaults to its answer
-    marker and the generation limit to its ``max_new_tokens`` (capped by the context).
-    """
-    cfg = (config or SoftThinkingConfig()).validate()
-    if not examples:
-        return []
-    was_training = method.training
-    method.eval()
-    try:
-        prompts = method.serializer.prompts(examples)
-        if cfg.max_new_tokens is not None:
-            saved = method.config.max_new_tokens
-            method.config.max_new_tokens = cfg.max_new_tokens
-            try:
-                budget = method.generation_budget(prompts)
-            finally:
-                method.config.max_new_tokens = saved
-        else:
-            budget = method.generation_budget(prompts)
-        return soft_generate(
-            method.model, prompts, method.tokenizer, config=cfg, eos_id=method.ids.eos, pad_id=method.ids.pad,
-            think_end=method_think_end(method, cfg), inject_ids=method_inject_ids(method, cfg), max_new_tokens=budget,
-            stop_after_eos=method.serializer.stop_after_eos, seed=seed, row_ids=row_ids,
-            record_distributions=record_distributions, probe=probe,
-        )
-    finally:
-        method.train(was_training)
-
-
 __all__ = [
     "MODES", "SOFT_MODES", "PRESETS", "SoftThinkingConfig", "SoftThinkingOutput", "SoftToken", "StepProbe",
     "derive_seed", "dirichlet_weights", "entropy", "filter_probs", "model_entropy", "filter_sorted", "gumbel_softmax_weights",
-    "method_inject_ids", "method_think_end", "probs_from_logits", "row_generators", "sample_token", "soft_config",
-    "soft_embedding", "soft_generate", "soft_think", "soft_token", "sort_desc", "topk_truncate",
+    "probs_from_logits", "row_generators", "sample_token", "soft_config",
+    "soft_embedding", "soft_generate", "soft_token", "sort_desc", "topk_truncate",
 ]
