@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from latentreason.decoding.soft_thinking import soft_config, soft_embedding
+from latentreason.decoding.soft_config import soft_config
+from latentreason.decoding.soft_sampling import soft_embedding
 from latentreason.errors import ConfigError
 from latentreason.methods.soft_thinking import soft_think
 from latentreason.models.backbone import FINAL_NORM_PATHS, find_final_norm  # noqa: F401  (re-exported)

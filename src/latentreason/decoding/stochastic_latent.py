@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from latentreason.decoding.soft_thinking import derive_seed, soft_embedding, soft_token
+from latentreason.decoding.soft_sampling import derive_seed, soft_embedding, soft_token
 from latentreason.errors import ConfigError
 
 LATENT_NOISE_MODES = ("dirichlet", "gumbel")
