@@ -15,7 +15,7 @@ the LM head* and map the change back into the hidden state (the documented choic
 
 With ``s = 0`` (or a one-hot p) the thought is unchanged; noise is drawn from one generator per
 question, so batched runs equal one-by-one runs for a seed. This gives Pass@k for a latent
-reasoner (``latent_sampling_study``).
+reasoner (:func:`latentreason.analysis.latent_sampling.latent_sampling_study`).
 """
 
 from __future__ import annotations
@@ -81,29 +81,3 @@ def row_generators(seed: int, sample: int, row_ids: Sequence[int], device: torch
         g.manual_seed(derive_seed(seed, "latent-sample", sample, int(r)))
         gens.append(g)
     return gens
-
-
-@torch.no_grad()
-def latent_sampling_study(method, examples, modes=("dirichlet", "gumbel"), samples: int = 8, ks=(1, 2, 4, 8), seed: int = 0,
-                          batch_size: int = 100, config: LatentNoiseConfig | None = None) -> dict:
-    """Accuracy (mean over samples) and unbiased Pass@k of a latent reasoner with noisy thoughts."""
-    from latentreason.analysis.passk import mean_pass_at_k
-
-    head = method.model.get_output_embeddings().weight
-    results = {}
-    for mode in modes:
-        cfg = LatentNoiseConfig(**{**(config.__dict__ if config else {}), "mode": mode})
-        correct = [0] * len(examples)
-        for s in range(samples):
-            for i in range(0, len(examples), batch_size):
-                chunk = examples[i : i + batch_size]
-                fn = StochasticThought(method.thought, head, cfg, row_generators(seed, s, range(i, i + len(chunk)), head.device))
-                for j, (ex, g) in enumerate(zip(chunk, method.generate(chunk, thought_fn=fn))):
-                    correct[i + j] += int(method.judge(ex, g).correct)
-        results[mode] = {
-            "accuracy": sum(correct) / (samples * len(examples)),
-            "pass_at_k": {str(k): mean_pass_at_k(correct, samples, k) for k in ks if k <= samples},
-            "samples": samples,
-            "strength": cfg.strength,
-        }
-    return results

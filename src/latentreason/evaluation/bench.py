@@ -398,7 +398,7 @@ def run_bench_seed(
 def run_soft_study(cfg: BenchConfig, st: SoftStudyConfig, out: Path, names: set[str], device, log) -> dict[str, Any]:
     """Soft / stochastic soft thinking on the CoT model, plus noisy thoughts of the latent model."""
     from latentreason.analysis.soft_study import soft_thinking_study
-    from latentreason.decoding.stochastic_latent import latent_sampling_study
+    from latentreason.analysis.latent_sampling import latent_sampling_study
     from latentreason.training.api import load_split
     from latentreason.training.checkpoint import load_method
 
