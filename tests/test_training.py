@@ -125,7 +125,8 @@ def test_resume_continues_same_loss_trace(tmp_path):
 def test_recipe_configs_load_and_validate():
     from pathlib import Path
 
-    from latentreason.methods.base import get_method_class, method_config
+    from latentreason.methods.base import method_config
+    from latentreason.methods.registry import get_method_class
 
     from latentreason.config import from_dict, load_yaml
     from latentreason.evaluation.bench import BenchConfig

@@ -405,7 +405,7 @@ def methods_() -> None:
     """
     import dataclasses
 
-    from latentreason.methods.base import METHODS, get_method_class
+    from latentreason.methods.registry import METHODS, get_method_class
 
     get_method_class("cot")
     t = Table(title="methods")

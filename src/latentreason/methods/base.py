@@ -339,20 +339,14 @@ class Method(nn.Module):
 
 
 # ---------------------------------------------------------------------- registry
+#: every method class by name: each method module registers its class when imported
+#: (:func:`latentreason.methods.registry.get_method_class` imports them all first)
 METHODS: dict[str, type[Method]] = {}
 
 
 def register(cls: type[Method]) -> type[Method]:
     METHODS[cls.name] = cls
     return cls
-
-
-def get_method_class(name: str) -> type[Method]:
-    from latentreason import methods as _m  # noqa: F401  (populates the registry)
-
-    if name not in METHODS:
-        raise ConfigError(f"method: unknown method {name!r}; valid methods: {', '.join(sorted(METHODS))}")
-    return METHODS[name]
 
 
 def method_config(cls: type[Method], args: dict[str, Any] | MethodConfig | None) -> MethodConfig:

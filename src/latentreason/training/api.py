@@ -8,7 +8,8 @@ from typing import Any, Callable
 from latentreason.data.example import Example
 from latentreason.data.registry import NAMED, load_dataset
 from latentreason.errors import CheckpointError, DataError
-from latentreason.methods.base import Method, get_method_class, method_config
+from latentreason.methods.base import Method, method_config
+from latentreason.methods.registry import get_method_class
 from latentreason.models.backbone import add_special_tokens, load_backbone, maybe_apply_lora
 from latentreason.training.checkpoint import load_method, resolve_checkpoint
 from latentreason.training.run_config import RunConfig, run_config_dict

@@ -32,7 +32,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from latentreason.errors import CheckpointError
-from latentreason.methods.base import Method, config_dict, get_method_class, method_config
+from latentreason.methods.base import Method, config_dict, method_config
+from latentreason.methods.registry import get_method_class
 from latentreason.models.backbone import load_backbone_dir, save_backbone
 from latentreason.utils import atomic_write_json, default_mode, env_info, replace_dir
 
