@@ -111,7 +111,7 @@ def test_coconut_paper_preset_resets_adamw_every_epoch():
 
 
 def test_stage_end_evaluation_decodes_with_the_finished_stage(tmp_path):
-    from latentreason.training.api import run_training
+    from latentreason.evaluation.training_run import run_training
     from latentreason.training.run_config import load_run_config
 
     over = ["method=coconut", f"out_dir={tmp_path / 'c'}", "model.n_layer=1", "model.n_embd=32", "model.n_head=2",

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from latentreason.errors import CheckpointError, ConfigError
-from latentreason.training.api import build_method, run_training
+from latentreason.evaluation.training_run import run_training
+from latentreason.training.api import build_method
 from latentreason.training.checkpoint import load_method, save_method
 from latentreason.training.run_config import load_run_config
 

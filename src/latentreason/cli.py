@@ -197,7 +197,7 @@ def train(
     * multi-GPU: `accelerate launch --num_processes 4 -m latentreason train --config ...`
     """
     from latentreason.errors import ConfigError
-    from latentreason.training.api import run_training
+    from latentreason.evaluation.training_run import run_training
     from latentreason.training.run_config import load_run_config
 
     overrides = list(set_)

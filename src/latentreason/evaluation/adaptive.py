@@ -257,7 +257,8 @@ def run_adaptive(
     {...}, "codi_adaptive_probe": {...}, "spearman_steps_vs_true": x, "valid_sweep": {...}, ...}``.
     """
     from latentreason.evaluation.evaluate import evaluate
-    from latentreason.training.api import load_split, run_training
+    from latentreason.evaluation.training_run import run_training
+    from latentreason.training.api import load_split
     from latentreason.training.checkpoint import load_method, save_method
     from latentreason.training.run_config import run_config_dict
 

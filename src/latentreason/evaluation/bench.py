@@ -254,7 +254,7 @@ def train_entries(cfg: BenchConfig, entries: list[BenchEntry], out: Path, *, fre
     source (:func:`latentreason.utils.code_identity`); a run trained by other code is retrained unless
     ``reuse_stale``, and is then marked ``code_stale`` in the results.
     """
-    from latentreason.training.api import run_training
+    from latentreason.evaluation.training_run import run_training
 
     code = code_identity()
     trained: dict[str, dict[str, Any]] = {}

@@ -121,5 +121,11 @@ def evaluate(
     return EvalResult(metrics, records)
 
 
+def validation_metrics(method: Method, examples: list[Example], batch_size: int) -> dict[str, Any]:
+    """The trainer's validator (:class:`~latentreason.training.trainer.Trainer`): accuracy and lengths of
+    ``method`` on ``examples``, without records or warm-up."""
+    return evaluate(method, examples, batch_size=batch_size, keep_records=False, warmup=False).metrics
+
+
 def summarize_records(records: list[dict[str, Any]], limit: int = 5) -> list[dict[str, Any]]:
     return [asdict(r) if hasattr(r, "__dataclass_fields__") else r for r in records[:limit]]

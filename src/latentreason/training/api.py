@@ -1,9 +1,15 @@
-"""High-level training entry point: config -> data -> method -> trainer -> results.json."""
+"""Building blocks of a training run: the method a run config describes, its data splits, checks.
+
+:func:`build_method` builds the configured method (fresh, or from ``init_from``'s weights),
+:func:`convert_method` views trained weights through another method, :func:`load_split` loads a
+split of the configured data. The whole run (train, validate, evaluate on the test split, write
+``results.json``) is :func:`latentreason.evaluation.training_run.run_training`, which validates
+through the evaluation code this layer does not import."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from latentreason.data.example import Example
 from latentreason.data.registry import NAMED, load_dataset
@@ -12,9 +18,8 @@ from latentreason.methods.base import Method, method_config
 from latentreason.methods.registry import get_method_class
 from latentreason.models.backbone import add_special_tokens, load_backbone, maybe_apply_lora
 from latentreason.training.checkpoint import load_method, resolve_checkpoint
-from latentreason.training.run_config import RunConfig, run_config_dict
-from latentreason.training.trainer import Trainer
-from latentreason.utils import atomic_write_json, check_output_dir, env_info, seed_everything
+from latentreason.training.run_config import RunConfig
+from latentreason.utils import seed_everything
 
 
 def build_method(cfg: RunConfig) -> Method:
@@ -95,49 +100,3 @@ def check_prompts_fit(method: Method, examples: list[Example], what: str) -> Non
         method.generation_budget([t.prompt for t in toks])
     except DataError as e:
         raise DataError(f"{what}: {e}") from None
-
-
-def run_training(
-    cfg: RunConfig,
-    *,
-    resume: bool = False,
-    progress: bool = True,
-    evaluate_test: bool = True,
-    eval_batch_size: int | None = None,
-    log: Callable[[str], None] | None = None,
-    method: Method | None = None,
-) -> dict[str, Any]:
-    """Train, evaluate on the test split, write ``results.json`` beside the model; return the results.
-
-    Every input is checked before anything is written: the output directory (without creating
-    it), the data, the method and its model. Under several processes only the main one writes
-    and evaluates on the test split; ``results["_main_process"]`` says which one this is.
-    """
-    from latentreason.evaluation.evaluate import evaluate
-
-    out = Path(cfg.out_dir)
-    check_output_dir(out, "output directory (out_dir)")
-    train = load_split(cfg, "train")
-    valid = load_split(cfg, "valid") if has_split(cfg, "valid") else []
-    test = load_split(cfg, "test") if evaluate_test else []
-    method = method or build_method(cfg)
-    for what, examples in (("validation data", valid), ("test data", test)):
-        check_prompts_fit(method, examples, what)
-    trainer = Trainer(cfg, method, train, valid, out, progress=progress, log=log)
-    summary = trainer.fit(resume=resume)
-    acc = trainer.accelerator
-    results: dict[str, Any] = {"method": cfg.method, "train": summary.to_dict()}
-    m = acc.unwrap_model(trainer.model)
-    if evaluate_test and acc.is_main_process:
-        if trainer.fsdp:  # the main process holds a shard only: evaluate the saved full model
-            m = load_method(out / "model", device=acc.device)
-        res = evaluate(m, test, batch_size=eval_batch_size or cfg.train.eval_batch_size, progress=progress, description=f"test {cfg.method}")
-        results["test"] = res.metrics
-        atomic_write_json(out / "predictions.json", res.records)
-    results["config"] = run_config_dict(cfg)
-    results["env"] = env_info(acc.device)
-    if acc.is_main_process:
-        atomic_write_json(out / "results.json", results)
-    results["_method"] = m
-    results["_main_process"] = acc.is_main_process
-    return results

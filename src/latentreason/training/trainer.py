@@ -18,6 +18,10 @@
   step); gradients are averaged by DDP / FSDP as usual (the weights carry a factor P for that).
 * Multi-process training (DDP, or FSDP with ``train.distributed=fsdp`` on GPUs) is accelerate's;
   only the main process writes checkpoints, metrics and logs.
+* Validation goes through the ``validator`` the caller passes (``validator(method, examples,
+  batch_size) -> metrics`` with ``accuracy``, ``n``, ``mean_latent_steps``, ``mean_reasoning_tokens``;
+  :func:`latentreason.evaluation.evaluate.validation_metrics` for a training run): the trainer
+  does not depend on the evaluation code. Without a validator nothing is validated.
 * Metrics go to ``metrics.jsonl`` (one JSON object per line); periodic resumable checkpoints to
   ``checkpoints/step-NNNNNNNN/`` (model, optimiser, RNG, step, the method's curriculum state;
   written atomically); the final model to ``model/``. A non-finite loss or gradient norm stops
@@ -57,7 +61,10 @@ from latentreason.training.checkpoint import (
 from latentreason.training.run_config import RunConfig, run_config_dict
 from latentreason.utils import atomic_write_json, atomic_write_text, seed_everything
 
-__all__ = ["Trainer", "TrainSummary", "TrainingInterrupted", "make_accelerator", "read_metrics"]
+__all__ = ["Trainer", "TrainSummary", "TrainingInterrupted", "Validator", "make_accelerator", "read_metrics"]
+
+#: ``validator(method, examples, batch_size) -> metrics``: the validation accuracy and lengths of a method
+Validator = Callable[[Method, list[Example], int], dict[str, Any]]
 
 #: run-config fields that must not change between a checkpoint and ``--resume`` (they decide
 #: which examples make up each batch and what the model is)
@@ -205,6 +212,7 @@ class Trainer:
         out_dir: str | Path | None = None,
         progress: bool = True,
         log: Callable[[str], None] | None = None,
+        validator: Validator | None = None,
     ):
         from accelerate.utils import DistributedType
 
@@ -230,6 +238,7 @@ class Trainer:
         self.world, self.micro, self.accum = world, micro, B // (micro * world)
         self.train_toks: list[TokExample] = method.prepare(train_examples, "training data")
         self.valid_examples = valid_examples or []
+        self.validator = validator
         n = len(self.train_toks)
         # a training set smaller than the batch: every step is the whole set (split the same way)
         self.batch = min(B, n)
@@ -299,25 +308,23 @@ class Trainer:
         return self.accelerator.reduce(t, reduction="sum").tolist()
 
     def _validate(self, step: int, stage: str | None, kind: str = "eval") -> float | None:
-        if not self.valid_examples:
+        if not self.valid_examples or self.validator is None:
             return None
         if self.fsdp:  # the main process alone cannot run a sharded model; test evaluation uses model/
             return None
-        from latentreason.evaluation.evaluate import evaluate
-
         acc = None
         if self.accelerator.is_main_process:
             m = self.accelerator.unwrap_model(self.model)
             was_training = m.training
             m.eval()
             try:
-                res = evaluate(m, self.valid_examples, batch_size=self.tcfg.eval_batch_size, keep_records=False, warmup=False)
+                metrics = self.validator(m, self.valid_examples, self.tcfg.eval_batch_size)
             finally:
                 m.train(was_training)
-            acc = res.metrics["accuracy"]
-            row = {"step": step, "type": kind, "valid_accuracy": acc, "valid_n": res.metrics["n"],
-                   "valid_mean_latent_steps": res.metrics["mean_latent_steps"],
-                   "valid_mean_reasoning_tokens": res.metrics["mean_reasoning_tokens"]}
+            acc = metrics["accuracy"]
+            row = {"step": step, "type": kind, "valid_accuracy": acc, "valid_n": metrics["n"],
+                   "valid_mean_latent_steps": metrics["mean_latent_steps"],
+                   "valid_mean_reasoning_tokens": metrics["mean_reasoning_tokens"]}
             if stage is not None:
                 row["stage"] = stage
             self._write_metrics(row)
