@@ -12,14 +12,23 @@ asked of the method itself, never guessed from prompt lengths or error messages.
   that fit (``too_long`` still reports how many were left out).
 
 Used by the benchmark runner (``evaluation.bench``, the demo's extra sets) and ``latentreason eval``.
+The benchmark's extra sets (``BenchConfig.eval_sets``, ``demo --eval-set NAME=PATH``) are parsed by
+:func:`parse_eval_sets`, loaded by :func:`load_eval_sets` and run for every entry by :func:`run_ood`
+into ``results["ood"][SET][ENTRY]``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from pathlib import Path
+from typing import Any, Callable
 
 from latentreason.data.example import Example
-from latentreason.errors import ConfigError, ContextOverflowError
+from latentreason.data.registry import load_dataset
+from latentreason.errors import ConfigError, ContextOverflowError, DataError
+from latentreason.evaluation.bench_config import BenchConfig, BenchEntry, EvalSet, entry_method
+from latentreason.evaluation.evaluate import evaluate
+from latentreason.utils import atomic_write_json
 
 TOO_LONG_POLICIES = ("count", "skip")
 
@@ -83,8 +92,6 @@ def evaluate_ood(method, examples: list[Example], batch_size: int = 64, progress
     ``accuracy_answerable``, ``too_long_policy``, ``context``) and one record per question in
     input order (too-long ones: ``"too_long": true``, ``"correct": false``, no output).
     """
-    from latentreason.evaluation.evaluate import evaluate
-
     if too_long not in TOO_LONG_POLICIES:
         raise ConfigError(f"too_long must be one of {', '.join(TOO_LONG_POLICIES)}, got {too_long!r}")
     n = len(examples)
@@ -119,3 +126,63 @@ def evaluate_ood(method, examples: list[Example], batch_size: int = 64, progress
         "context": method.max_positions,
     })
     return m, records  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- a benchmark's extra sets
+_SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def parse_eval_sets(specs: list[str] | None, data_dir: str | None = None) -> list[EvalSet]:
+    """``["svamp=data/SVAMP.json", "gsm_hard"]`` -> :class:`EvalSet` list.
+
+    Each spec is ``NAME=PATH`` (PATH: a file, format detected from its content, or a named set)
+    or just the name of a named set (``svamp``, ``gsm_hard``, ``multiarith``, ``asdiv``; resolved in
+    the data directory).
+    """
+    out: list[EvalSet] = []
+    for spec in specs or []:
+        name, sep, path = spec.partition("=")
+        name, path = name.strip(), path.strip()
+        if not sep:
+            path = name
+        if not name or not path:
+            raise ConfigError(f"--eval-set {spec!r}: expected NAME=PATH (e.g. svamp=data/svamp/SVAMP.json) or a named set")
+        if not _SET_NAME.match(name):
+            raise ConfigError(f"--eval-set {spec!r}: the name {name!r} may only contain letters, digits, '_', '.' and '-'")
+        if any(e.name == name for e in out):
+            raise ConfigError(f"--eval-set: the name {name!r} is given twice")
+        out.append(EvalSet(name, path, data_dir=data_dir))
+    return out
+
+
+def load_eval_sets(sets: list[EvalSet]) -> dict[str, list[Example]]:
+    """Load every extra evaluation set (its test split for named sets); errors name the set."""
+    loaded: dict[str, list[Example]] = {}
+    for es in sets:
+        try:
+            examples = load_dataset(es.path, "test", data_dir_=es.data_dir, fmt=es.fmt, limit=es.limit)
+        except DataError as e:
+            raise DataError(f"evaluation set {es.name!r}: {e}") from e
+        if not examples:
+            raise DataError(f"evaluation set {es.name!r} ({es.path}): no examples")
+        loaded[es.name] = examples
+    return loaded
+
+
+def run_ood(cfg: BenchConfig, sets: dict[str, list[Example]], out: Path, entries: list[BenchEntry], device,
+            progress: bool, log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """Every entry on every extra set: ``{SET: {ENTRY: metrics}}``; predictions in ``OUT/ENTRY/ood-SET.json``."""
+    res: dict[str, dict[str, Any]] = {name: {} for name in sets}
+    sources = {es.name: es.path for es in cfg.eval_sets}
+    for e in entries:
+        method = entry_method(out, e, device)
+        for name, examples in sets.items():
+            metrics, records = evaluate_ood(method, examples, batch_size=cfg.eval_batch_size, progress=progress,
+                                            description=f"{name} {e.name}")
+            atomic_write_json(out / e.name / f"ood-{name}.json", records)
+            metrics["source"] = sources.get(name)
+            res[name][e.name] = metrics
+            log(f"[{e.name}] {name}: accuracy {metrics['accuracy']:.3f} on {metrics['n']} questions"
+                + (f" ({metrics['too_long']} too long for the context, counted wrong)" if metrics["too_long"] else ""))
+        del method
+    return res
