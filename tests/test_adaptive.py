@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from conftest import tiny_backbone
+from latentreason.analysis.spearman import rankdata, spearman
 from latentreason.data.procedural import TaskConfig, generate_splits
 from latentreason.data.registry import load_dataset
 from latentreason.decoding.halting import head_halt_fn, probe_halt_fn, probe_stop_probability, threshold_logit
-from latentreason.evaluation.adaptive import rankdata, spearman
 from latentreason.methods.adaptive import CODIAdaptive, CODIAdaptiveConfig
 from latentreason.methods.codi import CODI, CODIConfig
 from latentreason.models.halting import HaltingHead

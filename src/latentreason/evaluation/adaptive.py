@@ -12,6 +12,11 @@ from another latent model), then compares on the same test questions
 Latency is measured by :func:`~latentreason.evaluation.evaluate.evaluate` with the demo's batch
 size and repeats, as for every other row of the demo. The section writes ``OUT/results.json``,
 ``OUT/predictions-*.json`` and ``OUT/thoughts_vs_steps.png`` and returns the results.
+
+Adaptive thinking across the package: the halting head is a model piece (``models/halting.py``),
+the stop rules the latent loop consults are decoding (``decoding/halting.py``), ``codi_adaptive``
+is a method (``methods/adaptive.py``), this section is evaluation; Spearman's correlation is in
+``analysis/spearman.py`` and the plot in ``evaluation/plots.py``.
 """
 
 from __future__ import annotations
@@ -24,52 +29,29 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
 
+from latentreason.analysis.spearman import spearman
 from latentreason.config import to_dict, to_dict_nondefault
+from latentreason.data.example import Example
 from latentreason.data.procedural import TaskConfig, task_description
 from latentreason.errors import ConfigError
+from latentreason.evaluation.evaluate import evaluate
+from latentreason.evaluation.plots import thoughts_plot
+from latentreason.evaluation.training_run import run_training
+from latentreason.methods.adaptive import CODIAdaptive
+from latentreason.methods.base import method_config
+from latentreason.methods.codi import CODI
 from latentreason.models.backbone import ModelConfig
-from latentreason.training.run_config import DataConfig, RunConfig, TrainConfig
+from latentreason.training.api import build_method, load_split
+from latentreason.training.checkpoint import load_method, save_method
+from latentreason.training.run_config import DataConfig, RunConfig, TrainConfig, run_config_dict
 from latentreason.utils import atomic_write_json, check_writable_dir, code_identity
 
 
 # --------------------------------------------------------------------------- statistics
-def rankdata(values: Sequence[float]) -> list[float]:
-    """1-based ranks; tied values share the mean of the ranks they span."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        r = (i + j) / 2 + 1
-        for t in range(i, j + 1):
-            ranks[order[t]] = r
-        i = j + 1
-    return ranks
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Spearman's rank correlation (Pearson correlation of the tie-averaged ranks).
-
-    None when it is undefined: fewer than two points, or one of the sequences is constant.
-    """
-    if len(x) != len(y):
-        raise ValueError(f"spearman: sequences of different lengths ({len(x)} and {len(y)})")
-    if len(x) < 2:
-        return None
-    rx, ry = rankdata(x), rankdata(y)
-    mx, my = mean(rx), mean(ry)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    sxx = sum((a - mx) ** 2 for a in rx)
-    syy = sum((b - my) ** 2 for b in ry)
-    if sxx == 0 or syy == 0:
-        return None
-    return sxy / (sxx * syy) ** 0.5
 
 
 # --------------------------------------------------------------------------- configuration
@@ -141,12 +123,6 @@ def _file_digest(directory: Path) -> str:
 def build_adaptive_method(rc: RunConfig):
     """``codi_adaptive`` from ``rc.init_from``: a CODI checkpoint gives backbone + projection, any
     other checkpoint (e.g. CoT-SFT) its backbone; without ``init_from`` a fresh backbone."""
-    from latentreason.methods.adaptive import CODIAdaptive
-    from latentreason.methods.base import method_config
-    from latentreason.methods.codi import CODI
-    from latentreason.training.api import build_method
-    from latentreason.training.checkpoint import load_method
-
     mcfg = method_config(CODIAdaptive, rc.method_args)
     if rc.init_from:
         src = load_method(rc.init_from)
@@ -184,55 +160,6 @@ def _row(metrics: dict[str, Any], records: list[dict[str, Any]], **extra: Any) -
     return row
 
 
-def thoughts_plot(rows: dict[str, list[tuple[int, int]]], fixed_n: int, n_max: int,
-                  accuracy: dict[str, dict[str, dict[str, float]]] | None = None) -> bytes:
-    """PNG: latent thoughts used against the problem's true number of steps (means, jittered points),
-    and, when ``accuracy`` (row -> ``by_true_steps``) is given, accuracy by true steps beside it."""
-    from latentreason.evaluation.plots import _plt, _png
-
-    plt = _plt()
-    if accuracy:
-        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))
-    else:
-        fig, ax = plt.subplots(figsize=(6, 4.2))
-        ax2 = None
-    all_true = sorted({t for pts in rows.values() for t, _ in pts})
-    for i, (name, pts) in enumerate(rows.items()):
-        g = torch.Generator().manual_seed(i)
-        jit = (torch.rand(len(pts), generator=g) - 0.5) * 0.25
-        off = (i - (len(rows) - 1) / 2) * 0.12
-        ax.scatter([t + off + float(j) for (t, _), j in zip(pts, jit)], [u + off for _, u in pts], s=6, alpha=0.15,
-                   color=f"C{i}")
-        means = [(t, mean(u for tt, u in pts if tt == t)) for t in all_true if any(tt == t for tt, _ in pts)]
-        ax.plot([t + off for t, _ in means], [m for _, m in means], "o-", color=f"C{i}", label=f"{name} (mean)")
-    ax.axhline(fixed_n, color="grey", ls="--", lw=1, label=f"codi_fixed (n = {fixed_n})")
-    if all_true:
-        ax.plot(all_true, [t + 1 for t in all_true], ":", color="black", lw=1, label="true steps + 1")
-    ax.set_xlabel("true number of steps of the problem")
-    ax.set_ylabel("latent thoughts used")
-    ax.set_xticks(all_true)
-    ax.set_yticks(range(0, n_max + 2))
-    ax.set_ylim(0, n_max + 1.5)
-    ax.legend(fontsize=8, loc="upper left")
-    ax.set_title("thoughts used vs difficulty")
-    if ax2 is not None:
-        names = list(accuracy)
-        width = 0.8 / max(len(names), 1)
-        for i, name in enumerate(names):
-            by = accuracy[name]
-            ks = sorted(int(k) for k in by)
-            ax2.bar([k + (i - (len(names) - 1) / 2) * width for k in ks], [by[str(k)]["accuracy"] for k in ks],
-                    width=width, color="grey" if name == "codi_fixed" else f"C{i - 1}", label=name)
-        ax2.set_xlabel("true number of steps of the problem")
-        ax2.set_ylabel("test accuracy")
-        ax2.set_ylim(0, 1.2)
-        ax2.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
-        ax2.set_xticks(all_true)
-        ax2.legend(fontsize=8, loc="upper center", ncol=3)
-        ax2.set_title("accuracy by difficulty")
-    return _png(fig)
-
-
 def run_adaptive(
     out_dir: str | Path,
     init_from: str | Path | None,
@@ -256,12 +183,6 @@ def run_adaptive(
     latencies compare with the demo's other rows). Returns ``{"codi_fixed": {...}, "codi_adaptive":
     {...}, "codi_adaptive_probe": {...}, "spearman_steps_vs_true": x, "valid_sweep": {...}, ...}``.
     """
-    from latentreason.evaluation.evaluate import evaluate
-    from latentreason.evaluation.training_run import run_training
-    from latentreason.training.api import load_split
-    from latentreason.training.checkpoint import load_method, save_method
-    from latentreason.training.run_config import run_config_dict
-
     t0 = time.perf_counter()
     cfg = copy.deepcopy(cfg) if cfg is not None else adaptive_config(quick)
     if eval_batch_size is not None:
@@ -274,82 +195,16 @@ def run_adaptive(
     if init_from is not None and not (Path(init_from) / "method.json").is_file():
         raise ConfigError(f"adaptive section: init_from {str(init_from)!r} is not a finished checkpoint (no method.json)")
     rc = section_run_config(cfg, model or ModelConfig(), out, init_from)
-    parent = _file_digest(Path(init_from)) if init_from else None
-    key = {"run": to_dict_nondefault(rc), "parent": parent, "head_refit": [cfg.head_refit_examples, cfg.head_refit_steps]}
-    fp = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    run_dir = Path(rc.out_dir)
-    done_file = run_dir / "done.json"
-    done = json.loads(done_file.read_text()) if done_file.is_file() else {}
-    code = code_identity()
-    reuse = not fresh and done.get("fingerprint") == fp and (run_dir / "model" / "method.json").is_file()
-    theirs = (done.get("code") or {}).get("source_hash")
-    if reuse and theirs != code["source_hash"]:
-        if reuse_stale:
-            log(f"[adaptive] the finished run in {run_dir} was trained by other code (--reuse-stale: reusing it)")
-        else:
-            log(f"[adaptive] the finished run in {run_dir} was trained by other code "
-                f"(source {theirs or 'unknown'}, now {code['source_hash']}): retraining (--reuse-stale reuses it)")
-            reuse = False
-    if reuse:
-        log(f"[adaptive] reusing the finished run in {run_dir}")
-    else:
-        log("[adaptive] training codi_adaptive on the mixed task" + (f" from {init_from}" if init_from else ""))
-        method = build_adaptive_method(rc)
-        res = run_training(rc, method=method, progress=progress, evaluate_test=False, log=log)
-        done = {"fingerprint": fp, "code": code, "train": res["train"]}
-        if cfg.head_refit_examples > 0:
-            trained = res["_method"]
-            refit = trained.fit_halting_head(load_split(rc, "train")[: cfg.head_refit_examples],
-                                             steps=cfg.head_refit_steps)
-            save_method(trained, run_dir / "model", run_config_dict(rc))
-            done["head_refit"] = refit
-            log(f"[adaptive] halting head refit on {refit['states']} thought states: accuracy {refit['accuracy']:.3f}")
-        atomic_write_json(done_file, done)
-        del method, res
+    done = train_or_reuse(cfg, rc, init_from, fresh=fresh, reuse_stale=reuse_stale, progress=progress, log=log)
     t_train = time.perf_counter() - t0
 
     valid = load_split(rc, "valid")
     test = load_split(rc, "test")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    method = load_method(run_dir / "model", device=device)
+    method = load_method(Path(rc.out_dir) / "model", device=device)
     trained_n = method.config.n_latent
-    bs = cfg.eval_batch_size
-
-    # ---------------------------------------------------------------- fixed n sweep on valid
-    sweep: dict[str, float] = {}
-    for n in range(1, cfg.n_max + 1):
-        _set_mode(method, "none", n)
-        sweep[str(n)] = evaluate(method, valid, batch_size=bs, keep_records=False, warmup=False).metrics["accuracy"]
-    best_n = max(range(1, cfg.n_max + 1), key=lambda n: (sweep[str(n)], -n))  # ties: the cheaper n
-    valid_adaptive = {}
-    for mode in ("head", "probe"):
-        _set_mode(method, mode, trained_n)
-        m = evaluate(method, valid, batch_size=bs, keep_records=False, warmup=False).metrics
-        valid_adaptive[mode] = {"accuracy": m["accuracy"], "mean_latent_steps": m["mean_latent_steps"]}
-    log(f"[adaptive] valid accuracy by fixed n: " + ", ".join(f"{k}: {v:.3f}" for k, v in sweep.items())
-        + f"; best n = {best_n}; head {valid_adaptive['head']['accuracy']:.3f} "
-        f"({valid_adaptive['head']['mean_latent_steps']:.2f} thoughts)")
-
-    # ---------------------------------------------------------------- test: same questions, same batch size
-    rows: dict[str, dict[str, Any]] = {}
-    points: dict[str, list[tuple[int, int]]] = {}
-    for name, mode, n in (("codi_fixed", "none", best_n), ("codi_adaptive", "head", trained_n),
-                          ("codi_adaptive_probe", "probe", trained_n)):
-        _set_mode(method, mode, n)
-        ev = evaluate(method, test, batch_size=bs, repeats=cfg.latency_repeats, progress=progress,
-                      description=f"test {name}")
-        atomic_write_json(out / f"predictions-{name}.json", ev.records)
-        # "n": the fixed number of thoughts (None: decided per question, at most n_max)
-        extra = {"n": best_n} if mode == "none" else {"n": None, "halting": mode, "n_max": method.n_max}
-        if mode == "head":
-            extra["halt_threshold"] = method.config.halt_threshold
-        if mode == "probe":
-            extra["probe_threshold"] = method.config.probe_threshold
-        rows[name] = _row(ev.metrics, ev.records, **extra)
-        if mode != "none":
-            points[name] = [(int(r["meta"]["n_steps"]), int(r["latent_steps"])) for r in ev.records]
-        log(f"[adaptive] {name}: accuracy {rows[name]['accuracy']:.3f}, {rows[name]['mean_latent_steps']:.2f} thoughts, "
-            f"{rows[name]['latency_ms_per_question']:.2f} ms/question")
+    sweep, best_n, valid_adaptive = valid_sweep(method, valid, cfg, trained_n, log)
+    rows, points = evaluate_rows(method, test, cfg, best_n, trained_n, out, progress, log)
     _set_mode(method, "head", trained_n)
     acc_by = {name: row["by_true_steps"] for name, row in rows.items()}
     (out / "thoughts_vs_steps.png").write_bytes(thoughts_plot(points, best_n, cfg.n_max, acc_by))
@@ -371,3 +226,87 @@ def run_adaptive(
     }
     atomic_write_json(out / "results.json", results)
     return results
+
+
+def train_or_reuse(cfg: AdaptiveConfig, rc: RunConfig, init_from: str | Path | None, *, fresh: bool, reuse_stale: bool,
+                   progress: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    """Train ``codi_adaptive`` (then refit its halting head), or reuse the finished run when its config, the
+    checkpoint it starts from and the code are unchanged; returns the run's ``done.json``."""
+    parent = _file_digest(Path(init_from)) if init_from else None
+    key = {"run": to_dict_nondefault(rc), "parent": parent, "head_refit": [cfg.head_refit_examples, cfg.head_refit_steps]}
+    fp = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    run_dir = Path(rc.out_dir)
+    done_file = run_dir / "done.json"
+    done = json.loads(done_file.read_text()) if done_file.is_file() else {}
+    code = code_identity()
+    reuse = not fresh and done.get("fingerprint") == fp and (run_dir / "model" / "method.json").is_file()
+    theirs = (done.get("code") or {}).get("source_hash")
+    if reuse and theirs != code["source_hash"]:
+        if reuse_stale:
+            log(f"[adaptive] the finished run in {run_dir} was trained by other code (--reuse-stale: reusing it)")
+        else:
+            log(f"[adaptive] the finished run in {run_dir} was trained by other code "
+                f"(source {theirs or 'unknown'}, now {code['source_hash']}): retraining (--reuse-stale reuses it)")
+            reuse = False
+    if reuse:
+        log(f"[adaptive] reusing the finished run in {run_dir}")
+        return done
+    log("[adaptive] training codi_adaptive on the mixed task" + (f" from {init_from}" if init_from else ""))
+    method = build_adaptive_method(rc)
+    res = run_training(rc, method=method, progress=progress, evaluate_test=False, log=log)
+    done = {"fingerprint": fp, "code": code, "train": res["train"]}
+    if cfg.head_refit_examples > 0:
+        trained = res["_method"]
+        refit = trained.fit_halting_head(load_split(rc, "train")[: cfg.head_refit_examples],
+                                         steps=cfg.head_refit_steps)
+        save_method(trained, run_dir / "model", run_config_dict(rc))
+        done["head_refit"] = refit
+        log(f"[adaptive] halting head refit on {refit['states']} thought states: accuracy {refit['accuracy']:.3f}")
+    atomic_write_json(done_file, done)
+    return done
+
+
+def valid_sweep(method, valid: list[Example], cfg: AdaptiveConfig, trained_n: int,
+                log: Callable[[str], None]) -> tuple[dict[str, float], int, dict[str, dict[str, float]]]:
+    """Validation accuracy with every fixed n (the best n: ties go to the cheaper one) and with each stop rule."""
+    bs = cfg.eval_batch_size
+    sweep: dict[str, float] = {}
+    for n in range(1, cfg.n_max + 1):
+        _set_mode(method, "none", n)
+        sweep[str(n)] = evaluate(method, valid, batch_size=bs, keep_records=False, warmup=False).metrics["accuracy"]
+    best_n = max(range(1, cfg.n_max + 1), key=lambda n: (sweep[str(n)], -n))  # ties: the cheaper n
+    valid_adaptive = {}
+    for mode in ("head", "probe"):
+        _set_mode(method, mode, trained_n)
+        m = evaluate(method, valid, batch_size=bs, keep_records=False, warmup=False).metrics
+        valid_adaptive[mode] = {"accuracy": m["accuracy"], "mean_latent_steps": m["mean_latent_steps"]}
+    log("[adaptive] valid accuracy by fixed n: " + ", ".join(f"{k}: {v:.3f}" for k, v in sweep.items())
+        + f"; best n = {best_n}; head {valid_adaptive['head']['accuracy']:.3f} "
+        f"({valid_adaptive['head']['mean_latent_steps']:.2f} thoughts)")
+    return sweep, best_n, valid_adaptive
+
+
+def evaluate_rows(method, test: list[Example], cfg: AdaptiveConfig, best_n: int, trained_n: int, out: Path, progress: bool,
+              log: Callable[[str], None]) -> tuple[dict[str, dict[str, Any]], dict[str, list[tuple[int, int]]]]:
+    """The three rows on the same test questions and batch size (predictions in ``OUT/predictions-ROW.json``), and
+    the (true steps, thoughts used) points of the adaptive rows."""
+    rows: dict[str, dict[str, Any]] = {}
+    points: dict[str, list[tuple[int, int]]] = {}
+    for name, mode, n in (("codi_fixed", "none", best_n), ("codi_adaptive", "head", trained_n),
+                          ("codi_adaptive_probe", "probe", trained_n)):
+        _set_mode(method, mode, n)
+        ev = evaluate(method, test, batch_size=cfg.eval_batch_size, repeats=cfg.latency_repeats, progress=progress,
+                      description=f"test {name}")
+        atomic_write_json(out / f"predictions-{name}.json", ev.records)
+        # "n": the fixed number of thoughts (None: decided per question, at most n_max)
+        extra = {"n": best_n} if mode == "none" else {"n": None, "halting": mode, "n_max": method.n_max}
+        if mode == "head":
+            extra["halt_threshold"] = method.config.halt_threshold
+        if mode == "probe":
+            extra["probe_threshold"] = method.config.probe_threshold
+        rows[name] = _row(ev.metrics, ev.records, **extra)
+        if mode != "none":
+            points[name] = [(int(r["meta"]["n_steps"]), int(r["latent_steps"])) for r in ev.records]
+        log(f"[adaptive] {name}: accuracy {rows[name]['accuracy']:.3f}, {rows[name]['mean_latent_steps']:.2f} thoughts, "
+            f"{rows[name]['latency_ms_per_question']:.2f} ms/question")
+    return rows, points

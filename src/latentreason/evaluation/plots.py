@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import io
 import math
+from statistics import mean
 from typing import Any, Sequence
+
+import numpy as np
+import torch
 
 _DPI = 100
 
@@ -281,8 +285,6 @@ def heatmap(values: list[list[float | None]], row_labels: Sequence[Any], col_lab
     """A 2-D grid (e.g. System-1.5's λ_depth × λ_step accuracy) with the values written in the cells."""
     if not values or not values[0]:
         return None
-    import numpy as np
-
     plt = _plt()
     arr = np.array([[np.nan if _num(v) is None else float(v) for v in row] for row in values], dtype=float)
     fig, ax = plt.subplots(figsize=(1.0 * arr.shape[1] + 3, 0.7 * arr.shape[0] + 2))
@@ -305,3 +307,50 @@ def heatmap(values: list[list[float | None]], row_labels: Sequence[Any], col_lab
 
 __all__ = ["COST_KEYS", "accuracy_latency_scatter", "cost_bars", "exit_histogram", "heatmap", "loss_curves", "seed_std", "seed_strip",
            "validation_curves"]
+
+
+def thoughts_plot(rows: dict[str, list[tuple[int, int]]], fixed_n: int, n_max: int,
+                  accuracy: dict[str, dict[str, dict[str, float]]] | None = None) -> bytes:
+    """PNG: latent thoughts used against the problem's true number of steps (means, jittered points),
+    and, when ``accuracy`` (row -> ``by_true_steps``) is given, accuracy by true steps beside it."""
+    plt = _plt()
+    if accuracy:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))
+    else:
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        ax2 = None
+    all_true = sorted({t for pts in rows.values() for t, _ in pts})
+    for i, (name, pts) in enumerate(rows.items()):
+        g = torch.Generator().manual_seed(i)
+        jit = (torch.rand(len(pts), generator=g) - 0.5) * 0.25
+        off = (i - (len(rows) - 1) / 2) * 0.12
+        ax.scatter([t + off + float(j) for (t, _), j in zip(pts, jit)], [u + off for _, u in pts], s=6, alpha=0.15,
+                   color=f"C{i}")
+        means = [(t, mean(u for tt, u in pts if tt == t)) for t in all_true if any(tt == t for tt, _ in pts)]
+        ax.plot([t + off for t, _ in means], [m for _, m in means], "o-", color=f"C{i}", label=f"{name} (mean)")
+    ax.axhline(fixed_n, color="grey", ls="--", lw=1, label=f"codi_fixed (n = {fixed_n})")
+    if all_true:
+        ax.plot(all_true, [t + 1 for t in all_true], ":", color="black", lw=1, label="true steps + 1")
+    ax.set_xlabel("true number of steps of the problem")
+    ax.set_ylabel("latent thoughts used")
+    ax.set_xticks(all_true)
+    ax.set_yticks(range(0, n_max + 2))
+    ax.set_ylim(0, n_max + 1.5)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title("thoughts used vs difficulty")
+    if ax2 is not None:
+        names = list(accuracy)
+        width = 0.8 / max(len(names), 1)
+        for i, name in enumerate(names):
+            by = accuracy[name]
+            ks = sorted(int(k) for k in by)
+            ax2.bar([k + (i - (len(names) - 1) / 2) * width for k in ks], [by[str(k)]["accuracy"] for k in ks],
+                    width=width, color="grey" if name == "codi_fixed" else f"C{i - 1}", label=name)
+        ax2.set_xlabel("true number of steps of the problem")
+        ax2.set_ylabel("test accuracy")
+        ax2.set_ylim(0, 1.2)
+        ax2.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+        ax2.set_xticks(all_true)
+        ax2.legend(fontsize=8, loc="upper center", ncol=3)
+        ax2.set_title("accuracy by difficulty")
+    return _png(fig)
