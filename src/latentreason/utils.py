@@ -162,6 +162,17 @@ def env_info(device: torch.device | None = None) -> dict[str, Any]:
     return info
 
 
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (for PNG files and embedded images)."""
+    # matplotlib is imported on first use: only plotting needs it, and importing it costs noticeable time
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # after use("Agg"): no display backend is ever tried
+
+    return plt
+
+
 def check_writable_dir(path: str | os.PathLike, what: str = "output directory") -> Path:
     """Create ``path`` if needed and make sure we can write there, with a clear error otherwise."""
     check_output_dir(path, what)

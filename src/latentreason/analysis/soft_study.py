@@ -37,6 +37,7 @@ from latentreason.decoding.soft_thinking import (
 from latentreason.errors import ConfigError
 from latentreason.methods.base import Method
 from latentreason.methods.soft_thinking import soft_think
+from latentreason.utils import atomic_write_json, check_writable_dir, env_info, pyplot
 
 DEFAULT_MODES = ("greedy", "sampling", "vanilla", "dirichlet", "gumbel")
 RESULT_KEYS = ("accuracy", "pass_at_k", "rouge_l_vs_greedy", "js_top1", "js_top2", "js_horizon", "mean_thinking_entropy",
@@ -161,22 +162,7 @@ def soft_thinking_study(
     was_training = method.training
     method.eval()
     try:
-        # warm-up (not timed): a few questions with a soft and a token mode
-        warm = examples[: min(n, 8)]
-        soft_think(method, warm, base.replace(mode="greedy"))
-        soft_think(method, warm, base.replace(mode="vanilla"))
-
-        runs: dict[str, list[list[SoftThinkingOutput]]] = {}
-        seconds: dict[str, float] = {}
-        for mode in modes:
-            cfg = base.replace(mode=mode)
-            n_runs = 1 if cfg.deterministic else samples
-            runs[mode], seconds[mode] = [], 0.0
-            for s in range(n_runs):
-                outs, dt = run_mode(method, examples, cfg, sample_seed(seed, s), batch_size, record_distributions=cfg.is_soft)
-                runs[mode].append(outs)
-                seconds[mode] += dt
-            say(f"{mode}: {n_runs} run(s) of {n} questions in {seconds[mode]:.1f} s")
+        runs, seconds = _run_modes(method, examples, base, modes, samples, seed, batch_size, say)
         if "greedy" in runs:
             greedy_texts = [o.text for o in runs["greedy"][0]]
         else:
@@ -186,76 +172,16 @@ def soft_thinking_study(
         details: dict[str, dict[str, Any]] = {}
         for mode in modes:
             cfg = base.replace(mode=mode)
-            mode_runs = runs[mode]
-            correct_runs = [[bool(method.judge(ex, o.generation()).correct) for ex, o in zip(examples, outs)] for outs in mode_runs]
-            # a deterministic mode's samples are its single run repeated
-            full = correct_runs if len(correct_runs) == samples else [correct_runs[0]] * samples
-            counts = [sum(run[q] for run in full) for q in range(n)]
-            acc = float(mean(float(mean(run)) for run in full))
-            rouge = mean(mean_rouge_l([o.text for o in outs], greedy_texts, rouge_tokens) for outs in mode_runs)
-            other = "char" if rouge_tokens == "whitespace" else "whitespace"
-            rouge_other = mean(mean_rouge_l([o.text for o in outs], greedy_texts, other) for outs in mode_runs)
-            js1 = js2 = None
-            js_detail: dict[str, Any] | None = None
+            results[mode], details[mode] = _mode_results(method, examples, cfg, runs[mode], seconds[mode], samples, ks,
+                                                         greedy_texts, rouge_tokens)
+            js1, js2, js_detail = None, None, None
             if mode in SOFT_MODES:
                 subset = examples if js_limit is None else examples[:js_limit]
-                js_detail = {}
-                for h in horizons:
-                    probe, _ = js_study(method, subset, cfg, seed=sample_seed(seed, 0), batch_size=batch_size, horizon=h)
-                    summ = probe.summary()
-                    if h == horizons[0]:
-                        js1, js2 = summ["mean_js_st_top1"], summ["mean_js_st_top2"]
-                    js_detail[str(h)] = {**summ, "horizon": h, "questions": len(subset), **probe.arrays()}
-                    say(f"{mode}: JS probe (horizon {h}) on {len(subset)} questions, {summ['steps']} mixed soft steps")
-            all_outs = [o for outs in mode_runs for o in outs]
-            ent = pooled_mean(o.step_entropy for o in all_outs)
-            soft_vals = rand_vals = mixed = None
-            on_mixed: dict[str, float | None] = {}
-            if mode in SOFT_MODES:
-                measures = [soft_input_measures(o.distributions or [], o.clean_distributions) for o in all_outs]
-                soft_vals = pooled_mean(m[0] for m in measures)
-                rand_vals = pooled_mean(m[1] for m in measures)
-                mixed = pooled_mean([1.0 if len(d[0]) > 1 else 0.0 for d in o.distributions or []] for o in all_outs)
-                # the same means over the steps where the un-noised token mixes >= 2 tokens (the model is unsure)
-                sel = [[len(d[0]) > 1 for d in (o.distributions if o.clean_distributions is None else o.clean_distributions) or []]
-                       for o in all_outs]
-                on_mixed = {
-                    "softness_where_unsure": pooled_mean([x for x, k in zip(m[0], ks_) if k] for m, ks_ in zip(measures, sel)),
-                    "randomness_where_unsure": pooled_mean([x for x, k in zip(m[1], ks_) if k] for m, ks_ in zip(measures, sel)),
-                }
-            results[mode] = {
-                "accuracy": acc,
-                "pass_at_k": {str(k): mean_pass_at_k(counts, samples, k) for k in ks},
-                "rouge_l_vs_greedy": rouge,
-                "js_top1": js1,
-                "js_top2": js2,
-                "js_horizon": horizons[0] if mode in SOFT_MODES else None,
-                "mean_thinking_entropy": ent,
-                "softness": soft_vals,
-                "randomness": rand_vals,
-                "mean_reasoning_tokens": float(mean(o.reasoning_tokens for o in all_outs)),
-                "latency_ms_per_question": 1000.0 * seconds[mode] / (n * len(mode_runs)),
-            }
-            details[mode] = {
-                "runs": len(mode_runs),
-                "deterministic": cfg.deterministic,
-                f"rouge_l_vs_greedy_{rouge_tokens}": rouge,
-                f"rouge_l_vs_greedy_{other}": rouge_other,
-                "per_sample_accuracy": [float(mean(run)) for run in correct_runs],
-                "mean_generated_tokens": mean(len(o.tokens) for o in all_outs),
-                "mean_soft_steps": mean(o.soft_steps for o in all_outs),
-                "thinking_steps": sum(len(o.step_entropy) for o in all_outs),
-                "frac_thinking_steps_entropy_above_0.1": pooled_mean(
-                    [1.0 if h > 0.1 else 0.0 for h in o.step_entropy] for o in all_outs),
-                "frac_soft_inputs_mixed": mixed,
-                **on_mixed,
-                "mean_forward_passes": mean(o.forward_passes for o in all_outs),
-                "ended_by": dict(Counter(o.ended_by for o in all_outs)),
-                "distinct_texts_per_question": mean(len({outs[q].text for outs in mode_runs}) for q in range(n)),
-                "seconds": seconds[mode],
-                "js": js_detail,
-                "example_texts": [outs[0].text for outs in mode_runs][:3],
-            }
+                js1, js2, js_detail = _js_probe(method, subset, cfg, horizons, seed, batch_size, say)
+            results[mode].update(js_top1=js1, js_top2=js2, js_horizon=horizons[0] if mode in SOFT_MODES else None)
+            results[mode] = {k: results[mode][k] for k in RESULT_KEYS}  # the documented order
+            details[mode]["js"] = js_detail
+            details[mode]["example_texts"] = details[mode].pop("example_texts")
 
         lens = {
             str(h): path_share_study(method, examples[: max(0, lens_limit)], batch_size=batch_size, horizon=h)
@@ -279,10 +205,113 @@ def soft_thinking_study(
     return results
 
 
+def _run_modes(method: Method, examples: list[Example], base: SoftThinkingConfig, modes: Sequence[str], samples: int,
+               seed: int, batch_size: int, say: Callable[[str], None],
+               ) -> tuple[dict[str, list[list[SoftThinkingOutput]]], dict[str, float]]:
+    """Every mode's runs over the questions (one for a mode without randomness, ``samples`` otherwise) and their
+    wall-clock seconds, after an untimed warm-up."""
+    n = len(examples)
+    # warm-up (not timed): a few questions with a soft and a token mode
+    warm = examples[: min(n, 8)]
+    soft_think(method, warm, base.replace(mode="greedy"))
+    soft_think(method, warm, base.replace(mode="vanilla"))
+    runs: dict[str, list[list[SoftThinkingOutput]]] = {}
+    seconds: dict[str, float] = {}
+    for mode in modes:
+        cfg = base.replace(mode=mode)
+        n_runs = 1 if cfg.deterministic else samples
+        runs[mode], seconds[mode] = [], 0.0
+        for s in range(n_runs):
+            outs, dt = run_mode(method, examples, cfg, sample_seed(seed, s), batch_size, record_distributions=cfg.is_soft)
+            runs[mode].append(outs)
+            seconds[mode] += dt
+        say(f"{mode}: {n_runs} run(s) of {n} questions in {seconds[mode]:.1f} s")
+    return runs, seconds
+
+
+def _js_probe(method: Method, subset: list[Example], cfg: SoftThinkingConfig, horizons: Sequence[int], seed: int,
+              batch_size: int, say: Callable[[str], None]) -> tuple[float | None, float | None, dict[str, Any]]:
+    """JS probe runs of a soft mode at every horizon: (JS to top-1, JS to top-2) at the first horizon, and the details."""
+    js1 = js2 = None
+    js_detail: dict[str, Any] = {}
+    for h in horizons:
+        probe, _ = js_study(method, subset, cfg, seed=sample_seed(seed, 0), batch_size=batch_size, horizon=h)
+        summ = probe.summary()
+        if h == horizons[0]:
+            js1, js2 = summ["mean_js_st_top1"], summ["mean_js_st_top2"]
+        js_detail[str(h)] = {**summ, "horizon": h, "questions": len(subset), **probe.arrays()}
+        say(f"{cfg.mode}: JS probe (horizon {h}) on {len(subset)} questions, {summ['steps']} mixed soft steps")
+    return js1, js2, js_detail
+
+
+def _soft_input_stats(all_outs: list[SoftThinkingOutput]) -> tuple[float | None, float | None, float | None, dict[str, Any]]:
+    """Softness, randomness, the share of mixed soft inputs, and softness / randomness where the model is unsure."""
+    measures = [soft_input_measures(o.distributions or [], o.clean_distributions) for o in all_outs]
+    soft_vals = pooled_mean(m[0] for m in measures)
+    rand_vals = pooled_mean(m[1] for m in measures)
+    mixed = pooled_mean([1.0 if len(d[0]) > 1 else 0.0 for d in o.distributions or []] for o in all_outs)
+    # the same means over the steps where the un-noised token mixes >= 2 tokens (the model is unsure)
+    sel = [[len(d[0]) > 1 for d in (o.distributions if o.clean_distributions is None else o.clean_distributions) or []]
+           for o in all_outs]
+    on_mixed = {
+        "softness_where_unsure": pooled_mean([x for x, k in zip(m[0], ks_) if k] for m, ks_ in zip(measures, sel)),
+        "randomness_where_unsure": pooled_mean([x for x, k in zip(m[1], ks_) if k] for m, ks_ in zip(measures, sel)),
+    }
+    return soft_vals, rand_vals, mixed, on_mixed
+
+
+def _mode_results(method: Method, examples: list[Example], cfg: SoftThinkingConfig,
+                  mode_runs: list[list[SoftThinkingOutput]], seconds: float, samples: int, ks: Sequence[int],
+                  greedy_texts: list[str], rouge_tokens: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One mode's row (accuracy, Pass@k, ROUGE-L, entropies, lengths, latency; JS is added by the caller) and details."""
+    n = len(examples)
+    correct_runs = [[bool(method.judge(ex, o.generation()).correct) for ex, o in zip(examples, outs)] for outs in mode_runs]
+    # a deterministic mode's samples are its single run repeated
+    full = correct_runs if len(correct_runs) == samples else [correct_runs[0]] * samples
+    counts = [sum(run[q] for run in full) for q in range(n)]
+    acc = float(mean(float(mean(run)) for run in full))
+    rouge = mean(mean_rouge_l([o.text for o in outs], greedy_texts, rouge_tokens) for outs in mode_runs)
+    other = "char" if rouge_tokens == "whitespace" else "whitespace"
+    rouge_other = mean(mean_rouge_l([o.text for o in outs], greedy_texts, other) for outs in mode_runs)
+    all_outs = [o for outs in mode_runs for o in outs]
+    soft_vals = rand_vals = mixed = None
+    on_mixed: dict[str, float | None] = {}
+    if cfg.mode in SOFT_MODES:
+        soft_vals, rand_vals, mixed, on_mixed = _soft_input_stats(all_outs)
+    result = {
+        "accuracy": acc,
+        "pass_at_k": {str(k): mean_pass_at_k(counts, samples, k) for k in ks},
+        "rouge_l_vs_greedy": rouge,
+        "mean_thinking_entropy": pooled_mean(o.step_entropy for o in all_outs),
+        "softness": soft_vals,
+        "randomness": rand_vals,
+        "mean_reasoning_tokens": float(mean(o.reasoning_tokens for o in all_outs)),
+        "latency_ms_per_question": 1000.0 * seconds / (n * len(mode_runs)),
+    }
+    detail = {
+        "runs": len(mode_runs),
+        "deterministic": cfg.deterministic,
+        f"rouge_l_vs_greedy_{rouge_tokens}": rouge,
+        f"rouge_l_vs_greedy_{other}": rouge_other,
+        "per_sample_accuracy": [float(mean(run)) for run in correct_runs],
+        "mean_generated_tokens": mean(len(o.tokens) for o in all_outs),
+        "mean_soft_steps": mean(o.soft_steps for o in all_outs),
+        "thinking_steps": sum(len(o.step_entropy) for o in all_outs),
+        "frac_thinking_steps_entropy_above_0.1": pooled_mean(
+            [1.0 if h > 0.1 else 0.0 for h in o.step_entropy] for o in all_outs),
+        "frac_soft_inputs_mixed": mixed,
+        **on_mixed,
+        "mean_forward_passes": mean(o.forward_passes for o in all_outs),
+        "ended_by": dict(Counter(o.ended_by for o in all_outs)),
+        "distinct_texts_per_question": mean(len({outs[q].text for outs in mode_runs}) for q in range(n)),
+        "seconds": seconds,
+        "example_texts": [outs[0].text for outs in mode_runs][:3],
+    }
+    return result, detail
+
+
 def write_study(out_dir: str | Path, results: dict, details: dict, lens: dict, settings: dict, method: Method | None = None) -> Path:
     """``soft_thinking.json`` plus the PNG plots; returns the JSON path."""
-    from latentreason.utils import atomic_write_json, check_writable_dir, env_info
-
     out = check_writable_dir(out_dir, "soft-thinking study output directory")
     env = env_info(method.device if method is not None else None)
     path = out / "soft_thinking.json"
@@ -293,13 +322,28 @@ def write_study(out_dir: str | Path, results: dict, details: dict, lens: dict, s
 
 def plot_study(out: Path, results: dict, details: dict, lens: dict, settings: dict) -> list[Path]:
     """Pass@k curves, JS histograms, logit-lens path shares, ROUGE-L bars (matplotlib, Agg)."""
-    import matplotlib
+    plt = pyplot()
+    files = [_plot_pass_at_k(plt, out, results, settings)]
+    # JS histograms: one row per horizon, one column per soft mode
+    soft = [m for m in results if details.get(m, {}).get("js")]
+    if soft:
+        files.append(_plot_js(plt, out, soft, details))
+    # logit lens: path shares per layer, one line style per horizon
+    pts = {h: v for h, v in lens.items() if v.get("points")}
+    if pts:
+        files.append(_plot_lens(plt, out, pts))
+    files.append(_plot_rouge(plt, out, results, details))
+    return files
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    files = []
-    # Pass@k
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _plot_pass_at_k(plt: Any, out: Path, results: dict, settings: dict) -> Path:
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for mode, r in results.items():
         ks = [int(k) for k in r["pass_at_k"]]
@@ -313,62 +357,52 @@ def plot_study(out: Path, results: dict, details: dict, lens: dict, settings: di
     ax.set_title(f"Pass@k ({settings['questions']} questions, {settings['samples']} samples)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    files.append(out / "pass_at_k.png")
-    fig.savefig(files[-1], dpi=120)
-    plt.close(fig)
+    return _save(plt, fig, out / "pass_at_k.png")
 
-    # JS histograms: one row per horizon, one column per soft mode
-    soft = [m for m in results if details.get(m, {}).get("js")]
-    if soft:
-        hs = list(details[soft[0]]["js"])
-        fig, axes = plt.subplots(len(hs), len(soft), figsize=(4.2 * len(soft), 3.2 * len(hs)), squeeze=False)
-        bins = [i * 0.7 / 35 for i in range(36)]
-        for row, h in enumerate(hs):
-            for ax, mode in zip(axes[row], soft):
-                js = details[mode]["js"][h]
-                for key, label in (("js_st_top1", "JS(soft, top-1)"), ("js_st_top2", "JS(soft, top-2)"), ("js_top1_top2", "JS(top-1, top-2)")):
-                    vals = js.get(key) or []
-                    if vals:
-                        ax.hist(vals, bins=bins, alpha=0.5, label=f"{label}: mean {mean(vals):.3f}")
-                ax.axvline(0.6931, color="k", lw=0.8, ls="--")
-                ax.set_yscale("log")
-                ax.set_title(f"{mode}, horizon {h} ({js['steps']} mixed steps)", fontsize=9)
-                ax.set_xlabel("JS divergence (nats)")
-                ax.legend(fontsize=7)
-        fig.tight_layout()
-        files.append(out / "js_divergence.png")
-        fig.savefig(files[-1], dpi=120)
-        plt.close(fig)
 
-    # logit lens: path shares per layer, one line style per horizon
-    pts = {h: v for h, v in lens.items() if v.get("points")}
-    if pts:
-        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-        styles = ["-", "--", ":", "-."]
-        for i, (h, lv) in enumerate(pts.items()):
-            ls = styles[i % len(styles)]
-            ax.plot(lv["layers"], lv["share_a"], ls=ls, marker="o", color="C0", label=f"share of a (top-1), h={h}")
-            ax.plot(lv["layers"], lv["share_b"], ls=ls, marker="s", color="C1", label=f"share of b (top-2), h={h}")
-            ax2.plot(lv["layers"], lv["top1_is_a"], ls=ls, marker="o", color="C0", label=f"soft top-1 = a-run top-1, h={h}")
-            ax2.plot(lv["layers"], lv["top1_is_b"], ls=ls, marker="s", color="C1", label=f"soft top-1 = b-run top-1, h={h}")
-        first = next(iter(pts.values()))
-        for a in (ax, ax2):
-            a.set_xticks(first["layers"])
-            a.set_xlabel("layer (0 = embeddings)")
-            a.set_ylim(-0.05, 1.05)
-            a.grid(alpha=0.3)
-            a.legend(fontsize=7)
-        ax.set_ylabel("|top-10(soft) ∩ top-5(single)| / 5")
-        ax2.set_ylabel("fraction of branching points")
-        ax.set_title(f"logit lens: {first['weight_a']:.1f}·E[a] + {1 - first['weight_a']:.1f}·E[b] ({first['points']} points)", fontsize=9)
-        ax2.set_title("top-1 agreement of the soft run", fontsize=9)
-        fig.tight_layout()
-        files.append(out / "logit_lens.png")
-        fig.savefig(files[-1], dpi=120)
-        plt.close(fig)
+def _plot_js(plt: Any, out: Path, soft: list[str], details: dict) -> Path:
+    hs = list(details[soft[0]]["js"])
+    fig, axes = plt.subplots(len(hs), len(soft), figsize=(4.2 * len(soft), 3.2 * len(hs)), squeeze=False)
+    bins = [i * 0.7 / 35 for i in range(36)]
+    for row, h in enumerate(hs):
+        for ax, mode in zip(axes[row], soft):
+            js = details[mode]["js"][h]
+            for key, label in (("js_st_top1", "JS(soft, top-1)"), ("js_st_top2", "JS(soft, top-2)"), ("js_top1_top2", "JS(top-1, top-2)")):
+                vals = js.get(key) or []
+                if vals:
+                    ax.hist(vals, bins=bins, alpha=0.5, label=f"{label}: mean {mean(vals):.3f}")
+            ax.axvline(0.6931, color="k", lw=0.8, ls="--")
+            ax.set_yscale("log")
+            ax.set_title(f"{mode}, horizon {h} ({js['steps']} mixed steps)", fontsize=9)
+            ax.set_xlabel("JS divergence (nats)")
+            ax.legend(fontsize=7)
+    return _save(plt, fig, out / "js_divergence.png")
 
-    # ROUGE-L
+
+def _plot_lens(plt: Any, out: Path, pts: dict) -> Path:
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    styles = ["-", "--", ":", "-."]
+    for i, (h, lv) in enumerate(pts.items()):
+        ls = styles[i % len(styles)]
+        ax.plot(lv["layers"], lv["share_a"], ls=ls, marker="o", color="C0", label=f"share of a (top-1), h={h}")
+        ax.plot(lv["layers"], lv["share_b"], ls=ls, marker="s", color="C1", label=f"share of b (top-2), h={h}")
+        ax2.plot(lv["layers"], lv["top1_is_a"], ls=ls, marker="o", color="C0", label=f"soft top-1 = a-run top-1, h={h}")
+        ax2.plot(lv["layers"], lv["top1_is_b"], ls=ls, marker="s", color="C1", label=f"soft top-1 = b-run top-1, h={h}")
+    first = next(iter(pts.values()))
+    for a in (ax, ax2):
+        a.set_xticks(first["layers"])
+        a.set_xlabel("layer (0 = embeddings)")
+        a.set_ylim(-0.05, 1.05)
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7)
+    ax.set_ylabel("|top-10(soft) ∩ top-5(single)| / 5")
+    ax2.set_ylabel("fraction of branching points")
+    ax.set_title(f"logit lens: {first['weight_a']:.1f}·E[a] + {1 - first['weight_a']:.1f}·E[b] ({first['points']} points)", fontsize=9)
+    ax2.set_title("top-1 agreement of the soft run", fontsize=9)
+    return _save(plt, fig, out / "logit_lens.png")
+
+
+def _plot_rouge(plt: Any, out: Path, results: dict, details: dict) -> Path:
     fig, ax = plt.subplots(figsize=(5, 3.4))
     modes = list(results)
     xs = range(len(modes))
@@ -379,11 +413,7 @@ def plot_study(out: Path, results: dict, details: dict, lens: dict, settings: di
     ax.set_ylabel("ROUGE-L F vs greedy")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    files.append(out / "rouge_l.png")
-    fig.savefig(files[-1], dpi=120)
-    plt.close(fig)
-    return files
+    return _save(plt, fig, out / "rouge_l.png")
 
 
 __all__ = ["DEFAULT_MODES", "RESULT_KEYS", "plot_study", "pooled_mean", "run_mode", "sample_seed", "soft_thinking_study",

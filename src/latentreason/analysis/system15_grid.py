@@ -12,6 +12,8 @@ from typing import Any, Sequence
 
 import torch
 
+from latentreason.utils import pyplot
+
 DEFAULT_DEPTHS = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
 DEFAULT_STEPS = (1, 2, 3, 4, 5, 6)
 
@@ -52,11 +54,7 @@ def system15_grid(method, examples, lambda_depths: Sequence[float] = DEFAULT_DEP
 
 
 def plot_grid(grid: dict[str, Any], path: str | Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key, title, fmt in ((axes[0], "accuracy", "accuracy", "{:.2f}"),
                                 (axes[1], "latency_ms_per_question", "ms / question", "{:.2f}")):

@@ -15,16 +15,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from latentreason.utils import pyplot
+
 _DPI = 100
 
 
 def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def _png(fig) -> bytes:
@@ -72,11 +69,9 @@ def accuracy_latency_scatter(methods: dict[str, dict[str, Any]]) -> bytes | None
     ax.set_xscale("log")
     lo, hi = min(xs), max(xs)
     ax.set_xlim(lo / 1.6, hi * 1.6)
-    from matplotlib.ticker import FuncFormatter
-
-    label = FuncFormatter(lambda v, _: f"{v:g}")
+    label = plt.FuncFormatter(lambda v, _: f"{v:g}")  # matplotlib.ticker.FuncFormatter, exported by pyplot
     ax.xaxis.set_major_formatter(label)
-    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if hi / lo < 20 else ""))
+    ax.xaxis.set_minor_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}" if hi / lo < 20 else ""))
     ax.set_ylim(-0.03, 1.05)
     ax.set_xlabel("latency (ms / question, log scale)")
     ax.set_ylabel("accuracy")
