@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
-from latentreason.decoding.generate import greedy_continue, left_pad, padded_prompt_mask, prefill
+from latentreason.decoding.generate import DecodeState, greedy_continue, left_pad, padded_prompt_mask, prefill
 from latentreason.models.kv_cache import cached_forward, new_cache
 
 
@@ -78,25 +78,45 @@ def latent_generate(
     """
     last_hidden = last_hidden or _default_last_hidden
     device = next(model.parameters()).device
-    emb = model.get_input_embeddings()
     ids, mask = left_pad(prompts, pad_id, device)
     state, out = prefill(model, ids, mask, output_hidden_states=True, count_padding=count_padding)
     n = len(prompts)
     h = last_hidden(out)
     hidden: list[list[Tensor]] = [[h[i].detach().clone()] if record_hidden else [] for i in range(n)]
     if halt_fn is None:
-        # fixed number of thoughts for every row: think in lock-step, then plain cached greedy decoding
-        for kk in range(n_latent):
-            step = torch.full((n,), kk, dtype=torch.long, device=device)
-            e = thought_fn(h, step, rows=state.rows).to(h.dtype)
-            out = state.step(inputs_embeds=e[:, None, :], output_hidden_states=True)
-            h = last_hidden(out)
-            if record_hidden:
-                for i in range(n):
-                    hidden[i].append(h[i].detach().clone())
-        out = state.step(input_ids=torch.full((n, 1), eot_id, dtype=torch.long, device=device))
-        tokens = greedy_continue(state, out.logits[:, -1, :], eos_id, max_new_tokens, stop_after_eos)
-        return LatentGeneration(tokens, [n_latent] * n, state.row_passes.tolist(), hidden)
+        return _lockstep(state, h, hidden, n_latent=n_latent, thought_fn=thought_fn, eot_id=eot_id, eos_id=eos_id,
+                         max_new_tokens=max_new_tokens, stop_after_eos=stop_after_eos, record_hidden=record_hidden,
+                         last_hidden=last_hidden)
+    return _halting(state, h, hidden, model.get_input_embeddings(), n_latent=n_latent, thought_fn=thought_fn,
+                    eot_id=eot_id, eos_id=eos_id, max_new_tokens=max_new_tokens, stop_after_eos=stop_after_eos,
+                    halt_fn=halt_fn, min_latent=min_latent, record_hidden=record_hidden, last_hidden=last_hidden)
+
+
+def _lockstep(state: DecodeState, h: Tensor, hidden: list[list[Tensor]], *, n_latent: int, thought_fn: ThoughtFn,
+              eot_id: int, eos_id: int, max_new_tokens: int, stop_after_eos: int, record_hidden: bool,
+              last_hidden: Callable[[object], Tensor]) -> LatentGeneration:
+    """A fixed number of thoughts for every row: think in lock-step, then plain cached greedy decoding."""
+    n = len(hidden)
+    device = h.device
+    for kk in range(n_latent):
+        step = torch.full((n,), kk, dtype=torch.long, device=device)
+        e = thought_fn(h, step, rows=state.rows).to(h.dtype)
+        out = state.step(inputs_embeds=e[:, None, :], output_hidden_states=True)
+        h = last_hidden(out)
+        if record_hidden:
+            for i in range(n):
+                hidden[i].append(h[i].detach().clone())
+    out = state.step(input_ids=torch.full((n, 1), eot_id, dtype=torch.long, device=device))
+    tokens = greedy_continue(state, out.logits[:, -1, :], eos_id, max_new_tokens, stop_after_eos)
+    return LatentGeneration(tokens, [n_latent] * n, state.row_passes.tolist(), hidden)
+
+
+def _halting(state: DecodeState, h: Tensor, hidden: list[list[Tensor]], emb: torch.nn.Module, *, n_latent: int,
+             thought_fn: ThoughtFn, eot_id: int, eos_id: int, max_new_tokens: int, stop_after_eos: int, halt_fn: HaltFn,
+             min_latent: int, record_hidden: bool, last_hidden: Callable[[object], Tensor]) -> LatentGeneration:
+    """Every row in its own phase: thinking until ``halt_fn`` (or ``n_latent``) stops it, then ``<eot>`` and its answer."""
+    n = len(hidden)
+    device = h.device
     k = torch.zeros(n, dtype=torch.long, device=device)  # thoughts fed, per active row
     thinking = torch.ones(n, dtype=torch.bool, device=device)
     last_tok = torch.zeros(n, dtype=torch.long, device=device)
