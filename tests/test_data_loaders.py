@@ -140,12 +140,12 @@ def test_empty_and_unknown(tmp_path):
 
 
 def test_named_sets_resolve_against_data_dir(shared_data):
-    test = load_dataset("gsm8k_aug", "test", data_dir_=shared_data)
+    test = load_dataset("gsm8k_aug", "test", data_dir=shared_data)
     assert len(test) == 1319 and test[0].answer == "18"
-    assert len(load_dataset("gsm8k_aug", "train", data_dir_=shared_data)) == 6973
-    assert len(load_dataset("gsm8k", "test", data_dir_=shared_data, limit=10)) == 10
-    assert len(load_dataset("prosqa", "test", data_dir_=shared_data)) == 500
-    assert len(load_dataset("prontoqa", "valid", data_dir_=shared_data)) == 200
-    assert load_dataset("mult_4x4", "valid", data_dir_=shared_data)[0].steps[0] == "5 5 5 6 1"
+    assert len(load_dataset("gsm8k_aug", "train", data_dir=shared_data)) == 6973
+    assert len(load_dataset("gsm8k", "test", data_dir=shared_data, limit=10)) == 10
+    assert len(load_dataset("prosqa", "test", data_dir=shared_data)) == 500
+    assert len(load_dataset("prontoqa", "valid", data_dir=shared_data)) == 200
+    assert load_dataset("mult_4x4", "valid", data_dir=shared_data)[0].steps[0] == "5 5 5 6 1"
     with pytest.raises(DataError, match="has no 'train' split"):
-        load_dataset("prosqa", "train", data_dir_=shared_data)
+        load_dataset("prosqa", "train", data_dir=shared_data)

@@ -89,7 +89,7 @@ def test_download_from_a_mirror_then_named_sets_resolve_anywhere(home, tmp_path,
     download("gsm8k_aug")
     # --data-dir still wins, and a named set missing from it names the download command with --to
     with pytest.raises(DataError, match=r"latentreason data download gsm8k --to "):
-        load_dataset("gsm8k", "test", data_dir_=root)
+        load_dataset("gsm8k", "test", data_dir=root)
 
 
 def test_checksum_mismatch_writes_nothing(home, tmp_path):

@@ -66,7 +66,7 @@ def _root(
 # --------------------------------------------------------------------------- data
 @data_app.command("list")
 def data_list(
-    data_dir_: Optional[str] = typer.Option(None, "--data-dir", help="Look only in this data directory."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Look only in this data directory."),
 ) -> None:
     """List the named data sets, which splits are present and where.
 
@@ -76,7 +76,7 @@ def data_list(
     """
     from latentreason.data.registry import NAMED, PROCEDURAL, data_dirs
 
-    dirs = data_dirs(data_dir_)
+    dirs = data_dirs(data_dir)
     t = Table(title=f"named data sets (searched: {', '.join(str(d) for d in dirs)})")
     t.add_column("name")
     t.add_column("splits")
@@ -139,7 +139,7 @@ def data_show(
     limit: Optional[int] = typer.Option(5, "--limit", "-n", help="Show the first N examples (all with --limit 0)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per example."),
     fmt: Optional[str] = typer.Option(None, "--format", help="Force a file format (default: detected from content)."),
-    data_dir_: Optional[str] = typer.Option(
+    data_dir: Optional[str] = typer.Option(
         None, "--data-dir",
         help="Where named data sets live (default: $LATENTREASON_DATA_DIR, else ./data, ../shared/data or "
              "~/.cache/latentreason/data, where `latentreason data download` puts them)."),
@@ -154,7 +154,7 @@ def data_show(
     """
     from latentreason.data.registry import load_dataset
 
-    examples = load_dataset(source, split, data_dir_=data_dir_, fmt=fmt)
+    examples = load_dataset(source, split, data_dir=data_dir, fmt=fmt)
     shown = examples if not limit else examples[:limit]
     if as_json:
         for ex in shown:
@@ -180,7 +180,7 @@ def train(
     epochs: Optional[float] = typer.Option(None, "--epochs", help="Epochs over the training split."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch size."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
-    data_dir_: Optional[str] = typer.Option(None, "--data-dir", help="Data directory for named data sets."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data directory for named data sets."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow a Hub model's own code to run (off unless you pass it)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in the run directory."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override any config field: --set train.lr=3e-4 --set method_args.n_latent=4."),
@@ -204,7 +204,7 @@ def train(
     for key, val in (
         ("method", method), ("model.name", model), ("data.dataset", dataset), ("out_dir", out_dir),
         ("init_from", init_from), ("train.max_steps", max_steps), ("train.epochs", epochs),
-        ("train.batch_size", batch_size), ("train.lr", lr), ("data.data_dir", data_dir_),
+        ("train.batch_size", batch_size), ("train.lr", lr), ("data.data_dir", data_dir),
     ):
         if val is not None:
             overrides.insert(0, f"{key}={val}")
@@ -239,7 +239,7 @@ def eval_(
     limit: Optional[int] = typer.Option(None, "--limit", "-n", help="Evaluate the first N examples."),
     batch_size: int = typer.Option(64, "--batch-size", "-b", help="Questions decoded together."),
     fmt: Optional[str] = typer.Option(None, "--format", help="Force the file format."),
-    data_dir_: Optional[str] = typer.Option(None, "--data-dir", help="Data directory for named data sets."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data directory for named data sets."),
     answer_mode: Optional[str] = typer.Option(None, "--answer-mode", help="tolerant | round:K | icot | coconut | codi | math_verify."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Generation limit."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Inference-time method options, e.g. --set n_latent=4."),
@@ -298,7 +298,7 @@ def eval_(
     name = Path(dataset).stem if os.sep in dataset or Path(dataset).suffix else dataset
     target = output or (ckpt.parent if ckpt.name == "model" else ckpt) / f"eval-{name}-{split}.json"
     check_output_file(target, "results file (--output)")
-    examples = load_dataset(dataset, split, data_dir_=data_dir_, fmt=fmt, task=_task_of(ckpt, dataset), limit=limit)
+    examples = load_dataset(dataset, split, data_dir=data_dir, fmt=fmt, task=_task_of(ckpt, dataset), limit=limit)
     dev = pick_device(device)
     method = load_method(ckpt, device=dev, trust_remote_code=trust_remote_code, config_overrides=overrides)
     metrics, records = evaluate_ood(method, examples, batch_size=batch_size, progress=not no_progress,
@@ -326,7 +326,7 @@ def demo(
              "any supported format) or a named set (svamp, gsm_hard, multiarith, asdiv); repeatable. "
              "Results go to results.json under \"ood\"; questions too long for the model's context are counted as too_long.",
     ),
-    data_dir_: Optional[str] = typer.Option(None, "--data-dir", help="Data directory for named --eval-set sets."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data directory for named --eval-set sets."),
     seeds: Optional[str] = typer.Option(
         None, "--seeds",
         help="Training seeds: a number N (seeds 0..N-1) or a comma-separated list (`0,3,7`; `7,` is seed 7 alone). "
@@ -354,7 +354,7 @@ def demo(
     from latentreason.evaluation.seeds import parse_seeds
 
     run_demo(out_dir, quick=quick, only=methods.split(",") if methods else None, fresh=fresh, progress=not no_progress,
-             eval_sets=eval_set, data_dir=data_dir_, seeds=parse_seeds(seeds) if seeds is not None else None,
+             eval_sets=eval_set, data_dir=data_dir, seeds=parse_seeds(seeds) if seeds is not None else None,
              reuse_stale=reuse_stale)
 
 
@@ -364,7 +364,7 @@ def bench(
     out_dir: str = typer.Option("runs/bench", "--out", "-o", help="Run directory: one sub-directory per entry, results.json, report.html."),
     methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated subset of the entries."),
     eval_set: list[str] = typer.Option([], "--eval-set", help="Extra evaluation set NAME=PATH (or a named set); repeatable."),
-    data_dir_: Optional[str] = typer.Option(None, "--data-dir", help="Data directory for named evaluation sets."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data directory for named evaluation sets."),
     fresh: bool = typer.Option(False, "--fresh", help="Retrain everything instead of reusing finished entries."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Training seeds: a number N (0..N-1) or a comma-separated list; overrides the config's seeds."),
     reuse_stale: bool = typer.Option(False, "--reuse-stale", help="Reuse finished entries even when trained by other code."),
@@ -387,7 +387,7 @@ def bench(
 
     cfg = from_dict(BenchConfig, load_yaml(config))
     if eval_set:
-        cfg.eval_sets = list(cfg.eval_sets) + parse_eval_sets(eval_set, data_dir_)
+        cfg.eval_sets = list(cfg.eval_sets) + parse_eval_sets(eval_set, data_dir)
     results = run_bench(cfg, out_dir, only=methods.split(",") if methods else None, fresh=fresh, progress=not no_progress,
                         log=lambda s: err.print(s, highlight=False, markup=False),
                         seeds=parse_seeds(seeds) if seeds is not None else None, reuse_stale=reuse_stale)
@@ -428,7 +428,7 @@ def analyze_probe(
     limit: int = typer.Option(100, "--limit", "-n", help="Questions to probe."),
     top_k: int = typer.Option(5, "--top-k", "-k", help="Tokens kept per thought."),
     show: int = typer.Option(3, "--show", help="Examples printed in full."),
-    data_dir_: Optional[str] = typer.Option(None, "--data-dir"),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir"),
     output: Optional[Path] = typer.Option(None, "--output", help="JSON file (default: probe-DATASET.json beside the checkpoint)."),
 ) -> None:
     """Decode every continuous thought through the LM head: top-k tokens, probing scores, norms.
@@ -447,7 +447,7 @@ def analyze_probe(
     method = load_method(ckpt)
     if not hasattr(method, "latent_prompts"):
         raise LatentReasonError(f"{ckpt}: method {method.name!r} has no continuous thoughts to probe")
-    examples = load_dataset(dataset, split, data_dir_=data_dir_, task=_task_of(ckpt, dataset), limit=limit)
+    examples = load_dataset(dataset, split, data_dir=data_dir, task=_task_of(ckpt, dataset), limit=limit)
     res = probe_thoughts(method, examples, top_k=top_k)
     for r in res["examples"][:show]:
         out.print(f"[bold]{r['question']}[/bold]  results {r['results']}  -> {r['output']}", highlight=False)
@@ -475,7 +475,7 @@ def analyze_system15_grid(
     lambda_depth: str = typer.Option("0.3,0.5,0.7,0.8,0.9,0.95", "--lambda-depth", help="Router thresholds (rows)."),
     lambda_step: str = typer.Option("1,2,3,4,5,6", "--lambda-step", help="Numbers of latent steps (columns)."),
     batch_size: int = typer.Option(100, "--batch-size", "-b"),
-    data_dir_: Optional[str] = typer.Option(None, "--data-dir"),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir"),
     output: Optional[Path] = typer.Option(None, "--output", help="JSON file (default: system15-grid.json beside the checkpoint)."),
 ) -> None:
     """Sweep λ_depth × λ_step at test time: accuracy, latency and layers per latent step (JSON + heatmap PNG).
@@ -501,7 +501,7 @@ def analyze_system15_grid(
     method = load_method(ckpt)
     if method.name != "system15":
         raise LatentReasonError(f"{ckpt}: a {method.name!r} checkpoint; the grid needs a system15 one")
-    examples = load_dataset(dataset, split, data_dir_=data_dir_, task=_task_of(ckpt, dataset), limit=limit)
+    examples = load_dataset(dataset, split, data_dir=data_dir, task=_task_of(ckpt, dataset), limit=limit)
     grid = system15_grid(method, examples, depths, steps, batch_size)
     base = output or (ckpt.parent if ckpt.name == "model" else ckpt) / "system15-grid.json"
     atomic_write_json(base, grid)

@@ -74,7 +74,7 @@ def build_config(preset: Optional[str], set_: list[str], **options: Any):
     return soft_config(preset, **overrides)
 
 
-def load_inputs(checkpoint: str, dataset: str, split: str, limit: Optional[int], data_dir_: Optional[str], device: str,
+def load_inputs(checkpoint: str, dataset: str, split: str, limit: Optional[int], data_dir: Optional[str], device: str,
                 threads: Optional[int]):
     """Load the method (on ``device``) and the examples; the procedural task follows the checkpoint's config."""
     import torch
@@ -96,7 +96,7 @@ def load_inputs(checkpoint: str, dataset: str, split: str, limit: Optional[int],
         from latentreason.data.procedural import TaskConfig
 
         task = from_dict(TaskConfig, rc["data"]["task"], "task")
-    examples = load_dataset(dataset, split, data_dir_=data_dir_, task=task, limit=limit)
+    examples = load_dataset(dataset, split, data_dir=data_dir, task=task, limit=limit)
     if not examples:
         raise ConfigError(f"--dataset {dataset} [{split}]: no examples")
     method = load_method(ckpt, device=pick_device(device))
@@ -138,7 +138,7 @@ def soft_think_cmd(
     after_thinking_temperature: Optional[float] = typer.Option(None, "--after-thinking-temperature", help="Answer-phase temperature when sampling (default 0.6)."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Generation limit (default: the checkpoint's)."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Any other option: --set after_thinking_top_p=0.9 --set max_thinking_tokens=16."),
-    data_dir_: Optional[str] = typer.Option(None, "--data-dir", help="Data directory for named data sets."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data directory for named data sets."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write metrics and every output to this JSON file."),
@@ -167,7 +167,7 @@ def soft_think_cmd(
                         cold_stop_steps=cold_stop_steps, entropy_normalization=entropy_normalization, think_end=think_end,
                         max_thinking_tokens=max_thinking_tokens, after_thinking=after_thinking,
                         after_thinking_temperature=after_thinking_temperature, max_new_tokens=max_new_tokens)
-    ckpt, meta, method, examples = load_inputs(checkpoint, dataset, split, limit, data_dir_, device, threads)
+    ckpt, meta, method, examples = load_inputs(checkpoint, dataset, split, limit, data_dir, device, threads)
     soft_think(method, examples[: min(8, len(examples))], base.replace(mode=modes[0]))  # warm-up
     rows: dict[str, dict[str, Any]] = {}
     records: dict[str, list[dict[str, Any]]] = {}
@@ -226,7 +226,7 @@ def analyze_soft_thinking_cmd(
     lens_limit: int = typer.Option(50, "--lens-limit", help="Branching points (one per question) for the logit lens."),
     preset: Optional[str] = typer.Option(None, "--preset", help="default | soft_thinking | stochastic | stochastic_k15."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Sampler options: --set temperature=0.8 --set max_topk=15."),
-    data_dir_: Optional[str] = typer.Option(None, "--data-dir", help="Data directory for named data sets."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data directory for named data sets."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice)."),
 ) -> None:
@@ -247,7 +247,7 @@ def analyze_soft_thinking_cmd(
     ks = parse_ints(k, "--k")
     hs = parse_ints(horizons, "--horizons")
     base = build_config(preset, set_)
-    ckpt, meta, method, examples = load_inputs(checkpoint, dataset, split, limit, data_dir_, device, threads)
+    ckpt, meta, method, examples = load_inputs(checkpoint, dataset, split, limit, data_dir, device, threads)
     res = soft_thinking_study(method, examples, modes=mode_list, samples=samples, ks=ks, seed=seed, out_dir=out_dir,
                               config=base, batch_size=batch_size, rouge_tokens=rouge_tokens, js_limit=js_limit,
                               lens_limit=lens_limit, horizons=hs, log=lambda s: _err.print(s, highlight=False),

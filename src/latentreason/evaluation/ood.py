@@ -160,7 +160,7 @@ def load_eval_sets(sets: list[EvalSet]) -> dict[str, list[Example]]:
     loaded: dict[str, list[Example]] = {}
     for es in sets:
         try:
-            examples = load_dataset(es.path, "test", data_dir_=es.data_dir, fmt=es.fmt, limit=es.limit)
+            examples = load_dataset(es.path, "test", data_dir=es.data_dir, fmt=es.fmt, limit=es.limit)
         except DataError as e:
             raise DataError(f"evaluation set {es.name!r}: {e}") from e
         if not examples:

@@ -88,7 +88,7 @@ def load_split(cfg: RunConfig, which: str) -> list[Example]:
         if not Path(path).expanduser().is_file():
             raise DataError(f"data.{which}_path {path!r}: file not found")
         return load_dataset(Path(path).expanduser(), "test", fmt=d.format, limit=limit)
-    return load_dataset(d.dataset, split, data_dir_=d.data_dir, fmt=d.format, task=d.task, limit=limit)
+    return load_dataset(d.dataset, split, data_dir=d.data_dir, fmt=d.format, task=d.task, limit=limit)
 
 
 def check_prompts_fit(method: Method, examples: list[Example], what: str) -> None:
