@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -9,11 +10,15 @@ import random
 import shutil
 import subprocess
 import tempfile
+from importlib.metadata import version as _dist_version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+import latentreason
+from latentreason.errors import OutputError
 
 
 def seed_everything(seed: int) -> None:
@@ -110,8 +115,6 @@ def source_hash() -> str:
     evaluates, whether it came from a git checkout or a wheel."""
     global _SOURCE_HASH
     if _SOURCE_HASH is None:
-        import hashlib
-
         root = Path(__file__).resolve().parent
         h = hashlib.sha256()
         for f in sorted(root.rglob("*.py")):
@@ -128,28 +131,21 @@ def code_identity() -> dict[str, Any]:
 
     The benchmark's reuse check compares ``source_hash``: a model trained by other code is retrained
     (or reused only with ``--reuse-stale``)."""
-    import latentreason
-
     return {"version": latentreason.__version__, "git_revision": git_revision(), "dirty": git_dirty(),
             "source_hash": source_hash()}
 
 
 def env_info(device: torch.device | None = None) -> dict[str, Any]:
-    """Library versions and hardware, recorded beside every result."""
-    import accelerate
-    import tokenizers
-    import transformers
-
-    import latentreason
-
+    """Library versions and hardware, recorded beside every result (library versions as installed, read from
+    their distributions' metadata: nothing is imported for them)."""
     info: dict[str, Any] = {
         "latentreason": latentreason.__version__,
         "git_revision": git_revision(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "accelerate": accelerate.__version__,
-        "tokenizers": tokenizers.__version__,
+        "transformers": _dist_version("transformers"),
+        "accelerate": _dist_version("accelerate"),
+        "tokenizers": _dist_version("tokenizers"),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -183,8 +179,6 @@ def check_writable_dir(path: str | os.PathLike, what: str = "output directory") 
         probe.write_text("")
         probe.unlink()
     except OSError as e:
-        from latentreason.errors import OutputError
-
         raise OutputError(f"{what} {str(p)!r} is not writable: {e.strerror or e}") from None
     return p
 
@@ -195,8 +189,6 @@ def check_output_dir(path: str | os.PathLike, what: str = "output directory") ->
     The path is resolved (``~`` expanded); the nearest existing ancestor must be a directory we
     may write into. Returns the resolved path.
     """
-    from latentreason.errors import OutputError
-
     raw = str(path)
     if not raw.strip():
         raise OutputError(f"{what}: empty path")
@@ -219,8 +211,6 @@ def check_output_dir(path: str | os.PathLike, what: str = "output directory") ->
 
 def check_output_file(path: str | os.PathLike, what: str = "output file") -> Path:
     """Check, without creating anything, that file ``path`` can be written (atomically, beside itself)."""
-    from latentreason.errors import OutputError
-
     p = Path(str(path)).expanduser().resolve()
     if p.is_dir():
         raise OutputError(f"{what} {str(path)!r} is a directory")

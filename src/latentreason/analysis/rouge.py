@@ -39,7 +39,7 @@ _SCORERS: dict[str, object] = {}
 
 def _scorer(kind: str):
     if kind not in _SCORERS:
-        from rouge_score import rouge_scorer
+        from rouge_score import rouge_scorer  # imports nltk (slow); only ROUGE scoring needs it
 
         _SCORERS[kind] = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_Tokenizer(kind))
     return _SCORERS[kind]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from dataclasses import dataclass
 
 DEFAULT_MARKERS = ("####", "###", "The answer is:", "The answer is")
@@ -194,9 +195,7 @@ def _as_latex(text: str) -> str:
 
 def _judge_math_verify(span: str, gold: str) -> Judgement:
     """Free-form answers through math-verify (gold first; it uses signal.alarm: main thread only)."""
-    import threading
-
-    from math_verify import parse, verify
+    from math_verify import parse, verify  # heavy to import; only answer_mode math_verify needs it
 
     kwargs = {}
     if threading.current_thread() is not threading.main_thread():

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from latentreason.data.answers import clean_number_text
 from latentreason.data.example import ANSWER_TYPES, Example
 from latentreason.errors import DataError
 
@@ -124,8 +125,6 @@ def check_number_answer(answer: str, loc: str, what: str = "answer") -> str:
     Without this check a non-numeric gold answer would be silently unmatchable (accuracy 0).
     Accepted: ``18``, ``-3.5``, ``1,234``, ``18.``, ``$5``, ``−2`` (unicode minus), ``1e3``.
     """
-    from latentreason.data.answers import clean_number_text
-
     txt = clean_number_text(answer)
     if not txt or not any(c.isdigit() for c in txt) or not _GOLD_NUMBER.match(txt):
         raise DataError(f"{loc}: {what} {answer[:40]!r} is not a number (expected e.g. 18, -3.5 or 1,234)")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import random
 from dataclasses import asdict, dataclass, field
 
+from latentreason.data.criticality import reaches_answer
 from latentreason.data.example import Example
 from latentreason.errors import ConfigError
 
@@ -163,8 +164,6 @@ def make_problem(start: int, ops: list[tuple[str, int]], cfg: TaskConfig,
         question = "".join(q_parts)
     else:
         question = " ".join(w_parts) + f" Result mod {cfg.modulus}?"
-    from latentreason.data.criticality import reaches_answer
-
     meta = {
         "task": "modchain",
         "n_steps": len(steps),

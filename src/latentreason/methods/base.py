@@ -15,11 +15,13 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from latentreason.config import from_dict
 from latentreason.data.answers import judge
 from latentreason.data.example import Example
 from latentreason.decoding.generate import Generation  # noqa: F401  (re-exported: methods answer with it)
 from latentreason.errors import ConfigError, ContextOverflowError, DataError
 from latentreason.models.backbone import Backbone
+from latentreason.models.tokenizer import LAYOUTS
 
 SERIALIZATIONS = ("default", "coconut", "codi", "icot")
 
@@ -56,8 +58,6 @@ class MethodConfig:
             raise ConfigError(f"method_args.max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.too_long not in ("error", "drop"):
             raise ConfigError(f"method_args.too_long must be 'error' or 'drop', got {self.too_long!r}")
-        from latentreason.models.tokenizer import LAYOUTS
-
         if self.special_tokens not in LAYOUTS:
             raise ConfigError(f"method_args.special_tokens must be one of {', '.join(LAYOUTS)}, got {self.special_tokens!r}")
         if self.weight_decay_on not in ("matrices", "all", "hf"):
@@ -350,8 +350,6 @@ def register(cls: type[Method]) -> type[Method]:
 
 
 def method_config(cls: type[Method], args: dict[str, Any] | MethodConfig | None) -> MethodConfig:
-    from latentreason.config import from_dict
-
     if isinstance(args, MethodConfig):
         return args
     presets = getattr(cls, "presets", {})

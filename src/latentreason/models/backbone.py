@@ -13,6 +13,7 @@ through ``inputs_embeds``, caches are ``transformers`` ``Cache`` objects.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
+    Conv1D,
     GPT2Config,
     LlamaConfig,
     PreTrainedModel,
@@ -275,8 +277,7 @@ def maybe_apply_lora(backbone: Backbone, cfg: ModelConfig) -> Backbone:
     """Wrap the model in a peft LoRA model when ``cfg.lora_r > 0`` (new token rows stay frozen)."""
     if cfg.lora_r <= 0:
         return backbone
-    from peft import LoraConfig, get_peft_model
-    from transformers import Conv1D
+    from peft import LoraConfig, get_peft_model  # peft takes seconds to import; only LoRA runs need it
 
     # GPT-2-style Conv1D layers store their weight transposed: tell peft (it would otherwise warn and switch)
     conv1d = any(isinstance(m, Conv1D) for m in backbone.model.modules())
@@ -299,8 +300,6 @@ def save_backbone(backbone: Backbone, directory: Path, state_dict: dict[str, tor
     if hasattr(model, "merge_and_unload"):  # peft: store merged full weights, loadable without peft
         if state_dict is not None:
             raise ConfigError("LoRA (model.lora_r > 0) cannot be saved from a sharded (FSDP) model; train it with DDP")
-        import copy
-
         model = copy.deepcopy(model).merge_and_unload()
     if state_dict is None:
         model.save_pretrained(directory, safe_serialization=True)

@@ -14,6 +14,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+import transformers
+from packaging.version import Version
 from torch import Tensor
 
 from latentreason.errors import DependencyError
@@ -25,8 +27,6 @@ _BELOW = (6,)
 
 
 def _release(version: str) -> tuple[int, ...]:
-    from packaging.version import Version
-
     return Version(version).release
 
 
@@ -34,8 +34,6 @@ def _release(version: str) -> tuple[int, ...]:
 def check_transformers(version: str | None = None) -> None:
     """Fail with one clear line unless the installed transformers is in :data:`SUPPORTED_TRANSFORMERS`."""
     if version is None:
-        import transformers
-
         version = transformers.__version__
     rel = _release(version)
     if not (_LOWEST <= rel[: len(_LOWEST)] and rel[: len(_BELOW)] < _BELOW):
@@ -48,17 +46,13 @@ def check_transformers(version: str | None = None) -> None:
 
 def new_cache(model: Any):
     """An empty dynamic cache laid out for ``model`` (sliding-window / hybrid layers included)."""
-    from transformers import DynamicCache
-
     check_transformers()
-    return DynamicCache(config=model.config)
+    return transformers.DynamicCache(config=model.config)
 
 
 def is_cache(x: Any) -> bool:
     """Whether ``x`` is a ``transformers`` cache object."""
-    from transformers import Cache
-
-    return isinstance(x, Cache)
+    return isinstance(x, transformers.Cache)
 
 
 def cached_forward(model: Any, cache: Any, **inputs: Any) -> tuple[Any, Any]:
@@ -81,8 +75,6 @@ def layer_kv(cache: Any, layer_idx: int) -> tuple[Tensor, Tensor]:
     layer = layers[layer_idx] if layers is not None and 0 <= layer_idx < len(layers) else None
     keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
     if not isinstance(keys, Tensor) or not isinstance(values, Tensor):
-        import transformers
-
         raise DependencyError(
             f"cannot read layer {layer_idx}'s keys/values from a {type(cache).__name__} of transformers "
             f"{transformers.__version__}; supported: transformers{SUPPORTED_TRANSFORMERS}"

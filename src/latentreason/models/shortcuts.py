@@ -36,6 +36,7 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor, nn
 
+from latentreason.models.backbone import find_final_norm
 from latentreason.models.kv_cache import is_cache, layer_kv
 
 
@@ -171,8 +172,6 @@ class ShortcutController:
     @contextmanager
     def installed(self, mode: str) -> Iterator["ShortcutController"]:
         """Swap the wrappers in (``soft`` or ``hard``); a routed pass ends when the final norm has run."""
-        from latentreason.models.backbone import find_final_norm
-
         originals = list(self.layers)
         self.mode = mode
         self.soft_log: list[tuple[list[Tensor], list[Tensor]]] = []

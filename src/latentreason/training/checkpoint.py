@@ -35,7 +35,7 @@ from latentreason.errors import CheckpointError
 from latentreason.methods.base import Method, config_dict, method_config
 from latentreason.methods.registry import get_method_class
 from latentreason.models.backbone import load_backbone_dir, save_backbone
-from latentreason.utils import atomic_write_json, default_mode, env_info, replace_dir
+from latentreason.utils import default_mode, env_info, replace_dir
 
 FORMAT_VERSION = 1
 
@@ -74,8 +74,6 @@ def clean_partial_writes(run_dir: str | Path) -> list[Path]:
     killed in between leaves those behind. If the
     directory being replaced is missing, its ``.old`` copy is moved back. Returns what was removed.
     """
-    import shutil as _sh
-
     removed: list[Path] = []
     for parent in (Path(run_dir), Path(run_dir) / "checkpoints"):
         if not parent.is_dir():
@@ -85,14 +83,14 @@ def clean_partial_writes(run_dir: str | Path) -> list[Path]:
             if not name.startswith("."):
                 continue
             if ".tmp-" in name or (name.endswith(".tmp") and d.is_file()):  # save_method / atomic_write_text
-                _sh.rmtree(d, ignore_errors=True) if d.is_dir() else d.unlink(missing_ok=True)
+                shutil.rmtree(d, ignore_errors=True) if d.is_dir() else d.unlink(missing_ok=True)
                 removed.append(d)
             elif ".old-" in name:
                 final = parent / name[1:].split(".old-", 1)[0]
                 if not final.exists() and d.is_dir():
                     d.rename(final)
                 else:
-                    _sh.rmtree(d, ignore_errors=True)
+                    shutil.rmtree(d, ignore_errors=True)
                     removed.append(d)
     return removed
 
