@@ -535,7 +535,8 @@ def test_soft_thinking_study_outputs(tmp_path):
 
 
 def test_cli_commands(tmp_path):
-    from latentreason.cli_soft import analyze_soft_app, soft_app
+    from latentreason.cli_analyze import analyze_app
+    from latentreason.cli_soft import soft_app
 
     _tiny_cot(tmp_path)
     app = typer.Typer()
@@ -545,7 +546,7 @@ def test_cli_commands(tmp_path):
         pass
 
     app.add_typer(soft_app)
-    app.add_typer(analyze_soft_app, name="analyze")
+    app.add_typer(analyze_app, name="analyze")
     runner = CliRunner()
     for cmd in (["soft-think"], ["analyze", "soft-thinking"]):
         r = runner.invoke(app, [*cmd, "--help"])

@@ -2,23 +2,34 @@
 
 Every user error prints one line (``error: ...``) and exits with status 2; ``--debug`` shows the
 Python traceback instead.
+
+This module holds the root app, ``train``, ``eval``, ``demo``, ``bench``, ``methods`` and
+:func:`main`; ``latentreason data`` is in :mod:`~latentreason.cli_data`, ``latentreason analyze`` in
+:mod:`~latentreason.cli_analyze`, ``soft-think`` in :mod:`~latentreason.cli_soft`, ``report`` in
+:mod:`~latentreason.cli_report`. The commands reach the library through
+:mod:`~latentreason.cli_lib`, imported on first use, so that ``--help`` starts without torch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from latentreason.errors import LatentReasonError
+from latentreason.cli_analyze import analyze_app
+from latentreason.cli_data import data_app
+from latentreason.cli_report import report_app
+from latentreason.cli_soft import soft_app
+from latentreason.errors import CheckpointError, ConfigError, LatentReasonError, TrainingInterrupted
 from latentreason.evaluation.display import err, out
-from latentreason.evaluation.display import fmt as _fmt
 from latentreason.evaluation.display import print_soft_table as _print_soft_table
 from latentreason.evaluation.display import print_table as _print_table
 
@@ -30,26 +41,25 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode="markdown",
 )
-data_app = typer.Typer(help="Data sets: list the named ones, download them, show parsed examples.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
-analyze_app = typer.Typer(help="Analyses: thought probing, soft-thinking study, System-1.5 grid.", no_args_is_help=True)
-app.add_typer(analyze_app, name="analyze")
-
-from latentreason.cli_soft import analyze_soft_app, soft_app  # noqa: E402
-
+app.add_typer(data_app, name="data")  # latentreason data list | download | show
+app.add_typer(analyze_app, name="analyze")  # latentreason analyze probe | system15-grid | soft-thinking
 app.add_typer(soft_app)  # latentreason soft-think
-analyze_app.add_typer(analyze_soft_app)  # latentreason analyze soft-thinking
-
-from latentreason.cli_report import report_app  # noqa: E402
-
 app.add_typer(report_app)  # latentreason report RUN_DIR [--output FILE]
 
 _STATE = {"debug": False}
 
 
+def _lib():
+    """:mod:`latentreason.cli_lib`, imported on first use."""
+    # startup cost: the library imports torch and transformers (seconds); `--help` should not wait for them
+    from latentreason import cli_lib
+
+    return cli_lib
+
+
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import transformers
+    import transformers  # startup cost (about a second): not at module level, so `--help` stays instant
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
@@ -61,110 +71,6 @@ def _root(
 ) -> None:
     _STATE["debug"] = debug
     _quiet_libraries()
-
-
-# --------------------------------------------------------------------------- data
-@data_app.command("list")
-def data_list(
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Look only in this data directory."),
-) -> None:
-    """List the named data sets, which splits are present and where.
-
-    A set marked missing is fetched from its public source by `latentreason data download NAME`.
-
-    Example: `latentreason data list`
-    """
-    from latentreason.data.registry import NAMED, PROCEDURAL, data_dirs
-
-    dirs = data_dirs(data_dir)
-    t = Table(title=f"named data sets (searched: {', '.join(str(d) for d in dirs)})")
-    t.add_column("name")
-    t.add_column("splits")
-    t.add_column("where")
-    t.add_column("description")
-    for name in sorted(PROCEDURAL):
-        t.add_row(name, "train, valid, test", "generated", "procedural modular-arithmetic chains")
-    for name, spec in sorted(NAMED.items()):
-        found = {s: next((d for d in dirs if (d / f).is_file()), None) for s, f in spec.files.items()}
-        where = sorted({str(d) for d in found.values() if d is not None})
-        if not where:
-            where_txt = f"latentreason data download {name}"
-        else:
-            where_txt = ", ".join(where)
-        t.add_row(name, ", ".join(f"{s}{'' if found[s] else ' (missing)'}" for s in spec.files), where_txt, spec.note)
-    out.print(t)
-
-
-@data_app.command("download")
-def data_download(
-    names: list[str] = typer.Argument(..., help="Named data sets (see `data list`), or `all`."),
-    to: Optional[str] = typer.Option(
-        None, "--to", help="Data directory to put them in (default: $LATENTREASON_DATA_DIR, else ~/.cache/latentreason/data)."),
-    mirror: Optional[str] = typer.Option(
-        None, "--mirror",
-        help="Read the files from this local directory instead of the internet, laid out like their URLs: "
-             "DIR/raw.githubusercontent.com/OWNER/REPO/COMMIT/PATH and DIR/huggingface.co/datasets/OWNER/NAME/...",
-    ),
-    force: bool = typer.Option(False, "--force", help="Fetch files again even when present."),
-) -> None:
-    """Fetch named data sets from their public sources into the user data directory.
-
-    GitHub files come at the pinned commits documented in shared/data/README.md and are checked
-    against their SHA-256; the papers' full GSM8k-Aug train sets (`gsm8k_aug_full`,
-    `gsm8k_aug_nl_full`) are read from the Hugging Face Hub with `datasets`. Named sets then
-    resolve there from any directory.
-
-    Examples:
-
-    * `latentreason data download gsm8k_aug`
-    * `latentreason data download svamp gsm_hard multiarith asdiv`
-    * `latentreason data download all --to /data/latentreason` (then `--data-dir /data/latentreason`
-      or `export LATENTREASON_DATA_DIR=/data/latentreason`)
-    * `latentreason data download prosqa --mirror /media/usb/mirror` (a machine without internet)
-    """
-    from latentreason.data.download import download
-    from latentreason.data.registry import NAMED
-
-    wanted = sorted(NAMED) if "all" in names else list(dict.fromkeys(names))
-    for name in wanted:
-        root = download(name, to=to, mirror=mirror, force=force,
-                        log=lambda msg, n=name: err.print(f"[{n}] {msg}", markup=False, highlight=False, soft_wrap=True))
-        err.print(f"{name}: ready in {root}", markup=False, highlight=False, soft_wrap=True)
-
-
-@data_app.command("show")
-def data_show(
-    source: str = typer.Argument(..., help="A named data set (see `data list`) or a file path."),
-    split: str = typer.Option("test", "--split", help="train | valid | test (named sets)."),
-    limit: Optional[int] = typer.Option(5, "--limit", "-n", help="Show the first N examples (all with --limit 0)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per example."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="Force a file format (default: detected from content)."),
-    data_dir: Optional[str] = typer.Option(
-        None, "--data-dir",
-        help="Where named data sets live (default: $LATENTREASON_DATA_DIR, else ./data, ../shared/data or "
-             "~/.cache/latentreason/data, where `latentreason data download` puts them)."),
-) -> None:
-    """Parse a data set and print its examples and count.
-
-    Examples:
-
-    * `latentreason data show ../shared/data/gsm8k_aug/test.txt --limit 2`
-    * `latentreason data show gsm8k --split test --json --limit 3`
-    * `latentreason data show modchain --split train`
-    """
-    from latentreason.data.registry import load_dataset
-
-    examples = load_dataset(source, split, data_dir=data_dir, fmt=fmt)
-    shown = examples if not limit else examples[:limit]
-    if as_json:
-        for ex in shown:
-            sys.stdout.write(json.dumps({"question": ex.question, "steps": ex.steps, "answer": ex.answer}, ensure_ascii=False) + "\n")
-        return
-    for i, ex in enumerate(shown):
-        out.print(f"[bold]#{i}[/bold] [cyan]question:[/cyan] {escape(ex.question)}", markup=True, highlight=False)
-        out.print(f"   [cyan]steps ({len(ex.steps)}):[/cyan] {escape(' | '.join(ex.steps))}", markup=True, highlight=False)
-        out.print(f"   [cyan]answer:[/cyan] {escape(ex.answer)}", markup=True, highlight=False)
-    out.print(f"{len(examples)} examples ({len(shown)} shown)")
 
 
 # --------------------------------------------------------------------------- train
@@ -196,10 +102,7 @@ def train(
     * `latentreason train --out runs/cot --resume` (continue an interrupted run)
     * multi-GPU: `accelerate launch --num_processes 4 -m latentreason train --config ...`
     """
-    from latentreason.errors import ConfigError
-    from latentreason.evaluation.training_run import run_training
-    from latentreason.training.run_config import load_run_config
-
+    lib = _lib()
     overrides = list(set_)
     for key, val in (
         ("method", method), ("model.name", model), ("data.dataset", dataset), ("out_dir", out_dir),
@@ -219,10 +122,10 @@ def train(
             raise ConfigError(f"{saved_cfg}: unreadable run config ({e}); remove it or pass --config") from None
         if not isinstance(base, dict):
             raise ConfigError(f"{saved_cfg}: expected a JSON object")
-    cfg = load_run_config(config, overrides, base=base)
+    cfg = lib.load_run_config(config, overrides, base=base)
     if cfg.out_dir == "runs/train":
         cfg.out_dir = f"runs/{cfg.method}"
-    res = run_training(cfg, resume=resume, progress=not no_progress, log=lambda s: err.print(s, highlight=False, markup=False))
+    res = lib.run_training(cfg, resume=resume, progress=not no_progress, log=lambda s: err.print(s, highlight=False, markup=False))
     if not res.get("_main_process", True):
         return
     if "test" in res:
@@ -267,44 +170,36 @@ def eval_(
     * `latentreason eval --checkpoint runs/cot --dataset SVAMP.json --too-long skip`
     * `latentreason eval --checkpoint runs/codi --method codi` (fails unless it is a CODI checkpoint)
     """
-    import re
-
-    from latentreason.config import parse_override
-    from latentreason.data.registry import load_dataset
-    from latentreason.errors import CheckpointError, ConfigError
-    from latentreason.evaluation.ood import TOO_LONG_POLICIES, evaluate_ood
-    from latentreason.training.checkpoint import load_method, read_method_meta, resolve_checkpoint
-    from latentreason.utils import atomic_write_json, check_output_file, env_info, pick_device
-
+    lib = _lib()
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     if limit is not None and limit < 0:
         raise ConfigError(f"--limit must be >= 0, got {limit}")
     if max_new_tokens is not None and max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
-    if too_long not in TOO_LONG_POLICIES:
-        raise ConfigError(f"--too-long must be one of {', '.join(TOO_LONG_POLICIES)}, got {too_long!r}")
+    if too_long not in lib.TOO_LONG_POLICIES:
+        raise ConfigError(f"--too-long must be one of {', '.join(lib.TOO_LONG_POLICIES)}, got {too_long!r}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
-    overrides = {".".join(k).removeprefix("method_args."): v for k, v in (parse_override(s) for s in set_)}
+    overrides = {".".join(k).removeprefix("method_args."): v for k, v in (lib.parse_override(s) for s in set_)}
     if answer_mode:
         overrides["answer_mode"] = answer_mode
     if max_new_tokens:
         overrides["max_new_tokens"] = max_new_tokens
-    ckpt = resolve_checkpoint(checkpoint)
-    meta = read_method_meta(ckpt)
+    ckpt = lib.resolve_checkpoint(checkpoint)
+    meta = lib.read_method_meta(ckpt)
     if expect_method is not None and meta["method"] != expect_method:
         raise CheckpointError(f"{ckpt}: checkpoint is of method {meta['method']!r}, expected {expect_method!r} (--method)")
     name = Path(dataset).stem if os.sep in dataset or Path(dataset).suffix else dataset
     target = output or (ckpt.parent if ckpt.name == "model" else ckpt) / f"eval-{name}-{split}.json"
-    check_output_file(target, "results file (--output)")
-    examples = load_dataset(dataset, split, data_dir=data_dir, fmt=fmt, task=_task_of(ckpt, dataset), limit=limit)
-    dev = pick_device(device)
-    method = load_method(ckpt, device=dev, trust_remote_code=trust_remote_code, config_overrides=overrides)
-    metrics, records = evaluate_ood(method, examples, batch_size=batch_size, progress=not no_progress,
+    lib.check_output_file(target, "results file (--output)")
+    examples = lib.load_dataset(dataset, split, data_dir=data_dir, fmt=fmt, task=lib.task_of(ckpt, dataset), limit=limit)
+    dev = lib.pick_device(device)
+    method = lib.load_method(ckpt, device=dev, trust_remote_code=trust_remote_code, config_overrides=overrides)
+    metrics, records = lib.evaluate_ood(method, examples, batch_size=batch_size, progress=not no_progress,
                                     description=f"eval {meta['method']}", too_long=too_long)
-    atomic_write_json(target, {"checkpoint": str(ckpt), "method": meta["method"], "dataset": dataset, "split": split,
-                               "metrics": metrics, "env": env_info(dev), "records": records})
+    lib.atomic_write_json(target, {"checkpoint": str(ckpt), "method": meta["method"], "dataset": dataset, "split": split,
+                                   "metrics": metrics, "env": lib.env_info(dev), "records": records})
     _print_table({meta["method"]: metrics}, f"{dataset} [{split}]")
     if metrics["too_long"]:
         what = "counted as wrong" if too_long == "count" else "skipped (not in n or accuracy)"
@@ -350,12 +245,10 @@ def demo(
     * `latentreason demo --out runs/demo5 --seeds 5` (every method on seeds 0..4: mean ± std, min per row)
     * `latentreason demo --out runs/d3 --seeds 3 --methods cot,nocot,codi,coconut`
     """
-    from latentreason.evaluation.demo import run_demo
-    from latentreason.evaluation.seeds import parse_seeds
-
-    run_demo(out_dir, quick=quick, only=methods.split(",") if methods else None, fresh=fresh, progress=not no_progress,
-             eval_sets=eval_set, data_dir=data_dir, seeds=parse_seeds(seeds) if seeds is not None else None,
-             reuse_stale=reuse_stale)
+    lib = _lib()
+    lib.run_demo(out_dir, quick=quick, only=methods.split(",") if methods else None, fresh=fresh, progress=not no_progress,
+                 eval_sets=eval_set, data_dir=data_dir, seeds=lib.parse_seeds(seeds) if seeds is not None else None,
+                 reuse_stale=reuse_stale)
 
 
 @app.command()
@@ -380,21 +273,17 @@ def bench(
     * `latentreason bench --config configs/bench_default.yaml --eval-set svamp=data/SVAMP.json --eval-set gsm_hard=data/gsmhardv2.jsonl`
     * `latentreason bench --config configs/bench_default.yaml --out runs/bench5 --seeds 5`
     """
-    from latentreason.config import from_dict, load_yaml
-    from latentreason.evaluation.bench import BenchConfig, parse_eval_sets, run_bench
-    from latentreason.evaluation.report import write_report
-    from latentreason.evaluation.seeds import parse_seeds, seed_note
-
-    cfg = from_dict(BenchConfig, load_yaml(config))
+    lib = _lib()
+    cfg = lib.from_dict(lib.BenchConfig, lib.load_yaml(config))
     if eval_set:
-        cfg.eval_sets = list(cfg.eval_sets) + parse_eval_sets(eval_set, data_dir)
-    results = run_bench(cfg, out_dir, only=methods.split(",") if methods else None, fresh=fresh, progress=not no_progress,
-                        log=lambda s: err.print(s, highlight=False, markup=False),
-                        seeds=parse_seeds(seeds) if seeds is not None else None, reuse_stale=reuse_stale)
-    _print_table(results["methods"], f"benchmark {config}, {seed_note(results)}")
+        cfg.eval_sets = list(cfg.eval_sets) + lib.parse_eval_sets(eval_set, data_dir)
+    results = lib.run_bench(cfg, out_dir, only=methods.split(",") if methods else None, fresh=fresh, progress=not no_progress,
+                            log=lambda s: err.print(s, highlight=False, markup=False),
+                            seeds=lib.parse_seeds(seeds) if seeds is not None else None, reuse_stale=reuse_stale)
+    _print_table(results["methods"], f"benchmark {config}, {lib.seed_note(results)}")
     if "soft_thinking" in results:
         _print_soft_table(results["soft_thinking"])
-    err.print(f"results: {Path(out_dir) / 'results.json'}; report: {write_report(out_dir)}", markup=False)
+    err.print(f"results: {Path(out_dir) / 'results.json'}; report: {lib.write_report(out_dir)}", markup=False)
 
 
 @app.command("methods")
@@ -403,133 +292,17 @@ def methods_() -> None:
 
     Example: `latentreason methods`
     """
-    import dataclasses
-
-    from latentreason.methods.registry import METHODS, get_method_class
-
-    get_method_class("cot")
+    lib = _lib()
+    lib.get_method_class("cot")
     t = Table(title="methods")
     t.add_column("name")
     t.add_column("summary")
     t.add_column("options (method_args)")
     t.add_column("presets")
-    for name, cls in sorted(METHODS.items()):
+    for name, cls in sorted(lib.METHODS.items()):
         opts = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls.Config) if f.default is not dataclasses.MISSING)
         t.add_row(name, cls.summary, opts, ", ".join(getattr(cls, "presets", {})))
     out.print(t)
-
-
-# --------------------------------------------------------------------------- analyze
-@analyze_app.command("probe")
-def analyze_probe(
-    checkpoint: str = typer.Option(..., "--checkpoint", help="A latent-method checkpoint (CODI, Coconut, ...)."),
-    dataset: str = typer.Option("modchain", "--dataset", "-d", help="Named data set or file path."),
-    split: str = typer.Option("test", "--split"),
-    limit: int = typer.Option(100, "--limit", "-n", help="Questions to probe."),
-    top_k: int = typer.Option(5, "--top-k", "-k", help="Tokens kept per thought."),
-    show: int = typer.Option(3, "--show", help="Examples printed in full."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir"),
-    output: Optional[Path] = typer.Option(None, "--output", help="JSON file (default: probe-DATASET.json beside the checkpoint)."),
-) -> None:
-    """Decode every continuous thought through the LM head: top-k tokens, probing scores, norms.
-
-    Examples:
-
-    * `latentreason analyze probe --checkpoint runs/demo/codi --limit 200 --top-k 5`
-    * `latentreason analyze probe --checkpoint runs/codi --dataset gsm8k_aug --data-dir ../shared/data`
-    """
-    from latentreason.analysis.probe import probe_thoughts
-    from latentreason.data.registry import load_dataset
-    from latentreason.training.checkpoint import load_method, resolve_checkpoint
-    from latentreason.utils import atomic_write_json
-
-    ckpt = resolve_checkpoint(checkpoint)
-    method = load_method(ckpt)
-    if not hasattr(method, "latent_prompts"):
-        raise LatentReasonError(f"{ckpt}: method {method.name!r} has no continuous thoughts to probe")
-    examples = load_dataset(dataset, split, data_dir=data_dir, task=_task_of(ckpt, dataset), limit=limit)
-    res = probe_thoughts(method, examples, top_k=top_k)
-    for r in res["examples"][:show]:
-        out.print(f"[bold]{r['question']}[/bold]  results {r['results']}  -> {r['output']}", highlight=False)
-        for th in r["thoughts"]:
-            tops = "  ".join(f"{t!r}:{p:.2f}" for t, p in th["top"])
-            out.print(f"   {th['position']:>10}  |h|={th['norm']:.1f}  {tops}", highlight=False)
-    t = Table(title="thought probing")
-    t.add_column("measure")
-    t.add_column("value", justify="right")
-    for k, v in res["summary"].items():
-        t.add_row(k, json.dumps(v) if isinstance(v, dict) else _fmt(v))
-    out.print(t)
-    name = Path(dataset).stem if os.sep in dataset or Path(dataset).suffix else dataset
-    target = output or (ckpt.parent if ckpt.name == "model" else ckpt) / f"probe-{name}.json"
-    atomic_write_json(target, res)
-    err.print(f"written to {target}")
-
-
-@analyze_app.command("system15-grid")
-def analyze_system15_grid(
-    checkpoint: str = typer.Option(..., "--checkpoint", help="A System-1.5 stage-2 checkpoint."),
-    dataset: str = typer.Option("modchain", "--dataset", "-d", help="Named data set or file path."),
-    split: str = typer.Option("test", "--split"),
-    limit: int = typer.Option(200, "--limit", "-n", help="Questions per cell."),
-    lambda_depth: str = typer.Option("0.3,0.5,0.7,0.8,0.9,0.95", "--lambda-depth", help="Router thresholds (rows)."),
-    lambda_step: str = typer.Option("1,2,3,4,5,6", "--lambda-step", help="Numbers of latent steps (columns)."),
-    batch_size: int = typer.Option(100, "--batch-size", "-b"),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir"),
-    output: Optional[Path] = typer.Option(None, "--output", help="JSON file (default: system15-grid.json beside the checkpoint)."),
-) -> None:
-    """Sweep λ_depth × λ_step at test time: accuracy, latency and layers per latent step (JSON + heatmap PNG).
-
-    Examples:
-
-    * `latentreason analyze system15-grid --checkpoint runs/demo/system15`
-    * `latentreason analyze system15-grid --checkpoint runs/s15 --lambda-depth 0.5,0.9 --lambda-step 2,4 --limit 100`
-    """
-    from latentreason.analysis.system15_grid import plot_grid, system15_grid
-    from latentreason.data.registry import load_dataset
-    from latentreason.training.checkpoint import load_method, resolve_checkpoint
-    from latentreason.utils import atomic_write_json
-
-    try:
-        depths = [float(x) for x in lambda_depth.split(",") if x.strip()]
-        steps = [int(x) for x in lambda_step.split(",") if x.strip()]
-    except ValueError:
-        raise LatentReasonError("--lambda-depth takes numbers and --lambda-step integers, comma-separated") from None
-    if not depths or not steps or any(not 0 <= d <= 1 for d in depths) or any(s < 0 for s in steps):
-        raise LatentReasonError("--lambda-depth values must lie in [0, 1] and --lambda-step values be >= 0")
-    ckpt = resolve_checkpoint(checkpoint)
-    method = load_method(ckpt)
-    if method.name != "system15":
-        raise LatentReasonError(f"{ckpt}: a {method.name!r} checkpoint; the grid needs a system15 one")
-    examples = load_dataset(dataset, split, data_dir=data_dir, task=_task_of(ckpt, dataset), limit=limit)
-    grid = system15_grid(method, examples, depths, steps, batch_size)
-    base = output or (ckpt.parent if ckpt.name == "model" else ckpt) / "system15-grid.json"
-    atomic_write_json(base, grid)
-    png = plot_grid(grid, Path(base).with_suffix(".png"))
-    t = Table(title=f"System-1.5 grid: accuracy (ms/question) on {len(examples)} questions")
-    t.add_column("λ_depth \\ λ_step")
-    for s_ in steps:
-        t.add_column(str(s_), justify="right")
-    for i, d in enumerate(depths):
-        t.add_row(str(d), *[f"{grid['accuracy'][i][j]:.3f} ({grid['latency_ms_per_question'][i][j]:.2f})" for j in range(len(steps))])
-    out.print(t)
-    b = grid["best"]
-    err.print(f"best cell: λ_depth {b['lambda_depth']}, λ_step {b['lambda_step']}: accuracy {b['accuracy']:.3f}, "
-              f"{b['latency_ms_per_question']:.2f} ms/question, {b['layers_per_latent_step']:.2f} layers per latent step", markup=False)
-    err.print(f"written to {base} and {png}", markup=False)
-
-
-def _task_of(ckpt: Path, dataset: str):
-    """The procedural task a checkpoint was trained on (so `--dataset modchain` means the same task)."""
-    from latentreason.config import from_dict
-    from latentreason.data.procedural import TaskConfig
-    from latentreason.training.checkpoint import read_method_meta
-
-    if dataset not in ("modchain", "default", "modchain_mixed"):
-        return None
-    rc = read_method_meta(ckpt).get("run_config") or {}
-    task = rc.get("data", {}).get("task")
-    return from_dict(TaskConfig, task, "task") if task else None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -537,8 +310,6 @@ def main(argv: list[str] | None = None) -> None:
 
     def _error_line(msg: str, prefix: str = "error:") -> None:
         """Print one line on stderr (never wrapped; markup in the message is not interpreted)."""
-        from rich.text import Text
-
         text = " ".join(str(msg).split())  # newlines inside a message would break "one line"
         rank = os.environ.get("RANK")
         if rank not in (None, "", "0") and os.environ.get("WORLD_SIZE", "1") != "1":
@@ -552,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
         usage: list[type] = [t for t in (getattr(typer, "TyperException", None),) if t is not None]
         exits: list[type] = [typer.Exit]
         aborts: list[type] = [typer.Abort]
-        try:
+        try:  # click is optional: typer >= 0.26 vendors it, older typer raises click's own exceptions
             import click
 
             usage.append(click.ClickException)
@@ -561,8 +332,6 @@ def main(argv: list[str] | None = None) -> None:
         except ImportError:  # typer >= 0.26 does not need click
             pass
         return tuple(usage), tuple(exits), tuple(aborts)
-
-    from latentreason.errors import TrainingInterrupted
 
     args = list(argv) if argv is not None else sys.argv[1:]
     debug = "--debug" in args

@@ -1,11 +1,9 @@
-"""Command-line front ends of Soft Thinking (SPEC §3.6) and its analysis study (SPEC §4).
+"""``latentreason soft-think``: Soft Thinking decoding (SPEC §3.6) of a checkpoint's questions, per mode.
 
-Two typer apps, registered by ``latentreason.cli``:
-
-* ``soft_app`` holds ``soft-think``: decode a checkpoint's questions with one or more thinking
-  modes and report accuracy, tokens, soft steps and latency per mode;
-* ``analyze_soft_app`` holds ``soft-thinking`` (``latentreason analyze soft-thinking``): the full
-  study (Pass@k, ROUGE-L vs greedy, JS divergences, logit lens) with JSON and plots.
+``soft_app`` holds ``soft-think`` (registered by ``latentreason.cli``): decode a checkpoint's
+questions with one or more thinking modes and report accuracy, tokens, soft steps and latency per
+mode. The helpers here (modes, sampler settings, checkpoint and questions) also serve
+``latentreason analyze soft-thinking`` (:mod:`latentreason.cli_analyze`).
 
 The commands raise :class:`~latentreason.errors.LatentReasonError` subclasses for bad input; the
 main entry point prints them on one line and exits with status 2.
@@ -27,17 +25,24 @@ from latentreason.errors import ConfigError
 
 soft_app = typer.Typer(help="Soft Thinking decoding (training-free) on any trained CoT checkpoint.", add_completion=False,
                        rich_markup_mode="markdown")
-analyze_soft_app = typer.Typer(help="Analyses of soft thinking.", add_completion=False, rich_markup_mode="markdown")
 
-_out = Console(width=160)
-_err = Console(stderr=True, width=160)
+#: consoles of the soft-thinking commands (160 columns: the study's table is wide)
+wide_out = Console(width=160)
+wide_err = Console(stderr=True, width=160)
 
 
 # --------------------------------------------------------------------------- helpers
+def _lib():
+    """:mod:`latentreason.cli_lib`, imported on first use."""
+    # startup cost: the library imports torch and transformers (seconds); `--help` should not wait for them
+    from latentreason import cli_lib
+
+    return cli_lib
+
+
 def parse_modes(text: str) -> list[str]:
     """``"greedy,vanilla"`` -> ``["greedy", "vanilla"]``; ``"all"`` -> every mode."""
-    from latentreason.decoding.soft_thinking import MODES
-
+    MODES = _lib().MODES
     if text.strip() == "all":
         return list(MODES)
     modes = [m.strip() for m in text.split(",") if m.strip()]
@@ -63,47 +68,34 @@ def parse_ints(text: str, option: str) -> list[int]:
 
 def build_config(preset: Optional[str], set_: list[str], **options: Any):
     """A validated :class:`SoftThinkingConfig` from a preset, explicit options (None = unset) and ``--set``."""
-    from latentreason.config import parse_override
-    from latentreason.decoding.soft_thinking import soft_config
-
+    lib = _lib()
     overrides = {k: v for k, v in options.items() if v is not None}
     for item in set_:
-        keys, value = parse_override(item)
+        keys, value = lib.parse_override(item)
         key = ".".join(keys).removeprefix("soft.")
         overrides[key] = value
-    return soft_config(preset, **overrides)
+    return lib.soft_config(preset, **overrides)
 
 
 def load_inputs(checkpoint: str, dataset: str, split: str, limit: Optional[int], data_dir: Optional[str], device: str,
                 threads: Optional[int]):
     """Load the method (on ``device``) and the examples; the procedural task follows the checkpoint's config."""
-    import torch
-
-    from latentreason.data.registry import load_dataset
-    from latentreason.training.checkpoint import load_method, read_method_meta, resolve_checkpoint
-    from latentreason.utils import pick_device
-
+    lib = _lib()
     if threads is not None:
         if threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
-    ckpt = resolve_checkpoint(checkpoint)
-    meta = read_method_meta(ckpt)
-    task = None
-    rc = meta.get("run_config") or {}
-    if dataset in ("modchain", "default", "modchain_mixed") and rc.get("data", {}).get("task"):
-        from latentreason.config import from_dict
-        from latentreason.data.procedural import TaskConfig
-
-        task = from_dict(TaskConfig, rc["data"]["task"], "task")
-    examples = load_dataset(dataset, split, data_dir=data_dir, task=task, limit=limit)
+        lib.torch.set_num_threads(threads)
+    ckpt = lib.resolve_checkpoint(checkpoint)
+    meta = lib.read_method_meta(ckpt)
+    examples = lib.load_dataset(dataset, split, data_dir=data_dir, task=lib.task_of(ckpt, dataset), limit=limit)
     if not examples:
         raise ConfigError(f"--dataset {dataset} [{split}]: no examples")
-    method = load_method(ckpt, device=pick_device(device))
+    method = lib.load_method(ckpt, device=lib.pick_device(device))
     return ckpt, meta, method, examples
 
 
-def _fmt(v: Any) -> str:
+def fmt_value(v: Any) -> str:
+    """A table cell: floats with 3 decimals, None as a dash."""
     if v is None:
         return "–"
     if isinstance(v, float):
@@ -155,10 +147,6 @@ def soft_think_cmd(
     * `latentreason soft-think --checkpoint runs/cot --mode gumbel --tau 0.5 --max-topk 15 --seed 1`
     * `latentreason soft-think --checkpoint runs/cot --mode vanilla --preset soft_thinking --cold-stop-steps 8`
     """
-    from latentreason.analysis.soft_study import run_mode
-    from latentreason.methods.soft_thinking import soft_think
-    from latentreason.utils import atomic_write_json, env_info
-
     modes = parse_modes(mode)
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
@@ -168,12 +156,33 @@ def soft_think_cmd(
                         max_thinking_tokens=max_thinking_tokens, after_thinking=after_thinking,
                         after_thinking_temperature=after_thinking_temperature, max_new_tokens=max_new_tokens)
     ckpt, meta, method, examples = load_inputs(checkpoint, dataset, split, limit, data_dir, device, threads)
-    soft_think(method, examples[: min(8, len(examples))], base.replace(mode=modes[0]))  # warm-up
+    lib = _lib()
+    lib.soft_think(method, examples[: min(8, len(examples))], base.replace(mode=modes[0]))  # warm-up
+    rows, records = _decode_modes(method, examples, base, modes, seed, batch_size)
+    t = Table(title=escape(f"soft thinking — {dataset} [{split}], {len(examples)} questions, seed {seed}"))
+    heads = {"accuracy": "accuracy", "mean_reasoning_tokens": "reasoning tok", "mean_generated_tokens": "generated tok",
+             "mean_soft_steps": "soft steps", "cold_stops": "cold stops", "latency_ms_per_question": "ms/question"}
+    t.add_column("mode")
+    for h in heads.values():
+        t.add_column(h, justify="right")
+    for m, r in rows.items():
+        t.add_row(m, *[fmt_value(r[k]) for k in heads])
+    wide_out.print(t)
+    if output is not None:
+        lib.atomic_write_json(output, {"checkpoint": str(ckpt), "method": meta["method"], "dataset": dataset, "split": split,
+                                       "seed": seed, "config": dataclasses.asdict(base), "metrics": rows, "records": records,
+                                       "env": lib.env_info(method.device)})
+        wide_err.print(f"results written to {output}")
+
+
+def _decode_modes(method, examples, base, modes: list[str], seed: int,
+                  batch_size: int) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """Each mode's metrics row and per-question records (one pass over the questions per mode)."""
     rows: dict[str, dict[str, Any]] = {}
     records: dict[str, list[dict[str, Any]]] = {}
     for m in modes:
         cfg = base.replace(mode=m)
-        outs, secs = run_mode(method, examples, cfg, seed, batch_size)
+        outs, secs = _lib().run_mode(method, examples, cfg, seed, batch_size)
         verdicts = [method.judge(ex, o.generation()) for ex, o in zip(examples, outs)]
         rows[m] = {
             "accuracy": float(mean(float(v.correct) for v in verdicts)),
@@ -191,81 +200,8 @@ def soft_think_cmd(
              "reasoning_tokens": o.reasoning_tokens, "soft_steps": o.soft_steps, "ended_by": o.ended_by}
             for ex, o, v in zip(examples, outs, verdicts)
         ]
-    t = Table(title=escape(f"soft thinking — {dataset} [{split}], {len(examples)} questions, seed {seed}"))
-    heads = {"accuracy": "accuracy", "mean_reasoning_tokens": "reasoning tok", "mean_generated_tokens": "generated tok",
-             "mean_soft_steps": "soft steps", "cold_stops": "cold stops", "latency_ms_per_question": "ms/question"}
-    t.add_column("mode")
-    for h in heads.values():
-        t.add_column(h, justify="right")
-    for m, r in rows.items():
-        t.add_row(m, *[_fmt(r[k]) for k in heads])
-    _out.print(t)
-    if output is not None:
-        atomic_write_json(output, {"checkpoint": str(ckpt), "method": meta["method"], "dataset": dataset, "split": split,
-                                   "seed": seed, "config": dataclasses.asdict(base), "metrics": rows, "records": records,
-                                   "env": env_info(method.device)})
-        _err.print(f"results written to {output}")
+    return rows, records
 
 
-# --------------------------------------------------------------------------- analyze soft-thinking
-@analyze_soft_app.command("soft-thinking")
-def analyze_soft_thinking_cmd(
-    checkpoint: str = typer.Option(..., "--checkpoint", help="A CoT run directory, its model/ or a checkpoints/step-N directory."),
-    out_dir: Path = typer.Option(..., "--out", "-o", help="Directory for soft_thinking.json and the PNG plots."),
-    samples: int = typer.Option(8, "--samples", help="Samples per question for the stochastic modes."),
-    k: str = typer.Option("1,2,4,8", "--k", help="Comma-separated k of Pass@k (each <= --samples)."),
-    modes: str = typer.Option("all", "--modes", help="Comma-separated modes, or all (greedy,sampling,vanilla,dirichlet,gumbel)."),
-    dataset: str = typer.Option("modchain", "--dataset", "-d", help="Named data set or file path."),
-    split: str = typer.Option("test", "--split", help="train | valid | test."),
-    limit: Optional[int] = typer.Option(200, "--limit", "-n", help="Use the first N questions."),
-    seed: int = typer.Option(0, "--seed", help="Base seed (sample s, row i: generator seeded by (seed, s, i))."),
-    batch_size: int = typer.Option(100, "--batch-size", "-b", help="Questions decoded together."),
-    rouge_tokens: str = typer.Option("whitespace", "--rouge-tokens", help="whitespace | char (both are written to the JSON)."),
-    horizons: str = typer.Option("1", "--horizons", help="JS / logit-lens horizons, e.g. 1,2 (1 = next token, as in SPEC §4.1)."),
-    js_limit: Optional[int] = typer.Option(None, "--js-limit", help="Questions in the JS probe run (default: all)."),
-    lens_limit: int = typer.Option(50, "--lens-limit", help="Branching points (one per question) for the logit lens."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="default | soft_thinking | stochastic | stochastic_k15."),
-    set_: list[str] = typer.Option([], "--set", "-s", help="Sampler options: --set temperature=0.8 --set max_topk=15."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data directory for named data sets."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice)."),
-) -> None:
-    """Token vs soft vs stochastic-soft thinking: accuracy, Pass@k, ROUGE-L vs greedy, JS divergences, logit lens.
-
-    Writes `OUT/soft_thinking.json` and plots (`pass_at_k.png`, `js_divergence.png`,
-    `logit_lens.png`, `rouge_l.png`).
-
-    Examples:
-
-    * `latentreason analyze soft-thinking --checkpoint runs/demo/cot --samples 8 --k 1,2,4,8 --out runs/demo/soft`
-    * `latentreason analyze soft-thinking --checkpoint runs/cot --limit 100 --modes vanilla,gumbel --horizons 1,2 --out runs/soft`
-    * `latentreason analyze soft-thinking --checkpoint runs/cot --preset stochastic --set gumbel_tau=0.6 --out runs/soft-tau06`
-    """
-    from latentreason.analysis.soft_study import soft_thinking_study
-
-    mode_list = parse_modes(modes)
-    ks = parse_ints(k, "--k")
-    hs = parse_ints(horizons, "--horizons")
-    base = build_config(preset, set_)
-    ckpt, meta, method, examples = load_inputs(checkpoint, dataset, split, limit, data_dir, device, threads)
-    res = soft_thinking_study(method, examples, modes=mode_list, samples=samples, ks=ks, seed=seed, out_dir=out_dir,
-                              config=base, batch_size=batch_size, rouge_tokens=rouge_tokens, js_limit=js_limit,
-                              lens_limit=lens_limit, horizons=hs, log=lambda s: _err.print(s, highlight=False),
-                              model_info={"checkpoint": str(ckpt), "method": meta.get("method")})
-    t = Table(title=escape(f"soft-thinking study — {dataset} [{split}], {len(examples)} questions × {samples} samples"))
-    t.add_column("mode")
-    for col in ["accuracy", *[f"pass@{x}" for x in sorted(set(ks))], "ROUGE-L vs greedy", f"JS(soft‖top-1), h={hs[0]}",
-                f"JS(soft‖top-2), h={hs[0]}", "thinking entropy", "softness", "randomness", "reasoning tok", "ms/question"]:
-        t.add_column(col, justify="right")
-    for m, r in res.items():
-        t.add_row(m, _fmt(r["accuracy"]), *[_fmt(r["pass_at_k"][str(x)]) for x in sorted(set(ks))], _fmt(r["rouge_l_vs_greedy"]),
-                  _fmt(r["js_top1"]), _fmt(r["js_top2"]), _fmt(r["mean_thinking_entropy"]), _fmt(r["softness"]),
-                  _fmt(r["randomness"]), _fmt(r["mean_reasoning_tokens"]), _fmt(r["latency_ms_per_question"]))
-    _out.print(t)
-    _err.print("thinking entropy: mean entropy (nats) of the model's own next-token distribution over the thinking steps; "
-               "softness / randomness (SPEC §4.2): entropy of the soft inputs' weights / JS to the un-noised soft token")
-    _err.print(f"results and plots written to {out_dir} (soft_thinking.json)")
-
-
-__all__ = ["analyze_soft_app", "analyze_soft_thinking_cmd", "build_config", "parse_modes", "soft_app", "soft_think_cmd"]
-
+__all__ = ["build_config", "fmt_value", "load_inputs", "parse_ints", "parse_modes", "soft_app", "soft_think_cmd", "wide_err",
+           "wide_out"]
