@@ -163,26 +163,8 @@ def soft_thinking_study(
     method.eval()
     try:
         runs, seconds = _run_modes(method, examples, base, modes, samples, seed, batch_size, say)
-        if "greedy" in runs:
-            greedy_texts = [o.text for o in runs["greedy"][0]]
-        else:
-            greedy_texts = [o.text for o in run_mode(method, examples, base.replace(mode="greedy"), 0, batch_size)[0]]
-
-        results: dict[str, dict[str, Any]] = {}
-        details: dict[str, dict[str, Any]] = {}
-        for mode in modes:
-            cfg = base.replace(mode=mode)
-            results[mode], details[mode] = _mode_results(method, examples, cfg, runs[mode], seconds[mode], samples, ks,
-                                                         greedy_texts, rouge_tokens)
-            js1, js2, js_detail = None, None, None
-            if mode in SOFT_MODES:
-                subset = examples if js_limit is None else examples[:js_limit]
-                js1, js2, js_detail = _js_probe(method, subset, cfg, horizons, seed, batch_size, say)
-            results[mode].update(js_top1=js1, js_top2=js2, js_horizon=horizons[0] if mode in SOFT_MODES else None)
-            results[mode] = {k: results[mode][k] for k in RESULT_KEYS}  # the documented order
-            details[mode]["js"] = js_detail
-            details[mode]["example_texts"] = details[mode].pop("example_texts")
-
+        results, details = _measure(method, examples, base, runs, seconds, samples=samples, ks=ks, rouge_tokens=rouge_tokens,
+                                    js_limit=js_limit, horizons=horizons, seed=seed, batch_size=batch_size, say=say)
         lens = {
             str(h): path_share_study(method, examples[: max(0, lens_limit)], batch_size=batch_size, horizon=h)
             if lens_limit > 0 else {"points": 0}
@@ -227,6 +209,32 @@ def _run_modes(method: Method, examples: list[Example], base: SoftThinkingConfig
             seconds[mode] += dt
         say(f"{mode}: {n_runs} run(s) of {n} questions in {seconds[mode]:.1f} s")
     return runs, seconds
+
+
+def _measure(method: Method, examples: list[Example], base: SoftThinkingConfig,
+             runs: dict[str, list[list[SoftThinkingOutput]]], seconds: dict[str, float], *, samples: int, ks: Sequence[int],
+             rouge_tokens: str, js_limit: int | None, horizons: Sequence[int], seed: int, batch_size: int,
+             say: Callable[[str], None]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Every mode's row (:data:`RESULT_KEYS`) and details, with the JS probe runs of the soft modes."""
+    if "greedy" in runs:
+        greedy_texts = [o.text for o in runs["greedy"][0]]
+    else:
+        greedy_texts = [o.text for o in run_mode(method, examples, base.replace(mode="greedy"), 0, batch_size)[0]]
+    results: dict[str, dict[str, Any]] = {}
+    details: dict[str, dict[str, Any]] = {}
+    for mode in runs:
+        cfg = base.replace(mode=mode)
+        results[mode], details[mode] = _mode_results(method, examples, cfg, runs[mode], seconds[mode], samples, ks,
+                                                     greedy_texts, rouge_tokens)
+        js1, js2, js_detail = None, None, None
+        if mode in SOFT_MODES:
+            subset = examples if js_limit is None else examples[:js_limit]
+            js1, js2, js_detail = _js_probe(method, subset, cfg, horizons, seed, batch_size, say)
+        results[mode].update(js_top1=js1, js_top2=js2, js_horizon=horizons[0] if mode in SOFT_MODES else None)
+        results[mode] = {k: results[mode][k] for k in RESULT_KEYS}  # the documented order
+        details[mode]["js"] = js_detail
+        details[mode]["example_texts"] = details[mode].pop("example_texts")
+    return results, details
 
 
 def _js_probe(method: Method, subset: list[Example], cfg: SoftThinkingConfig, horizons: Sequence[int], seed: int,
