@@ -262,3 +262,17 @@ def test_criticality_labels_follow_the_steps():
     f = s15.features(t)
     # thought j <-> step j (align_offset 1); thought 3 of 3 maps to step 3
     assert f["critical"] == [True, False, True]
+
+
+def test_shortcut_ablation_reports_each_shortcut():
+    from latentreason.analysis.system15_grid import shortcut_ablation
+
+    _, s15 = _pair(lambda_depth=0.5)
+    exs = _examples(6, seed=3)
+    res = shortcut_ablation(s15, exs, batch_size=4)
+    assert res["n"] == 6 and set(res) >= {"depth", "step", "both"}
+    for name in ("depth", "step", "both"):
+        r = res[name]
+        assert 0 <= r["accuracy"] <= 1 and 0 <= r["layers_per_latent_step"] <= 3 and r["latency_ms_per_question"] > 0
+        assert r["identical_consecutive_thoughts"] == 0.0  # no shortcut repeats a thought
+    assert s15.config.depth_shortcut and s15.config.step_shortcut  # the model's own setting is restored

@@ -53,6 +53,51 @@ def system15_grid(method, examples, lambda_depths: Sequence[float] = DEFAULT_DEP
     }
 
 
+@torch.no_grad()
+def shortcut_ablation(method, examples, batch_size: int = 100) -> dict[str, Any]:
+    """The two shortcuts of a trained System-1.5 model alone and together, on the same questions: accuracy,
+    layers run per latent step, latency, and how often two consecutive thoughts are the same vector (the
+    step shortcut must save layers without repeating a thought)."""
+    cfg = method.config
+    saved = (cfg.depth_shortcut, cfg.step_shortcut)
+    out: dict[str, Any] = {}
+    method.eval()
+    try:
+        for name, ds, ss in (("depth", True, False), ("step", False, True), ("both", True, True)):
+            cfg.depth_shortcut, cfg.step_shortcut = ds, ss
+            gens, fed = [], []
+
+            def capture(h, step, rows=None):
+                e = method.thought(h, step, rows)
+                fed.append(e.detach())
+                return e
+
+            t0 = time.perf_counter()
+            batches = []
+            for i in range(0, len(examples), batch_size):
+                fed.clear()
+                gens += method.generate(examples[i : i + batch_size], thought_fn=capture)
+                batches.append(torch.stack(fed, 1) if fed else None)
+            dt = time.perf_counter() - t0
+            same = total = 0
+            for th in batches:
+                if th is None or th.shape[1] < 2:
+                    continue
+                diff = (th[:, 1:] - th[:, :-1]).abs().amax(-1)
+                same += int((diff == 0).sum())
+                total += diff.numel()
+            out[name] = {
+                "accuracy": sum(method.judge(e, g).correct for e, g in zip(examples, gens)) / len(examples),
+                "layers_per_latent_step": sum(g.extra.get("layers_per_latent_step", 0.0) for g in gens) / len(gens),
+                "latency_ms_per_question": 1000 * dt / len(examples),
+                "identical_consecutive_thoughts": same / total if total else 0.0,
+            }
+    finally:
+        cfg.depth_shortcut, cfg.step_shortcut = saved
+    out["n"] = len(examples)
+    return out
+
+
 def plot_grid(grid: dict[str, Any], path: str | Path) -> Path:
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))

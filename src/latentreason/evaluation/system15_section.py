@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from latentreason.analysis.system15_grid import plot_grid, system15_grid
+from latentreason.analysis.system15_grid import plot_grid, shortcut_ablation, system15_grid
 from latentreason.evaluation.bench_config import BenchConfig, BenchEntry, entry_method, entry_run_config
 from latentreason.evaluation.evaluate import evaluate
 from latentreason.training.api import load_split
@@ -34,6 +34,7 @@ def run_system15_grid(cfg: BenchConfig, e: BenchEntry, out: Path, device, log) -
                 test_layers_per_latent_step=sum(layers) / len(layers) if layers else None)
     log(f"[{e.name}] grid: best cell on validation λ_depth {best['lambda_depth']}, λ_step {best['lambda_step']}; "
         f"test accuracy {best['test_accuracy']:.3f}")
+    grid["shortcut_ablation"] = shortcut_ablation(method, load_split(rc, "test"), batch_size=cfg.eval_batch_size)
     atomic_write_json(out / e.name / "system15-grid.json", grid)
     plot_grid(grid, out / e.name / "system15-grid.png")
     return grid
