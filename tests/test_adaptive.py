@@ -338,7 +338,7 @@ def test_end_alignment_and_step_ce_targets():
         t_l = [torch.stack([t_out.hidden_states[l][r, int(batch["p_end"][r])] for r in rows]) for l in range(1, 3)]
         assert torch.allclose(got, layerwise_distance(s_l, t_l, "smooth_l1", True))
         # step CE: thought j's LM-head probe against step j's result token
-        ce = m._step_ce_loss(batch, s.latent_hidden)
+        ce = m._step_ce(batch, s.latent_hidden)
         lm = m.model.get_output_embeddings()
         logits, tgt = [], []
         for r, e in enumerate(exs):

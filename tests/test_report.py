@@ -128,7 +128,7 @@ def test_report_is_self_contained_and_complete(tmp_path):
                 "speed-up vs CoT", "train s"):
         assert f"<th>{col}</th>" in text
     assert "2.50×" in text and "46.9" in text  # nocot's speed-up, cot's train time
-    for title in ("Comparison", "Out-of-distribution evaluation", "Training", "Soft thinking", "System-1.5 grid",
+    for title in ("Comparison", "Out-of-distribution evaluation", "Training", "Soft thinking", "System-1.5: exits and test-time grid",
                   "Thought probing", "Adaptive thinking", "Other results", "Configuration and environment"):
         assert f"<h2>{title}</h2>" in text, title
     assert "pass@2" in text and "12 too long" in text and "mystery_section" in text and "2.13.0+cpu" in text

@@ -180,11 +180,14 @@ def add_special_tokens(backbone: "Backbone", layout: str, cfg: ModelConfig | Non
     Returns how many tokens were added."""
     cfg = cfg or ModelConfig()
     tokenizer, model = backbone.tokenizer, backbone.model
-    n_old = len(tokenizer)
+    n_rows = model.get_input_embeddings().weight.shape[0]
+    # a tokenizer may already hold more tokens than the model has rows (e.g. a pad token its class adds at
+    # load time): those rows are new too
+    n_old = min(len(tokenizer), n_rows)
     ensure_special_tokens(tokenizer, layout)
     n_new = len(tokenizer)
     if n_new > n_old:
-        if n_new > model.get_input_embeddings().weight.shape[0]:
+        if n_new > n_rows:
             model.resize_token_embeddings(n_new, mean_resizing=False)
         source = cfg.init_new_tokens_from or ("<<" if layout == "coconut" else None)
         if source:
