@@ -1,16 +1,17 @@
 """The demo's soft-thinking study on several training seeds, with the acceptance of issue 20 checked.
 
-For each seed S, the demo's CoT entry (``demo_config()``, 500 steps, saving its step-250 snapshot)
-is trained through the benchmark runner with ``cfg.seed = S`` into ``OUT/sS`` (a finished run is
-reused), and the demo's soft-thinking study runs on the snapshot exactly as in the demo (the
-``codi_*`` rows, adaptive thinking and the System-1.5 grid are left out). Prints one markdown row per
-seed and whether, on that seed, vanilla ``js_top2`` >= 0.01 and >= 5 x ``js_top1`` and Dirichlet's
-and Gumbel's Pass@8 exceed vanilla's.
+For each seed S, the demo's CoT entry (``demo_config()``: its training schedule, task and the snapshot
+``soft_thinking.checkpoint_step`` it saves) is trained through the benchmark runner with ``cfg.seed = S``
+into ``OUT/sS`` (a finished run trained by the same code is reused), and the demo's soft-thinking study
+runs on the snapshot exactly as in the demo (the ``codi_*`` rows, adaptive thinking and the System-1.5
+grid are left out). Prints one markdown row per seed and whether, on that seed, vanilla ``js_top2`` >=
+0.01 and >= 5 x ``js_top1`` and Dirichlet's and Gumbel's Pass@8 exceed vanilla's.
 
     python benchmarks/soft_study_seeds.py --seeds 0,1,2 --out runs/soft_seeds
-    python benchmarks/soft_study_seeds.py --seeds 0 --set temperature=0.6   # another study setting
+    python benchmarks/soft_study_seeds.py --seeds 0 --set temperature=0.3   # another study setting
 
-Each seed costs one CoT training (~40 s on an idle 2-core CPU) and one study (~1-2 min).
+Each seed costs one CoT training (800 steps: ~1 min on an idle 2-core CPU, several under load) and one
+study (~35 s idle, 1-2 min under load).
 """
 
 from __future__ import annotations
@@ -50,11 +51,14 @@ def row(seed: int, res: dict[str, Any], study: dict[str, Any]) -> str:
             f"| {'yes' if acceptance(st) else '**no**'} |")
 
 
-HEADER = ("| seed | final CoT accuracy (500 steps) | snapshot greedy accuracy | thinking entropy, greedy path (nats) "
-          "| mixed soft inputs (JS probe) | vanilla JS(soft‖top-1) / JS(soft‖top-2), reported horizon "
-          "| same, other horizon | vanilla Pass@8 | Dirichlet Pass@8 | Gumbel Pass@8 | sampling Pass@8 "
-          "| softness V / D / G | randomness D / G | softness where unsure V / D / G | randomness where unsure D / G "
-          "| acceptance |\n|" + "---|" * 16)
+def header(cot_steps: int, snapshot: int | None) -> str:
+    model = f"step-{snapshot} snapshot" if snapshot is not None else "final model"
+    return (f"| seed | final CoT accuracy ({cot_steps} steps) | {model} greedy accuracy "
+            "| thinking entropy, greedy path (nats) "
+            "| mixed soft inputs (JS probe) | vanilla JS(soft‖top-1) / JS(soft‖top-2), reported horizon "
+            "| same, other horizon | vanilla Pass@8 | Dirichlet Pass@8 | Gumbel Pass@8 | sampling Pass@8 "
+            "| softness V / D / G | randomness D / G | softness where unsure V / D / G | randomness where unsure D / G "
+            "| acceptance |\n|" + "---|" * 16)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     from latentreason.evaluation.bench import run_bench
     from latentreason.evaluation.demo import demo_config
 
-    rows, ok = [], True
+    rows, ok, head = [], True, ""
     for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
         cfg = demo_config()
         cfg.seed = seed
@@ -80,12 +84,16 @@ def main(argv: list[str] | None = None) -> int:
         for item in args.set_:
             keys, value = parse_override(item)
             st.sampler[".".join(keys)] = value
+        cot = next(e for e in cfg.entries if e.name == "cot")
+        head = (f"study: {st.entry} {f'step {st.checkpoint_step}' if st.checkpoint_step else 'final model'} of "
+                f"{cot.train['max_steps']}, sampler {st.sampler}, horizons {st.horizons}\n\n"
+                + header(cot.train["max_steps"], st.checkpoint_step))
         out = args.out / f"s{seed}"
         res = run_bench(cfg, out, progress=False, log=lambda s: print(s, flush=True))
         study = json.loads((out / "soft_thinking" / "soft_thinking.json").read_text())
         rows.append(row(seed, res, study))
         ok &= acceptance(res["soft_thinking"])
-    print(HEADER)
+    print(head)
     print("\n".join(rows))
     return 0 if ok else 1
 
