@@ -22,9 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from statistics import mean, stdev
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from soft_study_seeds import acceptance as soft_acceptance  # noqa: E402  (issue 20's criteria, one definition)
 
 
 def seed_results(run: Path) -> list[tuple[int, dict[str, Any]]]:
@@ -35,26 +39,15 @@ def seed_results(run: Path) -> list[tuple[int, dict[str, Any]]]:
     return [(int(s), json.loads((run / d / "results.json").read_text(encoding="utf-8"))) for s, d in dirs.items()]
 
 
-def gap(methods: dict[str, Any], name: str) -> float | None:
-    if name not in methods or "cot" not in methods or "nocot" not in methods:
-        return None
-    lo, hi = methods["nocot"]["accuracy"], methods["cot"]["accuracy"]
-    return (methods[name]["accuracy"] - lo) / (hi - lo) if hi > lo else None
-
-
 def soft_ok(st: dict[str, Any] | None) -> tuple[bool, str] | None:
     if not st or not all(m in st for m in ("vanilla", "dirichlet", "gumbel")):
         return None
     v, d, g = st["vanilla"], st["dirichlet"], st["gumbel"]
     k = max(v["pass_at_k"], key=int)
     j1, j2 = v.get("js_top1"), v.get("js_top2")
-    reported = all(st[m].get(f) is not None for m in ("vanilla", "dirichlet", "gumbel")
-                   for f in ("mean_thinking_entropy", "softness", "randomness"))
-    ok = (j1 is not None and j2 is not None and j2 >= 0.01 and j2 >= 5 * j1
-          and d["pass_at_k"][k] > v["pass_at_k"][k] and g["pass_at_k"][k] > v["pass_at_k"][k] and reported)
     text = (f"JS {j1:.4f} / {j2:.4f}; P@{k} V {v['pass_at_k'][k]:.3f} D {d['pass_at_k'][k]:.3f} "
             f"G {g['pass_at_k'][k]:.3f}; H {st['vanilla'].get('mean_thinking_entropy', float('nan')):.3f}")
-    return ok, text
+    return soft_acceptance(st), text
 
 
 def mark(ok: bool | None, text: str) -> str:
@@ -72,7 +65,7 @@ def check_seed(res: dict[str, Any]) -> tuple[list[str], bool]:
 
     cells.append(f"{m['cot']['accuracy']:.3f} / {m['nocot']['accuracy']:.3f}" if "cot" in m and "nocot" in m else "–")
     for name, need in (("codi", 0.75), ("coconut", 0.50), ("system15", 0.75)):
-        g = gap(m, name)
+        g = m.get(name, {}).get("gap_closed")  # the share of the same seed's gap, written by the benchmark
         add(None if g is None else g >= need, "–" if g is None else f"{m[name]['accuracy']:.3f} ({100 * g:.0f} %)")
     s15, codi = m.get("system15"), m.get("codi")
     if s15 and s15.get("mean_layers_per_latent_step") is not None:

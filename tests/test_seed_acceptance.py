@@ -21,10 +21,11 @@ def _seed(codi=0.99, s15_ms=0.8, reduction=0.36):
                 "softness": 0.02, "randomness": 0.001} for m, p in (("vanilla", 0.5), ("dirichlet", 0.7), ("gumbel", 0.8))}
     return {
         "methods": {
-            "cot": {"accuracy": 1.0}, "nocot": {"accuracy": 0.1}, "codi": {"accuracy": codi, "latency_ms_per_question": 0.9},
-            "coconut": {"accuracy": 0.9},
-            "system15": {"accuracy": 0.95, "latency_ms_per_question": s15_ms, "mean_layers_per_latent_step": 2.0,
-                         "exit_histogram": hist},
+            "cot": {"accuracy": 1.0}, "nocot": {"accuracy": 0.1},
+            "codi": {"accuracy": codi, "gap_closed": (codi - 0.1) / 0.9, "latency_ms_per_question": 0.9},
+            "coconut": {"accuracy": 0.9, "gap_closed": 0.8 / 0.9},
+            "system15": {"accuracy": 0.95, "gap_closed": 0.85 / 0.9, "latency_ms_per_question": s15_ms,
+                         "mean_layers_per_latent_step": 2.0, "exit_histogram": hist},
         },
         "adaptive": {"thought_reduction": reduction, "accuracy_gap_points": 0.2},
         "soft_thinking": soft,
