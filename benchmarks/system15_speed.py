@@ -5,7 +5,8 @@
 
 Loads ``RUN/codi/model`` and ``RUN/system15/model`` (and ``RUN/cot/model`` for reference), decodes the
 same test questions with each, interleaved (the order reversed every other round, median of the
-rounds), at batch 100 and at batch 1 (SPEC §5's latency protocol), and counts the decoder-layer calls
+rounds; at batch 1 the models take turns per question, as the benchmark's latency), at batch 100
+and at batch 1 (SPEC §5's latency protocol), and counts the decoder-layer calls
 each model makes (a forward hook on every layer): System-1.5 saves a layer in wall-clock only when
 *every* row of the batch skips it, and each skipped (position, layer) still costs an adapter, a
 key/value projection and, before it, a router. Prints one markdown table; the ratios are what to
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", type=Path, required=True, help="a demo run directory (one seed) with cot, codi, system15")
-    ap.add_argument("--questions", type=int, default=60, help="test questions decoded at batch 1 (batch 100 uses 5x)")
+    ap.add_argument("--questions", type=int, default=100, help="test questions decoded at batch 1 (batch 100 uses 5x)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args(argv)
@@ -56,6 +57,17 @@ def main(argv: list[str] | None = None) -> int:
         for n in names:
             calls[n] = 0
         for r in range(args.rounds):
+            if batch == 1:  # as the benchmark's latency: the models take turns per question, order rotated
+                spent = dict.fromkeys(names, 0.0)
+                for i, q in enumerate(qs):
+                    k = (i + r) % len(names)
+                    for n in names[k:] + names[:k]:
+                        t0 = time.perf_counter()
+                        models[n].generate([q])
+                        spent[n] += time.perf_counter() - t0
+                for n in names:
+                    times[n].append(1000 * spent[n] / len(qs))
+                continue
             order = list(names) if r % 2 == 0 else list(reversed(names))
             for n in order:
                 t0 = time.perf_counter()

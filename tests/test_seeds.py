@@ -138,3 +138,33 @@ def test_modules_added_to_a_loaded_model_follow_the_seed(tmp_path):
     c = build_method(from_dict(RunConfig, {**rc, "train": {"seed": 5}}))
     assert torch.equal(a.projection.fc1.weight, b.projection.fc1.weight)
     assert not torch.equal(a.projection.fc1.weight, c.projection.fc1.weight)
+
+
+def test_batched_latency_protocol_and_bad_latency_settings(tmp_path):
+    """latency_batch_size > 1 times whole passes over the first latency_questions; 0 is refused by name."""
+    res = run_bench(_cfg(latency_batch_size=5, latency_questions=10), tmp_path / "b", progress=False, log=lambda s: None)
+    for row in res["methods"].values():
+        assert row["batch_size"] == 5 and row["latency_questions"] == 10 and len(row["latency_rounds_ms"]) == 2
+        assert row["batched_batch_size"] == 12 and row["batched_ms_per_question"] > 0
+    with pytest.raises(ConfigError, match="latency_batch_size"):
+        run_bench(_cfg(latency_batch_size=0), tmp_path / "c", progress=False, log=lambda s: None)
+
+
+def test_batch_one_latency_takes_turns_per_question(tmp_path, monkeypatch):
+    """SPEC §5's protocol (latency_batch_size 1): the entries take turns per question, the order rotated."""
+    from latentreason.evaluation import latency
+
+    calls: list[tuple[str, int]] = []
+    real = latency.run_generation
+
+    def spy(method, examples, batch_size, *a, **k):
+        calls.append((type(method).__name__, len(examples), batch_size))
+        return real(method, examples, batch_size, *a, **k)
+
+    monkeypatch.setattr(latency, "run_generation", spy)
+    res = run_bench(_cfg(latency_batch_size=1, latency_questions=3, latency_repeats=1), tmp_path / "b", progress=False,
+                    log=lambda s: None)
+    timed = calls[2:]  # after one warm-up batch per entry
+    assert [c[1:] for c in timed] == [(1, 1)] * 6
+    assert [c[0] for c in timed] == ["CoT", "NoCoT", "NoCoT", "CoT", "CoT", "NoCoT"]
+    assert all(r["batch_size"] == 1 and r["latency_questions"] == 3 for r in res["methods"].values())

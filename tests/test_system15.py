@@ -195,7 +195,8 @@ def test_whole_batch_fast_paths_and_direct_kv_change_nothing():
 
 
 def test_gpt2_direct_kv_equals_the_layer_own_projection():
-    from latentreason.models.shortcuts import _CaptureCache, _Captured, find_decoder_layers, gpt2_kv
+    from latentreason.models.shortcut_layer import _CaptureCache, _Captured, gpt2_kv
+    from latentreason.models.shortcuts import find_decoder_layers
 
     bb = tiny_backbone("tiny-gpt2", seed=3, dtype=torch.float64, n_embd=48, n_head=4, n_layer=2)
     layer = find_decoder_layers(bb.model)[1]

@@ -165,6 +165,10 @@ def run_bench_seed(
     out = check_writable_dir(out_dir)
     if cfg.latency_protocol not in ("round_robin", "per_entry"):
         raise ConfigError(f"latency_protocol must be 'round_robin' or 'per_entry', got {cfg.latency_protocol!r}")
+    if (cfg.latency_batch_size is not None and cfg.latency_batch_size < 1) or \
+            (cfg.latency_questions is not None and cfg.latency_questions < 1):
+        raise ConfigError(f"latency_batch_size and latency_questions must be >= 1, got {cfg.latency_batch_size} "
+                          f"and {cfg.latency_questions}")
     entries = entries_needed(cfg, only)
     ood_sets = load_eval_sets(cfg.eval_sets)  # before training: a bad path fails fast
     t0 = time.perf_counter()
@@ -258,9 +262,11 @@ def run_sections(results: dict[str, Any], cfg: BenchConfig, entries: list[BenchE
         ad = run_adaptive(out / "adaptive", out / cfg.adaptive_from / "model", cfg.model, quick=cfg.adaptive_quick,
                           progress=progress, log=log, eval_batch_size=cfg.eval_batch_size,
                           latency_repeats=cfg.latency_repeats, seed=cfg.seed, fresh=fresh, reuse_stale=reuse_stale)
+        # the section times its rows at eval_batch_size: compare with CoT timed the same way
+        cot_ms = cot.get("batched_ms_per_question", cot.get("latency_ms_per_question")) if cot else None
         for row in ad.values():
-            if isinstance(row, dict) and cot and row.get("latency_ms_per_question"):
-                row["speedup_vs_cot"] = cot["latency_ms_per_question"] / row["latency_ms_per_question"]
+            if isinstance(row, dict) and cot_ms and row.get("latency_ms_per_question"):
+                row["speedup_vs_cot"] = cot_ms / row["latency_ms_per_question"]
         results["adaptive"] = ad
     st = cfg.soft_thinking
     if st is not None and st.entry in names:

@@ -96,6 +96,12 @@ class BenchConfig:
     #: ``latency_repeats`` rounds, so slow drifts and bursts of a shared machine hit every method alike
     #: (all models in memory at once); "per_entry": each entry timed right after its evaluation, alone
     latency_protocol: str = "round_robin"
+    #: batch size of the round-robin latency: None = ``eval_batch_size`` (the demo: 100, a throughput
+    #: measure); 1 = SPEC §5's protocol (one user's question at a time; the entries then take turns
+    #: per question). The accuracy pass's own time is kept as ``batched_ms_per_question``.
+    latency_batch_size: int | None = None
+    #: test questions timed per entry (the first N; None: all)
+    latency_questions: int | None = None
     test_limit: int | None = None
     valid_limit: int = 200
     seed: int = 0

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from latentreason.models.shortcuts import _is_gpt2_block, find_decoder_layers
+from latentreason.models.shortcut_layer import _is_gpt2_block
+from latentreason.models.shortcuts import find_decoder_layers
 
 
 def matrix_params(module: nn.Module) -> int:

@@ -27,7 +27,7 @@ from latentreason.errors import ConfigError
 
 #: fields of a method row copied into each ``per_seed`` object (when present)
 PER_SEED_KEYS = ("accuracy", "gap_closed", "mean_latent_steps", "mean_reasoning_tokens", "mean_generated_tokens",
-                 "mean_forward_passes", "latency_ms_per_question", "speedup_vs_cot", "mean_layers_per_latent_step", "flops_per_step_vs_cot",
+                 "mean_forward_passes", "latency_ms_per_question", "batched_ms_per_question", "speedup_vs_cot", "mean_layers_per_latent_step", "flops_per_step_vs_cot",
                  "train_seconds", "train_steps", "unparseable")
 #: fields summarised with mean / std / min / max
 SUMMARY_KEYS = ("accuracy", "gap_closed", "speedup_vs_cot")

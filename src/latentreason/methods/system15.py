@@ -298,7 +298,8 @@ class System15(CODI):
         L = len(self.routers)
         per = max(steps, 1)
         exits = torch.stack(ctl.step_exits, 1).tolist() if ctl.step_exits else [[] for _ in gens]
-        counts = {name: (getattr(ctl, attr).float() / per).tolist() for name, attr in (
+        total = ctl.counts()
+        counts = {name: (total[attr].float() / per).tolist() for name, attr in (
             ("layers_per_latent_step", "layer_forwards"), ("routers_per_latent_step", "router_calls"),
             ("adapters_per_latent_step", "adapter_calls"), ("kv_projections_per_latent_step", "kv_projections"))}
         for i, g in enumerate(gens):
