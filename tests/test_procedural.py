@@ -110,3 +110,22 @@ def test_restatements_are_never_read():
     steps = ["<<5000*(2.5/100)=125>>", "<<8000*(1.2/100)=96>>", "<<125=125>>"]
     assert step_criticality(Example("q", steps, "125")) == [True, False, False]
     assert step_criticality(Example("q", ["<<2+3=5>>", "<<5*1=5>>", "<<5+1=6>>"], "6")) == [True, False, True]
+
+
+def test_train_step_weights_skew_only_the_train_split():
+    import pytest
+
+    from latentreason.errors import ConfigError
+
+    base = dict(n_steps=6, min_steps=1, n_train=3000, n_valid=300, n_test=300, seed=1)
+    plain = generate_splits(TaskConfig(**base))
+    skew = generate_splits(TaskConfig(**base, train_step_weights=[1, 1, 1, 1, 4, 4]))
+    assert [e.question for e in skew["test"]] == [e.question for e in plain["test"]]  # valid/test unchanged
+    assert [e.question for e in skew["valid"]] == [e.question for e in plain["valid"]]
+    long = lambda exs: sum(e.meta["n_steps"] >= 5 for e in exs) / len(exs)  # noqa: E731
+    assert 0.25 < long(plain["train"]) < 0.42 and 0.6 < long(skew["train"]) < 0.73  # 2/6 vs 8/12
+    for bad in ([1, 1], [1, 1, 1, 1, 1, -1], [0] * 6):
+        with pytest.raises(ConfigError, match="train_step_weights"):
+            generate_splits(TaskConfig(**base, train_step_weights=bad))
+    with pytest.raises(ConfigError, match="train_step_weights"):
+        generate_splits(TaskConfig(n_steps=4, train_step_weights=[1]))

@@ -42,6 +42,9 @@ class TaskConfig:
     n_steps: int = 4
     #: if set, each problem has a uniformly drawn number of steps in [min_steps, n_steps]
     min_steps: int | None = None
+    #: with ``min_steps``: relative frequencies of min_steps..n_steps steps in the *train* split only
+    #: (valid and test stay uniform), e.g. ``[1, 1, 1, 1, 3, 3]`` for 1..6 steps; None: uniform
+    train_step_weights: list[float] | None = None
     modulus: int = 10
     operand_max: int = 9
     ops: str = "+-*"
@@ -69,6 +72,12 @@ class TaskConfig:
             raise ConfigError(f"task.n_steps must be >= 1, got {self.n_steps}")
         if self.min_steps is not None and not 1 <= self.min_steps <= self.n_steps:
             raise ConfigError(f"task.min_steps must be in [1, n_steps={self.n_steps}], got {self.min_steps}")
+        if self.train_step_weights is not None:
+            want = self.n_steps - (self.min_steps or self.n_steps) + 1
+            w = self.train_step_weights
+            if self.min_steps is None or len(w) != want or any(x < 0 for x in w) or not sum(w) > 0:
+                raise ConfigError(f"task.train_step_weights needs min_steps and {want} non-negative weights (one per "
+                                  f"number of steps {self.min_steps}..{self.n_steps}, not all 0), got {w}")
         if not 2 <= self.modulus <= 10:
             raise ConfigError(f"task.modulus must be in [2, 10] (single-digit values), got {self.modulus}")
         if not 1 <= self.operand_max <= 9:
@@ -179,8 +188,13 @@ def make_problem(start: int, ops: list[tuple[str, int]], cfg: TaskConfig,
     return Example(question, steps, str(value), meta)
 
 
-def _sample(rng: random.Random, cfg: TaskConfig) -> Example:
-    n = cfg.n_steps if cfg.min_steps is None else rng.randint(cfg.min_steps, cfg.n_steps)
+def _sample(rng: random.Random, cfg: TaskConfig, step_weights: list[float] | None = None) -> Example:
+    if cfg.min_steps is None:
+        n = cfg.n_steps
+    elif step_weights:
+        n = rng.choices(range(cfg.min_steps, cfg.n_steps + 1), weights=step_weights)[0]
+    else:
+        n = rng.randint(cfg.min_steps, cfg.n_steps)
     start = rng.randrange(cfg.modulus)
     ops = [(rng.choice(cfg.ops), rng.randint(1, cfg.operand_max)) for _ in range(n)]
     if cfg.identity_prob > 0:
@@ -215,7 +229,7 @@ def generate_splits(cfg: TaskConfig) -> dict[str, list[Example]]:
                     f"(n_steps={cfg.n_steps}, ops={cfg.ops!r}, operand_max={cfg.operand_max}); "
                     "lower n_test/n_valid or allow more steps"
                 )
-            ex = _sample(rng, cfg)
+            ex = _sample(rng, cfg, cfg.train_step_weights if split == "train" else None)
             if ex.question in taken or (unique and ex.question in seen_here):
                 continue
             seen_here.add(ex.question)
