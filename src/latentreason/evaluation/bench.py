@@ -262,8 +262,12 @@ def run_sections(results: dict[str, Any], cfg: BenchConfig, entries: list[BenchE
         ad = run_adaptive(out / "adaptive", out / cfg.adaptive_from / "model", cfg.model, quick=cfg.adaptive_quick,
                           progress=progress, log=log, eval_batch_size=cfg.eval_batch_size,
                           latency_repeats=cfg.latency_repeats, seed=cfg.seed, fresh=fresh, reuse_stale=reuse_stale)
-        # the section times its rows at eval_batch_size: compare with CoT timed the same way
-        cot_ms = cot.get("batched_ms_per_question", cot.get("latency_ms_per_question")) if cot else None
+        # the section times its rows at eval_batch_size: compare with CoT timed at that batch size (its
+        # round-robin latency when that ran at eval_batch_size, else its accuracy pass)
+        cot_ms = None
+        if cot:
+            same = cot.get("batch_size", cfg.eval_batch_size) == cfg.eval_batch_size
+            cot_ms = cot.get("latency_ms_per_question") if same else cot.get("batched_ms_per_question")
         for row in ad.values():
             if isinstance(row, dict) and cot_ms and row.get("latency_ms_per_question"):
                 row["speedup_vs_cot"] = cot_ms / row["latency_ms_per_question"]
