@@ -279,7 +279,8 @@ class Method(nn.Module):
         return len(t.prompt) + len(t.cot) + len(t.answer)
 
     def features(self, t: TokExample) -> Any:
-        raise NotImplementedError
+        """The method's training features of one tokenised example (every method defines its own)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define features()")
 
     def collate(self, feats: list[Any]) -> dict[str, Tensor]:
         return collate_lm(feats, self.ids.pad)
@@ -311,7 +312,8 @@ class Method(nn.Module):
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def generate(self, examples: list[Example]) -> list[Generation]:
-        raise NotImplementedError
+        """Decode ``examples`` (every method defines its own)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define generate()")
 
     def judge(self, ex: Example, gen: Generation):
         markers = (self.serializer.answer_marker,)

@@ -83,15 +83,14 @@ class ShortcutLayer(nn.Module):
         self._idx: int | None = None
         self._heads = _gpt2_heads(layer)  # read once: checked on every projection otherwise
         self._router: tuple[Tensor, ...] | None = None
-        self._adapter: tuple[Any, ...] | None = None
-        self._kv: tuple[Any, ...] | None = None
         self._fused: tuple[Any, ...] | None = None
         self._bound_key: tuple | None = None
 
     def bind(self) -> None:
-        """Read the router's, the adapter's and (GPT-2) the key/value projection's tensors once, for
-        inference: a latent step at batch 1 costs per operation, and module calls and attribute
-        look-ups would otherwise cost as much as the arithmetic.
+        """Read the tensors of the two hot operations of inference once: the router (every layer a
+        thought reaches) and, for GPT-2 blocks, the exit (below). A latent step at batch 1 costs per
+        operation, and module calls and attribute look-ups would otherwise cost as much as the
+        arithmetic; the colder paths (other architectures, mixed positions) call the modules.
 
         For a GPT-2 block whose adapter norm and ``ln_1`` share ``eps``, the exit of a position
         (this layer's keys/values from ``ln_1(h)``, then the adapter's down-projection of its own
@@ -112,37 +111,31 @@ class ShortcutLayer(nn.Module):
         self._bound_key = key
         # transposed views (same storage): ``addmm(b, x, w.t())`` is one operation where ``linear`` is two
         self._router = (first.weight.t(), first.bias, last.weight.t(), last.bias)
-        self._adapter = (a.norm.normalized_shape, a.norm.weight, a.norm.bias, a.norm.eps,
-                         a.down.weight, a.down.bias, a.up.weight, a.up.bias)
-        self._kv = self._fused = None
-        if self._heads is not None and ctl.direct_kv:
-            ln, attn = self.layer.ln_1, self.layer.attn
-            w, b = attn.c_attn.weight, attn.c_attn.bias
+        self._fused = None
+        ln = getattr(self.layer, "ln_1", None)
+        if self._heads is not None and ctl.direct_kv and ln.eps == a.norm.eps \
+                and a.norm.weight is not None and ln.weight is not None:
+            w, b = self.layer.attn.c_attn.weight, self.layer.attn.c_attn.bias
             d = w.shape[0]
-            self._kv = (ln.normalized_shape, ln.weight, ln.bias, ln.eps, w[:, d:], b[d:], self._heads, d)
-            if ln.eps == a.norm.eps and a.norm.weight is not None and ln.weight is not None:
-                w_kv, b_kv = w[:, d:], b[d:]
-                down_w = (a.down.weight * a.norm.weight).t()  # (d, width): the norm's scale folded in
-                down_b = a.down.weight @ a.norm.bias + a.down.bias
-                kv_w = ln.weight[:, None] * w_kv  # (d, 2d)
-                kv_b = ln.bias @ w_kv + b_kv
-                self._fused = (torch.cat([down_w, kv_w], 1), torch.cat([down_b, kv_b]), down_w.shape[1],
-                               a.up.weight.t(), a.up.bias, ln.eps, self._heads, d)
+            w_kv, b_kv = w[:, d:], b[d:]
+            down_w = (a.down.weight * a.norm.weight).t()  # (d, width): the norm's scale folded in
+            down_b = a.down.weight @ a.norm.bias + a.down.bias
+            kv_w = ln.weight[:, None] * w_kv  # (d, 2d)
+            kv_b = ln.bias @ w_kv + b_kv
+            self._fused = (torch.cat([down_w, kv_w], 1), torch.cat([down_b, kv_b]), down_w.shape[1],
+                           a.up.weight.t(), a.up.bias, ln.eps, self._heads, d)
         self._layer_idx()
+
+    def _router_logit(self, x: Tensor) -> Tensor:
+        """(N, 1): the logit z of R_l(x) = sigmoid(z) for states ``x`` (N, d), from the bound tensors."""
+        w1t, b1, w2t, b2 = self._router
+        return torch.addmm(b2, F.gelu(torch.addmm(b1, x, w1t)), w2t)
 
     def _fires(self, x: Tensor) -> Tensor:
         """Which rows of ``x`` (N, d) leave at this layer: R_l(x) > λ_depth."""
         if self._router is None or self.ctl.force_weight is not None:
             return self.ctl.router_weight(self.index, x) > self.ctl.lambda_depth
-        w1t, b1, w2t, b2 = self._router
-        return torch.addmm(b2, F.gelu(torch.addmm(b1, x, w1t)), w2t).squeeze(-1) > self.ctl._threshold
-
-    def _adapt(self, x: Tensor) -> Tensor:
-        """g_l(x): as :class:`Adapter`."""
-        if self._adapter is None:
-            return self.ctl.adapters[self.index](x)
-        shape, nw, nb, eps, dw, db, uw, ub = self._adapter
-        return x + F.linear(F.gelu(F.linear(F.layer_norm(x, shape, nw, nb, eps), dw, db)), uw, ub)
+        return self._router_logit(x).squeeze(-1) > self.ctl._threshold
 
     def _exit_fused(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """For states ``h`` (B, T, d): this layer's keys/values and the adapter's output, with one
@@ -185,9 +178,8 @@ class ShortcutLayer(nn.Module):
             ctl._whole["router_calls"] += 1
             if x.shape[0] == 1 and self._router is not None and ctl.force_weight is None:
                 # batch 1: the router's logit as a Python float (the same comparison as _fires)
-                w1t, b1, w2t, b2 = self._router
                 fire = None
-                n_fire = int(float(torch.addmm(b2, F.gelu(torch.addmm(b1, x, w1t)), w2t)) > ctl._threshold)
+                n_fire = int(float(self._router_logit(x)) > ctl._threshold)
             else:
                 fire = self._fires(x)
                 n_fire = int(fire.sum()) if fire.shape[0] > 1 else int(fire[0])  # one host sync
@@ -230,9 +222,9 @@ class ShortcutLayer(nn.Module):
             cache.update(k.to(h.dtype), v.to(h.dtype), self._layer_idx())
         ctl._whole["adapter_calls"] += 1
         if h.shape[1] == 1:
-            return self._adapt(h)
+            return ctl.adapters[l](h)
         h = h.clone()
-        h[:, -1] = self._adapt(h[:, -1])
+        h[:, -1] = ctl.adapters[l](h[:, -1])
         return h
 
     def _general(self, h: Tensor, args, kwargs, fired: Tensor | None = None) -> Tensor:
@@ -325,9 +317,9 @@ class ShortcutLayer(nn.Module):
             if ctl.kv_rule == "project" and n_exit:
                 _bump(ctl.kv_projections, some)
         if n_exit == B:
-            h[:, -1] = self._adapt(h[:, -1])
+            h[:, -1] = ctl.adapters[self.index](h[:, -1])
         elif n_exit:
-            h[exited, -1] = self._adapt(h[exited, -1])
+            h[exited, -1] = ctl.adapters[self.index](h[exited, -1])
         if n_exit:
             _bump(ctl.adapter_calls, some)
         return h, fill_k, fill_v
@@ -336,12 +328,6 @@ class ShortcutLayer(nn.Module):
         """This layer's keys/values for states ``h`` of ``rows`` (None: all): only the pre-attention
         norm and the key/value projections run. GPT-2 blocks are projected directly; any other
         architecture through :class:`_CaptureCache` (a test checks both give the same entries)."""
-        if self._kv is not None:  # bound for inference
-            shape, lw, lb, eps, w, b, heads, d = self._kv
-            kv = torch.addmm(b, F.layer_norm(h, shape, lw, lb, eps).reshape(-1, d), w).view(*h.shape[:-1], 2 * d)
-            k, v = kv.split(d, dim=-1)
-            size = (*k.shape[:-1], heads, d // heads)
-            return k.view(size).transpose(1, 2), v.view(size).transpose(1, 2)
         if self.ctl.direct_kv and self._heads is not None:
             return gpt2_kv(self.layer, h, self._heads)
 

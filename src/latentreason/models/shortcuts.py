@@ -27,8 +27,8 @@
 The wrappers are swapped into the model's layer list only inside :meth:`ShortcutController.installed`
 (training: for the whole block; inference: for the pass of each latent step only), so the backbone's
 own weights, state dict and ``save_pretrained`` output never change. At inference each wrapper reads
-its router's, adapter's and key/value projection's tensors once (:meth:`ShortcutLayer.bind`) and runs
-them as plain tensor operations: at batch 1 on a CPU a latent step costs per operation, and
+its router's tensors and (GPT-2) its fused exit's once (:meth:`ShortcutLayer.bind`) and runs them as
+plain tensor operations: at batch 1 on a CPU a latent step costs per operation, and
 ``docs/system15.md`` ("Speed") measures what that buys.
 """
 
@@ -40,7 +40,6 @@ from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from latentreason.models.backbone import find_final_norm
 from latentreason.models.shortcut_layer import ShortcutLayer
@@ -53,10 +52,7 @@ class Router(nn.Module):
         self.net = nn.Sequential(nn.Linear(d_model, hidden), nn.GELU(), nn.Linear(hidden, 1))
 
     def forward(self, h: Tensor) -> Tensor:
-        # the same operations as ``self.net`` called module by module, without three module calls: a
-        # router runs before every layer of a latent step, where per-call overhead is its whole cost
-        first, last = self.net[0], self.net[2]
-        return torch.sigmoid(F.linear(F.gelu(F.linear(h, first.weight, first.bias)), last.weight, last.bias)).squeeze(-1)
+        return torch.sigmoid(self.net(h)).squeeze(-1)
 
 
 class Adapter(nn.Module):
@@ -70,10 +66,7 @@ class Adapter(nn.Module):
         nn.init.zeros_(self.up.bias)
 
     def forward(self, h: Tensor) -> Tensor:
-        # the modules' own operations, called functionally (see Router.forward)
-        n, down, up = self.norm, self.down, self.up
-        x = F.layer_norm(h, n.normalized_shape, n.weight, n.bias, n.eps)
-        return h + F.linear(F.gelu(F.linear(x, down.weight, down.bias)), up.weight, up.bias)
+        return h + self.up(self.act(self.down(self.norm(h))))
 
 
 def find_decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -126,7 +119,6 @@ class ShortcutController:
         self.router_calls = torch.zeros(batch, dtype=torch.long, device=device)
         self.adapter_calls = torch.zeros(batch, dtype=torch.long, device=device)
         self.kv_projections = torch.zeros(batch, dtype=torch.long, device=device)
-        self.latent_steps = 0
         # counts of whole-batch steps (the same for every row), added to the per-row tensors in counts()
         self._whole_total = dict.fromkeys(self.COUNTS, 0)
         self._start_zero = True
@@ -263,7 +255,6 @@ class ShortcutController:
         self.armed = False
         self._swap(self._originals)
         self.step_exits.append(self.exit_layer)  # a new tensor every step (begin_step)
-        self.latent_steps += 1
         reuse = self.exit_layer < self.L - 1 if self.step_shortcut and self.carry_next is not None else None
         if reuse is not None and bool(reuse.any()):
             self.start = torch.where(reuse, self.exit_layer + 1, torch.zeros_like(self.start))
