@@ -147,10 +147,18 @@ def run_line(res: dict[str, Any], command: str) -> str:
             bits.append(str(env["device"]) + (f" ({env['device_name']})" if env.get("device_name") else ""))
     if env.get("torch"):
         bits.append(f"torch {env['torch']}")
-    if first.get("batch_size"):
-        bits.append(f"batch {first['batch_size']}")
     if first.get("n"):
         bits.append(f"{first['n']} test questions")
+    if first.get("batch_size"):
+        timed = first.get("latency_questions")
+        lat = f"latency at batch {first['batch_size']}"
+        if timed and timed != first.get("n"):
+            lat += f" on the first {timed}"
+        if first.get("latency_repeats"):
+            lat += f", median of {first['latency_repeats']} rounds"
+        if first.get("batched_batch_size") and first["batched_batch_size"] != first["batch_size"]:
+            lat += f" (accuracy pass at batch {first['batched_batch_size']})"
+        bits.append(lat)
     if env.get("git_revision"):
         bits.append(f"git {env['git_revision']}")
     seeds = res.get("seeds") or []

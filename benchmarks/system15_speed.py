@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", type=Path, required=True, help="a demo run directory (one seed) with cot, codi, system15")
     ap.add_argument("--questions", type=int, default=100, help="test questions decoded at batch 1 (batch 100 uses 5x)")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--batches", default="100,1", help="batch sizes to time, comma-separated (default 100,1)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args(argv)
     if args.threads:
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             layer.register_forward_pre_hook(lambda mod, a, n=n: calls.__setitem__(n, calls[n] + 1))
         m.generate(test[:2])  # warm-up
     rows = []
-    for batch, count in ((100, 5 * args.questions), (1, args.questions)):
+    batch_sizes = [int(b) for b in args.batches.split(",") if b.strip()]
+    for batch, count in ((b, args.questions if b == 1 else 5 * args.questions) for b in batch_sizes):
         qs = test[:count]
         times: dict[str, list[float]] = {n: [] for n in names}
         for n in names:

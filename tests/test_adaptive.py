@@ -419,3 +419,38 @@ def test_run_adaptive_quick_section(tmp_path):
     again = run_adaptive(tmp_path / "adaptive", tmp_path / "codi", quick=True, log=logs.append)
     assert any("reusing" in line for line in logs)
     assert again["codi_adaptive"]["accuracy"] == res["codi_adaptive"]["accuracy"]
+    # a run directory moved elsewhere (with the checkpoint it started from) is still reused: paths are not
+    # part of the fingerprint, the parent's files are
+    import shutil
+
+    shutil.copytree(tmp_path / "adaptive", tmp_path / "moved" / "adaptive")
+    shutil.copytree(tmp_path / "codi", tmp_path / "moved" / "codi")
+    logs.clear()
+    moved = run_adaptive(tmp_path / "moved" / "adaptive", tmp_path / "moved" / "codi", quick=True, log=logs.append)
+    assert any("reusing" in line for line in logs) and not any("training codi_adaptive" in line for line in logs)
+    assert moved["codi_adaptive"]["accuracy"] == res["codi_adaptive"]["accuracy"]
+
+
+def test_adaptive_curriculum_trains_two_phases(tmp_path):
+    """first_phase_steps: the first phase draws its questions with its own step weights in train/first_phase,
+    the second continues the same model for the remaining steps; bad settings are refused by name."""
+    import json
+
+    from latentreason.errors import ConfigError
+    from latentreason.evaluation.adaptive import adaptive_config, run_adaptive
+
+    bb = tiny_backbone("tiny-gpt2", seed=1, n_embd=32, n_head=2, n_layer=2)
+    save_method(CODI(bb, CODIConfig(n_latent=2, max_new_tokens=8)), tmp_path / "codi")
+    cfg = adaptive_config(quick=True)
+    cfg.train.max_steps = 3
+    cfg.first_phase_steps, cfg.first_phase_step_weights = 1, [0.0, 0.0, 1.0]
+    logs = []
+    run_adaptive(tmp_path / "adaptive", tmp_path / "codi", cfg=cfg, log=logs.append)
+    first = tmp_path / "adaptive" / "train" / "first_phase"
+    done = json.loads((tmp_path / "adaptive" / "train" / "done.json").read_text())
+    assert done["first_phase_train"]["steps"] == 1 and done["train"]["steps"] == 2
+    assert json.loads((first / "results.json").read_text())["config"]["data"]["task"]["train_step_weights"] == [0.0, 0.0, 1.0]
+    assert any("curriculum" in line for line in logs)
+    cfg.first_phase_steps = 3
+    with pytest.raises(ConfigError, match="first_phase_steps"):
+        run_adaptive(tmp_path / "bad", tmp_path / "codi", cfg=cfg, log=logs.append)

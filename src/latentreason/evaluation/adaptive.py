@@ -83,6 +83,11 @@ class AdaptiveConfig:
     eval_batch_size: int = 100
     latency_repeats: int = 3
     seed: int = 0
+    #: curriculum: the first ``first_phase_steps`` of the ``train.max_steps`` training steps draw the training
+    #: questions with ``first_phase_step_weights`` (one weight per difficulty, as ``task.train_step_weights``;
+    #: e.g. only the longest problems) and the rest with the task's own mix; 0 = one phase
+    first_phase_steps: int = 0
+    first_phase_step_weights: list[float] | None = None
     #: after training, refit the halting head alone on this many training questions (0: keep the
     #: head trained alongside CODI) with this many full-batch Adam steps
     head_refit_examples: int = 1024
@@ -115,6 +120,22 @@ def section_run_config(cfg: AdaptiveConfig, model: ModelConfig, out_dir: Path, i
     data = DataConfig(dataset="modchain_mixed", task=task, valid_limit=cfg.valid_limit, test_limit=cfg.test_limit)
     return RunConfig(method="codi_adaptive", method_args=args, model=copy.deepcopy(model), data=data, train=train,
                      out_dir=str(out_dir / "train"), init_from=str(init_from) if init_from else None)
+
+
+def first_phase_run_config(cfg: AdaptiveConfig, rc: RunConfig) -> RunConfig:
+    """The curriculum's first phase: ``first_phase_steps`` steps on ``first_phase_step_weights``, in
+    ``OUT/train/first_phase`` (the second phase continues the same model in ``OUT/train``)."""
+    if not 0 < cfg.first_phase_steps < rc.train.max_steps:
+        raise ConfigError(f"adaptive section: first_phase_steps must be between 1 and train.max_steps - 1 "
+                          f"({rc.train.max_steps - 1}), got {cfg.first_phase_steps}")
+    if cfg.first_phase_step_weights is None:
+        raise ConfigError("adaptive section: first_phase_steps needs first_phase_step_weights")
+    rc1 = copy.deepcopy(rc)
+    rc1.data.task.train_step_weights = list(cfg.first_phase_step_weights)
+    rc1.data.task.validate()
+    rc1.train.max_steps = cfg.first_phase_steps
+    rc1.out_dir = str(Path(rc.out_dir) / "first_phase")
+    return rc1
 
 
 def _file_digest(directory: Path) -> str:
@@ -240,7 +261,11 @@ def train_or_reuse(cfg: AdaptiveConfig, rc: RunConfig, init_from: str | Path | N
     """Train ``codi_adaptive`` (then refit its halting head), or reuse the finished run when its config, the
     checkpoint it starts from and the code are unchanged; returns the run's ``done.json``."""
     parent = _file_digest(Path(init_from)) if init_from else None
-    key = {"run": to_dict_nondefault(rc), "parent": parent, "head_refit": [cfg.head_refit_examples, cfg.head_refit_steps]}
+    # paths left out (the parent's files are hashed instead): a moved run directory is reused, as the benchmark's
+    run = {k: v for k, v in to_dict_nondefault(rc).items() if k not in ("out_dir", "init_from")}
+    key = {"run": run, "parent": parent, "head_refit": [cfg.head_refit_examples, cfg.head_refit_steps]}
+    if cfg.first_phase_steps:
+        key["first_phase"] = [cfg.first_phase_steps, cfg.first_phase_step_weights]
     fp = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     run_dir = Path(rc.out_dir)
     done_file = run_dir / "done.json"
@@ -260,8 +285,19 @@ def train_or_reuse(cfg: AdaptiveConfig, rc: RunConfig, init_from: str | Path | N
         return done
     log("[adaptive] training codi_adaptive on the mixed task" + (f" from {init_from}" if init_from else ""))
     method = build_adaptive_method(rc)
+    first = None
+    if cfg.first_phase_steps:
+        rc1 = first_phase_run_config(cfg, rc)
+        log(f"[adaptive] curriculum: the first {cfg.first_phase_steps} steps on step weights "
+            f"{cfg.first_phase_step_weights}, then {rc.train.max_steps - cfg.first_phase_steps} on {rc.data.task.train_step_weights}")
+        first = run_training(rc1, method=method, progress=progress, evaluate_test=False, log=log)
+        method = first["_method"]
+        rc = copy.deepcopy(rc)
+        rc.train.max_steps -= cfg.first_phase_steps
     res = run_training(rc, method=method, progress=progress, evaluate_test=False, log=log)
     done = {"fingerprint": fp, "code": code, "train": res["train"]}
+    if first is not None:
+        done["first_phase_train"] = first["train"]
     if cfg.head_refit_examples > 0:
         trained = res["_method"]
         refit = trained.fit_halting_head(load_split(rc, "train")[: cfg.head_refit_examples],

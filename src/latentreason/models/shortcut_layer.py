@@ -85,6 +85,15 @@ class ShortcutLayer(nn.Module):
         self._router: tuple[Tensor, ...] | None = None
         self._fused: tuple[Any, ...] | None = None
         self._bound_key: tuple | None = None
+        self._sources: list[tuple[nn.Module, str]] | None = None
+
+    def _weight_sources(self) -> list[tuple[nn.Module, str]]:
+        """(module, parameter name) of every tensor :meth:`bind` reads."""
+        r, a = self.ctl.routers[self.index], self.ctl.adapters[self.index]
+        mods = [r.net[0], r.net[2], a.norm, a.down, a.up]
+        if self._heads is not None:
+            mods += [self.layer.ln_1, self.layer.attn.c_attn]
+        return [(m, n) for m in mods for n in ("weight", "bias")]
 
     def bind(self) -> None:
         """Read the tensors of the two hot operations of inference once: the router (every layer a
@@ -98,17 +107,18 @@ class ShortcutLayer(nn.Module):
         matrix product gives the adapter's hidden units and the keys/values together — the same
         function as the modules, equal up to float rounding (tests compare it with the module path)."""
         ctl, l = self.ctl, self.index
-        r, a = ctl.routers[l], ctl.adapters[l]
-        first, last = r.net[0], r.net[2]
-        used = [first.weight, first.bias, last.weight, last.bias, a.norm.weight, a.norm.bias,
-                a.down.weight, a.down.bias, a.up.weight, a.up.bias]
-        if self._heads is not None:
-            used += [self.layer.ln_1.weight, self.layer.ln_1.bias, self.layer.attn.c_attn.weight, self.layer.attn.c_attn.bias]
-        # bound once per set of weights: the key changes when a tensor is replaced, moved or updated in place
-        key = (ctl.direct_kv, *[(t.data_ptr(), t._version) for t in used if t is not None])
+        # bound once per set of weights: the key changes when a parameter is replaced, moved or updated
+        # in place; read from the owners' parameter dicts (module attribute look-ups cost ~1 µs each,
+        # and this runs once per ``generate``)
+        if self._sources is None:
+            self._sources = self._weight_sources()
+        key = (ctl.direct_kv, *[None if t is None else (id(t), t.data_ptr(), t._version)
+                                for t in [m._parameters.get(n) for m, n in self._sources]])
         if key == self._bound_key:
             return
         self._bound_key = key
+        r, a = ctl.routers[l], ctl.adapters[l]
+        first, last = r.net[0], r.net[2]
         # transposed views (same storage): ``addmm(b, x, w.t())`` is one operation where ``linear`` is two
         self._router = (first.weight.t(), first.bias, last.weight.t(), last.bias)
         self._fused = None
@@ -129,7 +139,7 @@ class ShortcutLayer(nn.Module):
     def _router_logit(self, x: Tensor) -> Tensor:
         """(N, 1): the logit z of R_l(x) = sigmoid(z) for states ``x`` (N, d), from the bound tensors."""
         w1t, b1, w2t, b2 = self._router
-        return torch.addmm(b2, F.gelu(torch.addmm(b1, x, w1t)), w2t)
+        return torch.addmm(b2, _gelu(torch.addmm(b1, x, w1t)), w2t)
 
     def _fires(self, x: Tensor) -> Tensor:
         """Which rows of ``x`` (N, d) leave at this layer: R_l(x) > λ_depth."""
@@ -143,7 +153,7 @@ class ShortcutLayer(nn.Module):
         m, c, width, uwt, ub, eps, heads, d = self._fused
         B, T = h.shape[0], h.shape[1]
         y = torch.addmm(c, F.layer_norm(h, (d,), None, None, eps).view(-1, d), m)
-        out = torch.addmm(ub, F.gelu(y[:, :width]), uwt).view(B, T, d).add_(h)
+        out = torch.addmm(ub, _gelu(y[:, :width]), uwt).view(B, T, d).add_(h)
         kv = y[:, width:].view(B, T, 2, heads, d // heads).permute(2, 0, 3, 1, 4)
         return kv[0], kv[1], out
 
@@ -350,6 +360,23 @@ class ShortcutLayer(nn.Module):
                     self._idx = idx
                     break
         return self._idx
+
+
+def _gelu(x: Tensor) -> Tensor:
+    """The exact GELU of ``nn.GELU`` for the few-element tensors of a routed latent step (routers,
+    exit adapters). On a CPU, ``F.gelu`` of a contiguous float tensor goes through oneDNN, whose
+    per-call set-up (about 7 µs) is nearly all of its cost at 32-64 elements; with oneDNN off for
+    the call PyTorch's own kernel computes the same function (about 1 µs; equal up to float
+    rounding, which the tests' comparisons with the module path allow). The switch is the public
+    ``torch.backends.mkldnn.enabled`` flag, restored at once."""
+    mk = torch.backends.mkldnn
+    if x.device.type != "cpu" or not mk.enabled:
+        return F.gelu(x)
+    mk.enabled = False
+    try:
+        return F.gelu(x)
+    finally:
+        mk.enabled = True
 
 
 def _bump(counter: Tensor, idx: Tensor | None) -> None:
