@@ -277,3 +277,21 @@ def test_shortcut_ablation_reports_each_shortcut():
         assert 0 <= r["accuracy"] <= 1 and 0 <= r["layers_per_latent_step"] <= 3 and r["latency_ms_per_question"] > 0
         assert r["identical_consecutive_thoughts"] == 0.0  # no shortcut repeats a thought
     assert s15.config.depth_shortcut and s15.config.step_shortcut  # the model's own setting is restored
+
+
+def test_grid_best_cell_is_deterministic():
+    """The grid's best cell: highest accuracy, ties to the fewest decoder layers over the latent steps
+    (λ_step × layers per step), then the first cell; latency never decides."""
+    from latentreason.analysis.system15_grid import best_cell
+
+    acc = [[0.5, 0.9, 0.9], [0.9, 0.8, 0.9]]
+    layers = [[1.0, 2.0, 1.5], [1.0, 1.0, 2.0]]
+    steps = [2, 4, 6]
+    # 0.9 at (0,1): 8 layers, (0,2): 9, (1,0): 2, (1,2): 12 -> (1,0)
+    assert best_cell(acc, layers, steps) == (1, 0)
+    layers[1][0] = 4.5  # now (1,0) runs 9 layers: (0,1) with 8 wins
+    assert best_cell(acc, layers, steps) == (0, 1)
+    layers[0][1] = 2.25  # (0,1) 9 layers too: a three-way tie at 9 goes to the first cell in the grid
+    assert best_cell(acc, layers, steps) == (0, 1)
+    acc[1][2] = 0.95  # accuracy first, whatever the cost
+    assert best_cell(acc, layers, steps) == (1, 2)

@@ -38,8 +38,7 @@ def system15_grid(method, examples, lambda_depths: Sequence[float] = DEFAULT_DEP
         acc.append(ra)
         lat.append(rl)
         layers.append(ry)
-    best = max(((acc[i][j], -lat[i][j], i, j) for i in range(len(lambda_depths)) for j in range(len(lambda_steps))))
-    i, j = best[2], best[3]
+    i, j = best_cell(acc, layers, lambda_steps)
     return {
         "lambda_depth": [float(x) for x in lambda_depths],
         "lambda_step": [int(x) for x in lambda_steps],
@@ -51,6 +50,15 @@ def system15_grid(method, examples, lambda_depths: Sequence[float] = DEFAULT_DEP
         "best": {"lambda_depth": float(lambda_depths[i]), "lambda_step": int(lambda_steps[j]), "accuracy": acc[i][j],
                  "latency_ms_per_question": lat[i][j], "layers_per_latent_step": layers[i][j]},
     }
+
+
+def best_cell(acc: list[list[float]], layers: list[list[float]], lambda_steps: Sequence[int]) -> tuple[int, int]:
+    """(row, column) of the best cell: the highest accuracy; ties go to the cell that runs the fewest decoder
+    layers over its latent steps (λ_step × layers per latent step), then to the first such cell in the
+    grid's order. Deterministic: measured latency, which varies from run to run, does not decide (it
+    did once, and the chosen cell changed between two runs of the same models)."""
+    cells = [(i, j) for i in range(len(acc)) for j in range(len(acc[i]))]
+    return max(cells, key=lambda c: (acc[c[0]][c[1]], -round(lambda_steps[c[1]] * layers[c[0]][c[1]], 9), -c[0], -c[1]))
 
 
 @torch.no_grad()
