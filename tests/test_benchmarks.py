@@ -35,3 +35,19 @@ def test_official_code_scripts_explain_themselves(script, tmp_path):
     r = subprocess.run([sys.executable, str(BENCH / script), "--official-dir", str(tmp_path)], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode != 0 and str(tmp_path / "coconut") in r.stderr and "missing" in r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_system15_scale_exits_where_told_and_prints_ratios():
+    """Constant routers: every latent step leaves before --exit-layer, so it runs exactly that many layers; the
+    shortcuts-off row runs them all; both decode the same number of forward passes."""
+    r = subprocess.run([sys.executable, str(BENCH / "system15_scale.py"), "--n-layer", "3", "--n-embd", "32", "--n-head", "2",
+                        "--exit-layer", "1", "--questions", "3", "--rounds", "1", "--new-tokens", "3"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {m.group(1): m.groups()[1:] for m in re.finditer(
+        r"^\| ([^|]+?) \| (\d+\.\d+) \| (\d+\.\d+) \| \d+\.\d+ \| (\d+\.\d+)× \| \d+\.\d+ \| (\d+\.\d+)× \|$", r.stdout, re.M)}
+    off, s15 = rows["shortcuts off (CODI)"], rows["System-1.5"]
+    assert float(off[0]) == 3.0 and float(s15[0]) == 1.0 and off[1] == s15[1]
+    assert float(off[2]) == 1.0 and float(s15[2]) > 0 and float(s15[3]) > 0
