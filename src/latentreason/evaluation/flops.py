@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from latentreason.models.shortcut_layer import _is_gpt2_block
+from latentreason.models.shortcut_layer import is_gpt2_block
 from latentreason.models.shortcuts import find_decoder_layers
 
 
@@ -41,7 +41,7 @@ def kv_flops(model: nn.Module) -> float:
     architecture runs its attention input projections up to ``cache.update`` (queries included)."""
     layer = find_decoder_layers(model)[0]
     d = model.get_input_embeddings().weight.shape[1]
-    if _is_gpt2_block(layer):
+    if is_gpt2_block(layer):
         return 2.0 * d * 2 * d
     p = sum(matrix_params(m) for n, m in layer.named_modules() if n.split(".")[-1] in _QKV_NAMES)
     if p == 0:  # unknown layout: queries, keys and values of width d

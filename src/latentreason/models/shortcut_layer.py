@@ -68,7 +68,7 @@ class _CaptureCache:
         return getattr(self.base, name)
 
 
-def previous_kv(cache: Any, layer_idx: int, batch: int, like: Tensor) -> tuple[Tensor, Tensor]:
+def previous_kv(cache: Any, layer_idx: int) -> tuple[Tensor, Tensor]:
     """Copies of each row's last cached key/value at ``layer_idx`` (shape of one new position)."""
     keys, values = layer_kv(cache, layer_idx)
     return keys[:, :, -1:].clone(), values[:, :, -1:].clone()
@@ -228,7 +228,7 @@ class ShortcutLayer(nn.Module):
                 k, v = self._project_kv(h, None, h.shape[0], args, kwargs)
                 ctl._whole["kv_projections"] += 1
             else:
-                k, v = previous_kv(cache, self._layer_idx(), h.shape[0], h)
+                k, v = previous_kv(cache, self._layer_idx())
             cache.update(k.to(h.dtype), v.to(h.dtype), self._layer_idx())
         ctl._whole["adapter_calls"] += 1
         if h.shape[1] == 1:
@@ -308,7 +308,7 @@ class ShortcutLayer(nn.Module):
                 fill_k, fill_v, h = k, v, adapted
             else:
                 if ctl.carry is not None:  # rows skipping this layer by the step shortcut keep the copy
-                    fill_k, fill_v = previous_kv(cache, self._idx, B, h)
+                    fill_k, fill_v = previous_kv(cache, self._layer_idx())
                 else:  # every row either runs this layer (its own entry) or has exited (projected)
                     fill_k, fill_v = k.new_empty((B, *k.shape[1:])), v.new_empty((B, *v.shape[1:]))
                 fill_k[exited], fill_v[exited] = k, v
@@ -320,7 +320,7 @@ class ShortcutLayer(nn.Module):
             if ctl.kv_rule == "project" and n_exit == B:  # the whole batch has exited
                 fill_k, fill_v = self._project_kv(h, None, B, args, kwargs)
             else:
-                fill_k, fill_v = previous_kv(cache, self._layer_idx(), B, h)
+                fill_k, fill_v = previous_kv(cache, self._layer_idx())
                 if ctl.kv_rule == "project" and n_exit:  # step-shortcut skips keep the copy
                     k, v = self._project_kv(h[exited], exited, B, args, kwargs)
                     fill_k[exited], fill_v[exited] = k.to(fill_k.dtype), v.to(fill_v.dtype)
@@ -401,7 +401,7 @@ def _gpt2_heads(layer: nn.Module) -> int | None:
     return heads
 
 
-def _is_gpt2_block(layer: nn.Module) -> bool:
+def is_gpt2_block(layer: nn.Module) -> bool:
     return _gpt2_heads(layer) is not None
 
 
