@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     from latentreason.data.registry import load_dataset
+    from latentreason.evaluation.latency import turn_order
     from latentreason.methods.base import method_config
     from latentreason.methods.system15 import System15
     from latentreason.models.backbone import ModelConfig, load_backbone
@@ -89,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         lat_s, lat_n = dict.fromkeys(names, 0.0), dict.fromkeys(names, 0)
         fwd, lay = dict.fromkeys(names, 0.0), dict.fromkeys(names, 0.0)
         for i, q in enumerate(qs):
-            order = names if (i + r) % 2 == 0 else names[::-1]
-            for n in order:
+            for n in turn_order(names, i, r):
                 latent["s"], latent["n"] = 0.0, 0
                 t0 = time.perf_counter()
                 g = m.generate([q], shortcuts=runs[n])[0]

@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT / "src"))
 def main(argv: list[str] | None = None) -> int:
     import torch
 
+    from latentreason.evaluation.latency import turn_order
     from latentreason.models.shortcuts import find_decoder_layers
     from latentreason.training.api import load_split
     from latentreason.training.checkpoint import load_method
@@ -62,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             if batch == 1:  # as the benchmark's latency: the models take turns per question, order rotated
                 spent = dict.fromkeys(names, 0.0)
                 for i, q in enumerate(qs):
-                    k = (i + r) % len(names)
-                    for n in names[k:] + names[:k]:
+                    for n in turn_order(list(names), i, r):
                         t0 = time.perf_counter()
                         models[n].generate([q])
                         spent[n] += time.perf_counter() - t0

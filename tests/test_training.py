@@ -185,3 +185,14 @@ def test_wsd_schedule_and_early_decay_at_a_validation_target(tmp_path):
     assert res["train"]["steps"] == first + 4
     lr = [r["lr"] for r in rows if r["type"] == "train"]
     assert lr[first - 1] == pytest.approx(3e-3) and lr[first] < lr[first - 1] and lr[-1] < lr[first]  # the decay
+
+
+def test_turn_order_rotates_every_question_and_round():
+    """At batch 1 every entry goes first equally often over a round, and a round starts where the last began + 1."""
+    from latentreason.evaluation.latency import turn_order
+
+    names = ["a", "b", "c"]
+    firsts = [turn_order(names, i, 0)[0] for i in range(6)]
+    assert firsts == ["a", "b", "c", "a", "b", "c"]
+    assert turn_order(names, 0, 1) == ["b", "c", "a"] and turn_order(names, 2, 1) == ["a", "b", "c"]
+    assert all(sorted(turn_order(names, i, r)) == names for i in range(4) for r in range(3))

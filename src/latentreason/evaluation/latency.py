@@ -3,13 +3,13 @@
 With ``latency_protocol: round_robin`` (the default) the runner evaluates every entry once for its
 accuracy and then times all of them together (:func:`round_robin_latency`) on the first
 ``latency_questions`` test questions (default all) at ``latency_batch_size`` (default
-``eval_batch_size``: the demo times batches of 100, a throughput measure; 1 is SPEC §5's protocol,
-what one user waits for one question). At batch 1 the entries take turns *per question* (the order
-rotated every question and every round); at a larger batch they take turns per pass over the
-questions, the order reversed every other round; either way slow drifts and bursts of a shared
-machine hit every method alike. :func:`apply_round_robin` writes the median of the
-``latency_repeats`` rounds into each row and keeps the accuracy pass's own time (at
-``eval_batch_size``, one pass) as ``batched_ms_per_question``.
+``eval_batch_size``, a throughput measure; 1 is SPEC §5's protocol, what one user waits for one
+question, and the demo's). At batch 1 the entries take turns *per question*, the order rotated
+every question and every round (:func:`turn_order`, which the benchmark scripts use too); at a
+larger batch they take turns per pass over the questions, the order reversed every other round;
+either way slow drifts and bursts of a shared machine hit every method alike.
+:func:`apply_round_robin` writes the median of the ``latency_repeats`` rounds into each row and
+keeps the accuracy pass's own time (at ``eval_batch_size``, one pass) as ``batched_ms_per_question``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,13 @@ from typing import Any, Callable
 from latentreason.evaluation.bench_config import BenchConfig, BenchEntry, entry_method, entry_run_config
 from latentreason.evaluation.evaluate import run_generation
 from latentreason.training.api import load_split
+
+
+def turn_order(names: list[str], question: int, round_: int) -> list[str]:
+    """The order in which ``names`` take their turn on question ``question`` of round ``round_`` at batch 1:
+    rotated by one every question and every round, so no entry always runs first (or after the same one)."""
+    k = (question + round_) % len(names)
+    return names[k:] + names[:k]
 
 
 def round_robin_latency(cfg: BenchConfig, entries: list[BenchEntry], out: Path, device) -> dict[str, list[float]]:
@@ -39,8 +46,7 @@ def round_robin_latency(cfg: BenchConfig, entries: list[BenchEntry], out: Path, 
         if bs == 1:  # per question, the order rotated every question and every round
             spent = dict.fromkeys(order, 0.0)
             for i in range(max(len(t) for t in tests.values())):
-                k = (i + r) % len(order)
-                for name in order[k:] + order[:k]:
+                for name in turn_order(order, i, r):
                     if i < len(tests[name]):
                         spent[name] += sum(run_generation(methods[name], tests[name][i : i + 1], 1)[1])
             for name in order:
