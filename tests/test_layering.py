@@ -42,7 +42,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("analysis", ("latentreason.analysis",)),
     ("evaluation", ("latentreason.evaluation",)),
     ("cli", ("latentreason.cli", "latentreason.cli_analyze", "latentreason.cli_data", "latentreason.cli_lib",
-             "latentreason.cli_report", "latentreason.cli_soft", "latentreason.__main__")),
+             "latentreason.cli_report", "latentreason.cli_repro", "latentreason.cli_soft", "latentreason.__main__")),
 ]
 
 #: at most this many imports inside functions in src/ (issue 21: "fewer than 20, each with a reason")

@@ -27,6 +27,7 @@ from rich.text import Text
 from latentreason.cli_analyze import analyze_app
 from latentreason.cli_data import data_app
 from latentreason.cli_report import report_app
+from latentreason.cli_repro import repro_app
 from latentreason.cli_soft import soft_app
 from latentreason.errors import CheckpointError, ConfigError, LatentReasonError, TrainingInterrupted
 from latentreason.evaluation.display import err, out
@@ -45,6 +46,7 @@ app.add_typer(data_app, name="data")  # latentreason data list | download | show
 app.add_typer(analyze_app, name="analyze")  # latentreason analyze probe | system15-grid | soft-thinking
 app.add_typer(soft_app)  # latentreason soft-think
 app.add_typer(report_app)  # latentreason report RUN_DIR [--output FILE]
+app.add_typer(repro_app)  # latentreason repro [NAME --seeds N]
 
 _STATE = {"debug": False}
 

@@ -30,6 +30,8 @@ class Generation:
     latent_steps: int = 0
     forward_passes: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the generation limit ended it before its stopping EOS (evaluation counts and reports these)
+    truncated: bool = False
 
 
 def left_pad(seqs: list[list[int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
@@ -55,13 +57,16 @@ class DecodeState:
     forward_passes: int = 0
     #: per original row, the number of forward passes that included it (prefill counts 1)
     row_passes: Tensor | None = None
+    #: added to every position from the prompt's last token on (iCoT's ``keep_position``: the removed CoT
+    #: tokens keep their places, so the answer sits where it sat behind the full CoT)
+    position_shift: int = 0
 
     @property
     def batch_size(self) -> int:
         return int(self.rows.numel())
 
     def positions(self, n_new: int) -> Tensor:
-        start = self.mask.sum(-1, keepdim=True)
+        start = self.mask.sum(-1, keepdim=True) + self.position_shift
         return start + torch.arange(n_new, device=self.mask.device)[None, :]
 
     def step(
@@ -115,12 +120,13 @@ def padded_prompt_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 def prefill(model: PreTrainedModel, ids: Tensor, mask: Tensor, output_hidden_states: bool = False,
-            count_padding: bool = False):
+            count_padding: bool = False, position_shift: int = 0):
     """Run the left-padded prompt; returns ``(state, output)``.
 
     ``count_padding``: reproduce a model called without position ids and, after the prompt,
     without an attention mask (the official CODI code's default): prompt positions count the
     padding, and every later position attends to it (the state's mask is all ones afterwards).
+    ``position_shift``: moves the prompt's last token and everything after it right (``DecodeState``).
     """
     state = DecodeState(
         model=model,
@@ -129,6 +135,7 @@ def prefill(model: PreTrainedModel, ids: Tensor, mask: Tensor, output_hidden_sta
         rows=torch.arange(ids.shape[0], device=ids.device),
         forward_passes=1,
         row_passes=torch.ones(ids.shape[0], dtype=torch.long, device=ids.device),
+        position_shift=position_shift,
     )
     if count_padding:
         pos = torch.arange(ids.shape[1], device=ids.device)[None].expand(ids.shape[0], -1)
@@ -137,6 +144,9 @@ def prefill(model: PreTrainedModel, ids: Tensor, mask: Tensor, output_hidden_sta
     else:
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         attn = mask
+    if position_shift:
+        pos = pos.clone()
+        pos[:, -1] += position_shift
     out, state.cache = cached_forward(
         model, state.cache, input_ids=ids, attention_mask=attn, position_ids=pos, output_hidden_states=output_hidden_states
     )
@@ -182,11 +192,13 @@ def greedy_generate(
     eos_id: int,
     max_new_tokens: int,
     stop_after_eos: int = 1,
+    position_shift: int = 0,
 ) -> tuple[list[list[int]], list[int]]:
-    """Batched cached greedy decoding of token prompts; returns (tokens, forward passes per row)."""
+    """Batched cached greedy decoding of token prompts; returns (tokens, forward passes per row).
+    ``position_shift``: see :class:`DecodeState`."""
     device = next(model.parameters()).device
     ids, mask = left_pad(prompts, pad_id, device)
-    state, out = prefill(model, ids, mask)
+    state, out = prefill(model, ids, mask, position_shift=position_shift)
     tokens = greedy_continue(state, out.logits[:, -1, :], eos_id, max_new_tokens, stop_after_eos)
     return tokens, state.row_passes.tolist()
 
@@ -209,6 +221,11 @@ def greedy_reference(
         if eos >= stop_after_eos:
             break
     return out
+
+
+def hit_limit(tokens: list[int], body: list[int], budget: int) -> bool:
+    """Whether a generation was cut by the limit: no stopping EOS (``body`` is all of it) and ``budget`` used."""
+    return len(body) == len(tokens) and len(tokens) >= budget
 
 
 def trim_at_stop(tokens: list[int], eos_id: int, stop_after_eos: int = 1) -> list[int]:

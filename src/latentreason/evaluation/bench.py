@@ -98,6 +98,9 @@ def run_bench(
             log(f"[seed {s}] the whole pipeline with seed {s} in {where}")
         res = run_bench_seed(sub, where, only=only, fresh=fresh, progress=progress, log=log, reuse_stale=reuse_stale)
         runs.append((s, res))
+        # the seed's own rows as measured (OUT/results.json of several seeds aggregates them; so does a reproduction
+        # whose seeds ran in parallel processes)
+        atomic_write_json(where / "seed_results.json", res)
         if len(seed_list) > 1:
             atomic_write_json(where / "results.json", aggregate([(s, res)]))
     results = aggregate(runs)
@@ -176,7 +179,8 @@ def run_bench_seed(
     # ------------------------------------------------------------ one evaluation for all
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results: dict[str, Any] = {
-        "task": task_description(cfg.task),
+        "task": task_description(cfg.task) if cfg.data is None else {"dataset": cfg.data.dataset,
+                                                                       "train_limit": cfg.data.train_limit},
         "model": to_dict(cfg.model),
         "methods": {},
         "env": env_info(device),

@@ -86,6 +86,9 @@ class EvalSet:
 @dataclass
 class BenchConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
+    #: a data set (a named set such as ``mult_4x4``, or files: :class:`DataConfig`) instead of the procedural
+    #: ``task``; its valid / test limits are the benchmark's ``valid_limit`` / ``test_limit``
+    data: DataConfig | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     entries: list[BenchEntry] = field(default_factory=list)
@@ -132,7 +135,14 @@ def entry_run_config(cfg: BenchConfig, entry: BenchEntry, out_dir: Path) -> RunC
             raise ConfigError(f"entries.{entry.name}.task.{k}: unknown key")
         setattr(task, k, v)
     task.validate()
-    data = DataConfig(dataset="modchain", task=task, valid_limit=cfg.valid_limit, test_limit=cfg.test_limit)
+    if cfg.data is not None:
+        if entry.task:
+            raise ConfigError(f"entries.{entry.name}.task: task overrides need the procedural task (the benchmark's "
+                              f"data is {cfg.data.dataset!r})")
+        data = copy.deepcopy(cfg.data)
+        data.valid_limit, data.test_limit = cfg.valid_limit, cfg.test_limit
+    else:
+        data = DataConfig(dataset="modchain", task=task, valid_limit=cfg.valid_limit, test_limit=cfg.test_limit)
     return RunConfig(
         method=entry.method,
         method_args=dict(entry.method_args),

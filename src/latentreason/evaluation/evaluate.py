@@ -8,6 +8,7 @@ marker, latent steps and forward passes per question.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from statistics import mean, median
@@ -18,6 +19,9 @@ import torch
 from latentreason.data.example import Example
 from latentreason.methods.base import Generation, Method
 from latentreason.progress import progress_bar
+
+
+log = logging.getLogger("latentreason")
 
 
 def _sync(device: torch.device) -> None:
@@ -99,12 +103,18 @@ def evaluate(
                 }
             )
     n = len(examples)
+    truncated = sum(g.truncated for g in gens)
+    if truncated:
+        log.warning("%s: %d of %d generations hit the generation limit (method_args.max_new_tokens=%s) before their "
+                    "answer was complete; raise it (eval --max-new-tokens) if the data needs longer outputs",
+                    description, truncated, n, method.config.max_new_tokens)
     gen_tokens = sum(g.generated_tokens for g in gens)
     metrics = {
         "accuracy": correct / n if n else 0.0,
         "n": n,
         "correct": correct,
         "unparseable": n - parsed,
+        "truncated": truncated,
         "mean_generated_tokens": mean(g.generated_tokens for g in gens) if gens else 0.0,
         "mean_reasoning_tokens": mean(g.reasoning_tokens for g in gens) if gens else 0.0,
         "mean_latent_steps": mean(g.latent_steps for g in gens) if gens else 0.0,

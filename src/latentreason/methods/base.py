@@ -21,7 +21,7 @@ from latentreason.data.example import Example
 from latentreason.decoding.generate import Generation  # noqa: F401  (re-exported: methods answer with it)
 from latentreason.errors import ConfigError, ContextOverflowError, DataError
 from latentreason.models.backbone import Backbone
-from latentreason.models.tokenizer import LAYOUTS
+from latentreason.models.tokenizer import LAYOUTS, check_known
 
 SERIALIZATIONS = ("default", "coconut", "codi", "icot")
 
@@ -33,8 +33,9 @@ class MethodConfig:
     #: sequence layout: default ``Q\\n s1 s2\\n#### A``, coconut ``Q\\n s1\\n s2\\n### A``,
     #: codi ``Q s1 s2 The answer is: A``, icot `` Q <eos> C <eos> #### A <eos>``
     serialization: str = "default"
-    #: generation limit for answers (and CoT)
-    max_new_tokens: int = 64
+    #: generation limit for answers (and CoT); None: follow the training data (its longest CoT + answer plus a
+    #: quarter, at least 8 more; set when training starts and saved with the model; 64 for an untrained model)
+    max_new_tokens: int | None = None
     #: answer comparison (see data.answers): tolerant | round:K | icot | coconut | codi | math_verify
     answer_mode: str = "tolerant"
     #: examples longer than the model's context: "error" (default) or "drop"
@@ -54,7 +55,7 @@ class MethodConfig:
     def validate(self) -> None:
         if self.serialization not in SERIALIZATIONS:
             raise ConfigError(f"method_args.serialization: {self.serialization!r} is not one of {', '.join(SERIALIZATIONS)}")
-        if self.max_new_tokens < 1:
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ConfigError(f"method_args.max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.too_long not in ("error", "drop"):
             raise ConfigError(f"method_args.too_long must be 'error' or 'drop', got {self.too_long!r}")
@@ -161,7 +162,9 @@ class Serializer:
         without tokenising reasoning steps and answers."""
         if not examples:
             return []
-        ids = self.tok([self._texts(ex)[0] for ex in examples], add_special_tokens=False).input_ids
+        texts = [self._texts(ex)[0] for ex in examples]
+        ids = self.tok(texts, add_special_tokens=False).input_ids
+        check_known(self.tok, texts, ids, lambda i: f"question {i} ({examples[i].question[:40]!r})")
         extra = [self.eos] if self.style == "icot" else []
         return [list(p) + extra for p in ids]
 
@@ -178,6 +181,8 @@ class Serializer:
             shapes.append((len(steps), ap))
             texts.extend([p, *steps, close, ap + av])
         ids = self.tok(texts, add_special_tokens=False).input_ids if texts else []
+        owner = [i for i, (n, _) in enumerate(shapes) for _ in range(n + 3)]
+        check_known(self.tok, texts, ids, lambda j: f"example {owner[j]} ({examples[owner[j]].question[:40]!r})")
         out, k = [], 0
         icot = self.style == "icot"
         for i, (ex, (n, ap)) in enumerate(zip(examples, shapes)):
@@ -189,6 +194,17 @@ class Serializer:
             out.append(TokExample(list(p), [list(s) for s in steps], list(close), answer[:cut], answer[cut:] + [self.eos],
                                   ex, i, close_always=icot))
         return out
+
+
+#: the generation limit of a method whose ``max_new_tokens`` was never fixed by training data
+UNTRAINED_GENERATION_LIMIT = 64
+
+
+def generation_limit_for(train: list[TokExample]) -> int:
+    """The generation limit that follows the data: the longest CoT + answer of the training examples plus a
+    quarter of it (at least 8 tokens), so a model that writes what it was trained on is never cut short."""
+    longest = max(len(t.cot) + len(t.answer) for t in train)
+    return longest + max(8, longest // 4)
 
 
 def collate_lm(seqs: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, Tensor]:
@@ -257,11 +273,17 @@ class Method(nn.Module):
             raise DataError(f"{what}: every example is longer than the model's context of {limit} positions")
         return kept
 
+    def fit_to_data(self, train: list[TokExample]) -> None:
+        """Settings the training data decides, fixed before the first step (and saved with the model): the
+        generation limit when ``max_new_tokens`` is None (see :func:`generation_limit_for`)."""
+        if self.config.max_new_tokens is None and train:
+            self.config.max_new_tokens = generation_limit_for(train)
+
     def generation_budget(self, prompts: list[list[int]], reserved: int = 0) -> int:
         """``max_new_tokens`` capped by the model's context; a prompt that does not fit raises
         :class:`~latentreason.errors.ContextOverflowError` (``evaluation.ood`` counts or skips such questions)."""
         limit = self.max_positions
-        budget = self.config.max_new_tokens
+        budget = self.config.max_new_tokens if self.config.max_new_tokens is not None else UNTRAINED_GENERATION_LIMIT
         if limit is None:
             return budget
         longest = max(len(p) for p in prompts) + reserved
@@ -320,7 +342,13 @@ class Method(nn.Module):
         return judge(gen.text, ex.answer, ex.answer_type, self.config.answer_mode, markers=markers)
 
     def count_reasoning_tokens(self, tokens: list[int]) -> int:
-        """Number of generated tokens before the answer marker (all of them when it is absent)."""
+        """Number of generated tokens before the answer marker (all of them when it is absent), special tokens
+        not counted (the EOS that closes iCoT's CoT is structure: an iCoT model with no CoT left writes 0)."""
+        special = set(self.tokenizer.all_special_ids)
+        return sum(t not in special for t in tokens[: self._answer_start(tokens)])
+
+    def _answer_start(self, tokens: list[int]) -> int:
+        """Index of the first token of the answer marker (``len(tokens)`` when it is absent)."""
         marker = self.serializer.answer_marker
         text = self.tokenizer.decode(tokens, skip_special_tokens=False)
         pos = text.rfind(marker)

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from latentreason.data.example import Example
-from latentreason.decoding.generate import left_pad, trim_at_stop
+from latentreason.decoding.generate import hit_limit, left_pad, trim_at_stop
 from latentreason.decoding.latent import identity_thought, latent_forward, latent_generate, right_pad
 from latentreason.errors import ConfigError
 from latentreason.methods.base import Generation, Method, MethodConfig, TokExample, collate_lm, register
@@ -82,7 +82,7 @@ class CoconutConfig(MethodConfig):
     step_ce_weight: float = 0.0
     #: as CODI's: a thought is the state's soft token plus the projection (whose output gain starts at 0)
     soft_token_thought: bool = False
-    max_new_tokens: int = 64
+    max_new_tokens: int | None = None  # None: follow the training data (MethodConfig)
 
     def validate(self) -> None:
         super().validate()
@@ -314,5 +314,6 @@ class Coconut(Method):
             if record_hidden:
                 extra["hidden"] = res.hidden[i]
             out.append(Generation(self.tokenizer.decode(body, skip_special_tokens=True), len(seq),
-                                  self.count_reasoning_tokens(body), res.n_thoughts[i], res.forward_passes[i], extra))
+                                  self.count_reasoning_tokens(body), res.n_thoughts[i], res.forward_passes[i], extra,
+                                  truncated=hit_limit(seq, body, budget)))
         return out

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from latentreason.data.example import Example
-from latentreason.decoding.generate import left_pad, trim_at_stop
+from latentreason.decoding.generate import hit_limit, left_pad, trim_at_stop
 from latentreason.decoding.latent import identity_thought, latent_forward, latent_generate, right_pad
 from latentreason.errors import ConfigError, DataError
 from latentreason.methods.base import Generation, Method, MethodConfig, TokExample, collate_lm, register
@@ -114,7 +114,7 @@ class CODIConfig(MethodConfig):
     #: linearly from 1 to 0; a thought's mechanism can be learnt before the previous thought has learnt to carry
     #: the value (0 = off; needs align_steps and thoughts_per_step = 1)
     forced_thoughts_steps: int = 0
-    max_new_tokens: int = 32
+    max_new_tokens: int | None = None  # None: follow the training data (MethodConfig)
 
     def validate(self) -> None:
         super().validate()
@@ -392,5 +392,6 @@ class CODI(Method):
                 latent_steps=res.n_thoughts[i],
                 forward_passes=res.forward_passes[i],
                 extra=extra,
+                truncated=hit_limit(seq, body, budget),
             ))
         return out

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from latentreason.data.example import Example
-from latentreason.decoding.generate import greedy_generate, trim_at_stop
+from latentreason.decoding.generate import greedy_generate, hit_limit, trim_at_stop
 from latentreason.methods.base import Generation, Method, MethodConfig, TokExample, register
 from latentreason.methods.latent_common import causal_lm_loss
 
@@ -54,12 +54,17 @@ class CoT(Method):
         out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         return {"loss": causal_lm_loss(out.logits, batch["labels"])}
 
+    def generation_position_shift(self) -> int:
+        """Added to the positions from the prompt's last token on (iCoT's ``keep_position``)."""
+        return 0
+
     @torch.no_grad()
     def generate(self, examples: list[Example]) -> list[Generation]:
         prompts = self.serializer.prompts(examples)
         stop = self.serializer.stop_after_eos
         budget = self.generation_budget(prompts)
-        tokens, passes = greedy_generate(self.model, prompts, self.ids.pad, self.ids.eos, budget, stop_after_eos=stop)
+        tokens, passes = greedy_generate(self.model, prompts, self.ids.pad, self.ids.eos, budget, stop_after_eos=stop,
+                                         position_shift=self.generation_position_shift())
         out = []
         for seq, n_pass in zip(tokens, passes):
             body = trim_at_stop(seq, self.ids.eos, stop)
@@ -70,6 +75,7 @@ class CoT(Method):
                     generated_tokens=len(seq),
                     reasoning_tokens=self.count_reasoning_tokens(body),
                     forward_passes=n_pass,
+                    truncated=hit_limit(seq, body, budget),
                 )
             )
         return out

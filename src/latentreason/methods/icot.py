@@ -17,6 +17,7 @@ with the others the piece closing the CoT (``\n``) survives.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ import torch
 from latentreason.errors import ConfigError
 from latentreason.methods.base import MethodConfig, TokExample, register
 from latentreason.methods.cot import CoT
+from latentreason.methods.latent_common import causal_lm_loss
 
 INF = math.inf
 
@@ -45,7 +47,15 @@ class ICoTConfig(MethodConfig):
     #: off in the project's default_task preset (its setting since before this option existed)
     smoothing_from_start: bool = True
     reset_optimizer: bool = True
-    max_new_tokens: int = 64
+    #: the official ``--keep_position``: removed CoT tokens keep their positions (the first EOS and everything
+    #: after it move right by the number removed), so the answer stays where it sat behind the full CoT; off in
+    #: the paper preset (the official default). At inference the shift is ``position_shift``.
+    keep_position: bool = False
+    #: keep_position: the shift once the whole CoT is removed (None: the training data's removable CoT length,
+    #: fixed when training starts: the most common one, which is every example's on fixed-layout data such as
+    #: k x k multiplication; the official evaluation uses each example's own)
+    position_shift: int | None = None
+    max_new_tokens: int | None = None  # None: follow the training data (MethodConfig)
 
     def validate(self) -> None:
         super().validate()
@@ -55,6 +65,8 @@ class ICoTConfig(MethodConfig):
             raise ConfigError(f"method_args.steps_per_token must be >= 1, got {self.steps_per_token}")
         if self.start_step < 0:
             raise ConfigError(f"method_args.start_step must be >= 0, got {self.start_step}")
+        if self.position_shift is not None and self.position_shift < 0:
+            raise ConfigError(f"method_args.position_shift must be >= 0, got {self.position_shift}")
         if self.smoothing_lambda is not None and self.smoothing_lambda <= 0:
             raise ConfigError(f"method_args.smoothing_lambda must be > 0 (or null to disable), got {self.smoothing_lambda}")
 
@@ -181,11 +193,55 @@ class ICoT(CoT):
         return cot[int(amount):] + keep
 
     def target(self, t: TokExample) -> list[int]:
+        return self._cut(t)[0]
+
+    def _cut(self, t: TokExample) -> tuple[list[int], int]:
+        """(the training target at this step, how many CoT tokens it lost)."""
         amount = self.removed if self.removed == INF else self.removed + self._offset()
         cot, _ = self.removable(t)
         emptied = amount == INF or amount >= len(cot)
         self._batch_empty = emptied if self._batch_empty is None else self._batch_empty and emptied
-        return self.slice_cot(t, amount) + t.answer
+        return self.slice_cot(t, amount) + t.answer, len(cot) if emptied else int(amount)
+
+    def features(self, t: TokExample):
+        tgt, n_removed = self._cut(t)
+        ids, labels = t.prompt + tgt, [-100] * len(t.prompt) + tgt
+        if not self.config.keep_position:
+            return ids, labels
+        # the official shift starts at the first EOS (the prompt's last token)
+        start = len(t.prompt) - 1
+        return ids, labels, list(range(start)) + [p + n_removed for p in range(start, len(ids))]
+
+    def collate(self, feats):
+        if not self.config.keep_position:
+            return super().collate(feats)
+        batch = super().collate([f[:2] for f in feats])
+        pos = torch.zeros_like(batch["input_ids"])
+        for i, (_, _, p) in enumerate(feats):
+            # padding continues the row's positions (masked, but kept in range and increasing)
+            pos[i] = torch.tensor(p + list(range(p[-1] + 1, p[-1] + 1 + pos.shape[1] - len(p))))
+        batch["position_ids"] = pos
+        return batch
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if "position_ids" not in batch:
+            return super().forward(batch)
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"])
+        return {"loss": causal_lm_loss(out.logits, batch["labels"])}
+
+    def fit_to_data(self, train: list[TokExample]) -> None:
+        super().fit_to_data(train)
+        if self.config.keep_position and self.config.position_shift is None and train:
+            lengths = Counter(len(self.removable(t)[0]) for t in train)
+            self.config.position_shift = lengths.most_common(1)[0][0]
+
+    def generation_position_shift(self) -> int:
+        if not self.config.keep_position:
+            return 0
+        if self.config.position_shift is None:
+            raise ConfigError("method_args.keep_position needs method_args.position_shift (set from the training data when "
+                              "training starts); this model was never trained")
+        return int(min(self.removed, self.config.position_shift))
 
     def sequence_length(self, t: TokExample) -> int:
         return len(t.prompt) + len(t.cot) + len(t.answer)

@@ -13,7 +13,7 @@ from latentreason.methods.cot import CoT
 
 @dataclass
 class NoCoTConfig(MethodConfig):
-    max_new_tokens: int = 32
+    max_new_tokens: int | None = None  # None: follow the training data (MethodConfig)
 
 
 @register

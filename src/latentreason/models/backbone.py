@@ -33,7 +33,7 @@ from transformers import (
 )
 
 from latentreason.errors import CheckpointError, ConfigError
-from latentreason.models.tokenizer import LAYOUTS, SpecialIds, build_byte_tokenizer, ensure_special_tokens, special_ids
+from latentreason.models.tokenizer import LAYOUTS, LATENT_SPECIALS, TINY_TOKENIZERS, SpecialIds, build_tiny_tokenizer, ensure_special_tokens, special_ids
 
 TINY = ("tiny-gpt2", "tiny-llama")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
@@ -49,6 +49,9 @@ class ModelConfig:
     n_embd: int = 128
     n_head: int = 4
     n_positions: int = 256
+    #: the tiny models' tokenizer: byte (every byte a token; any text) | digits (one token per space-separated
+    #: digit or symbol: iCoT's multiplication data at half the length; models/tokenizer.py)
+    tokenizer: str = "byte"
     dropout: float = 0.0
     #: weights dtype for HF models: auto | float32 | bfloat16 | float16
     dtype: str = "float32"
@@ -78,6 +81,10 @@ class ModelConfig:
                     raise ConfigError(f"model.{k} must be >= 1, got {getattr(self, k)}")
             if self.n_embd % self.n_head:
                 raise ConfigError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
+        if self.tokenizer not in TINY_TOKENIZERS:
+            raise ConfigError(f"model.tokenizer must be one of {', '.join(TINY_TOKENIZERS)}, got {self.tokenizer!r}")
+        if self.tokenizer != "byte" and self.name not in TINY:
+            raise ConfigError(f"model.tokenizer={self.tokenizer} is for the tiny models only; {self.name!r} brings its own tokenizer")
         if self.dtype != "auto" and self.dtype not in _DTYPES:
             raise ConfigError(f"model.dtype must be one of auto, {', '.join(_DTYPES)}; got {self.dtype!r}")
         if self.lora_r < 0:
@@ -208,7 +215,7 @@ def load_backbone(cfg: ModelConfig, seed: int | None = None, layout: str | None 
     """
     cfg.validate()
     if cfg.name in TINY:
-        tokenizer = build_byte_tokenizer()
+        tokenizer = build_tiny_tokenizer(cfg.tokenizer)
         ids = special_ids(tokenizer)
         if seed is not None:
             torch.manual_seed(seed)
@@ -217,7 +224,7 @@ def load_backbone(cfg: ModelConfig, seed: int | None = None, layout: str | None 
             hf_cfg._attn_implementation = cfg.attn_implementation
         model = AutoModelForCausalLM.from_config(hf_cfg)
         if cfg.init_new_tokens_from:
-            _init_new_rows(model, tokenizer, 256, cfg.init_new_tokens_from)
+            _init_new_rows(model, tokenizer, len(tokenizer) - 2 - len(LATENT_SPECIALS), cfg.init_new_tokens_from)
         return Backbone(model, tokenizer, ids)
     if cfg.special_tokens != "auto":
         layout = cfg.special_tokens

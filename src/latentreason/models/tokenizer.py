@@ -1,8 +1,12 @@
-"""Tokenizers: the offline byte-level tokenizer of the embedded default, and special tokens.
+"""Tokenizers: the offline tokenizers of the tiny from-scratch models, and special tokens.
 
 The default tokenizer maps every byte to one token (id = byte value), so digits are single
 tokens, any text (even text never seen in training) can be encoded, and nothing is downloaded.
-It is a Hugging Face ``tokenizers`` object saved as ``tokenizer.json`` and loads with
+The ``digits`` tokenizer is for data written as space-separated symbols (iCoT's multiplication,
+``5 6 3 2 * 7 4 3 4``): one token per word, the words being digits, single punctuation marks and
+the answer markers, so a 4x4 multiplication with its CoT is 67 tokens instead of 128 bytes; a
+word outside that vocabulary is an error naming the example (``models.tokenizer.check_known``).
+Both are Hugging Face ``tokenizers`` objects saved as ``tokenizer.json`` that load with
 ``PreTrainedTokenizerFast`` / ``AutoTokenizer``.
 """
 
@@ -10,12 +14,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import string
+
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from latentreason.errors import ConfigError
+from latentreason.errors import ConfigError, DataError
 
-PAD, EOS, BOT, EOT, LATENT, PAUSE = "<pad>", "<eos>", "<bot>", "<eot>", "<latent>", "<pause>"
+PAD, EOS, BOT, EOT, LATENT, PAUSE, UNK = "<pad>", "<eos>", "<bot>", "<eot>", "<latent>", "<pause>", "<unk>"
+#: the tiny models' tokenizers (``model.tokenizer``)
+TINY_TOKENIZERS = ("byte", "digits")
+#: the words of the ``digits`` tokenizer: digits, single ASCII punctuation marks, the answer markers
+DIGIT_WORDS = [*string.digits, *string.punctuation, "####", "###", "||"]
 #: special tokens every backbone gets (beyond pad/eos), in this order
 LATENT_SPECIALS = [BOT, EOT, LATENT, PAUSE]
 
@@ -50,6 +60,47 @@ def build_byte_tokenizer() -> PreTrainedTokenizerFast:
         padding_side="left",
         model_max_length=1_000_000,
     )
+
+
+def build_digit_tokenizer() -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over whitespace-separated digits and symbols (``DIGIT_WORDS``), plus pad/eos,
+    the latent specials and ``<unk>``; decoding joins words with single spaces, so iCoT's data round-trips."""
+    vocab = {w: i for i, w in enumerate(DIGIT_WORDS)}
+    vocab[UNK] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.add_special_tokens([PAD, EOS, *LATENT_SPECIALS])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token=UNK,
+        pad_token=PAD,
+        eos_token=EOS,
+        bos_token=EOS,
+        additional_special_tokens=LATENT_SPECIALS,
+        padding_side="left",
+        model_max_length=1_000_000,
+    )
+
+
+def build_tiny_tokenizer(kind: str) -> PreTrainedTokenizerFast:
+    if kind not in TINY_TOKENIZERS:
+        raise ConfigError(f"model.tokenizer must be one of {', '.join(TINY_TOKENIZERS)}, got {kind!r}")
+    return build_byte_tokenizer() if kind == "byte" else build_digit_tokenizer()
+
+
+def check_known(tokenizer: PreTrainedTokenizerBase, texts: list[str], ids: list[list[int]], where) -> None:
+    """A clear error when the ``digits`` tokenizer meets a word outside its vocabulary (it would become
+    ``<unk>``); ``where(i)`` names the example text ``i`` belongs to. Other tokenizers encode any text."""
+    if tokenizer.unk_token != UNK or tokenizer.convert_tokens_to_ids(UNK) is None:
+        return
+    unk = tokenizer.convert_tokens_to_ids(UNK)
+    for i, row in enumerate(ids):
+        if unk in row:
+            bad = [w for w in texts[i].split() if tokenizer.convert_tokens_to_ids(w) == unk]
+            raise DataError(
+                f"{where(i)}: the digits tokenizer (model.tokenizer=digits) has no token for {bad[0]!r}; it reads "
+                "space-separated digits and symbols only (use model.tokenizer=byte for other text)"
+            )
 
 
 #: special-token layouts a Hugging Face tokenizer can get (the embedded byte tokenizer has every

@@ -131,6 +131,7 @@ class Trainer:
             )
         self.world, self.micro, self.accum = world, micro, B // (micro * world)
         self.train_toks: list[TokExample] = method.prepare(train_examples, "training data")
+        method.fit_to_data(self.train_toks)
         self.valid_examples = valid_examples or []
         self.validator = validator
         n = len(self.train_toks)
