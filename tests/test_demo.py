@@ -19,7 +19,7 @@ def test_quick_demo_every_method_results_and_report(tmp_path):
     saved = json.loads((tmp_path / "demo" / "results.json").read_text())
     rows = saved["methods"]
     assert saved["seeds"] == [0] and saved["task"]["identity_prob"] == 0.25
-    for name in ("cot", "nocot", "codi", "codi_paper", "coconut", "coconut_paper", "icot", "system15"):
+    for name in ("cot", "nocot", "codi", "codi_kd_only", "coconut", "coconut_plain", "icot_fast", "system15"):
         row = rows[name]
         for k in ("accuracy", "n", "mean_reasoning_tokens", "mean_generated_tokens", "latency_ms_per_question",
                   "batch_size", "train_seconds", "speedup_vs_cot"):
@@ -66,7 +66,7 @@ def test_quick_demo_every_method_results_and_report(tmp_path):
     assert "adaptive" in saved
     assert saved["task"]["name"] == "modchain" and "torch" in saved["env"]
     html = (tmp_path / "demo" / "report.html").read_text()
-    assert "system15" in html and "codi_paper" in html
+    assert "system15" in html and "codi_kd_only" in html
     assert "codi_gumbel <em>(project extension)</em>" in html and "thinking entropy" in html
 
 
