@@ -1,0 +1,75 @@
+"""The learning curve of trained rows as a markdown table: validation accuracy (and reasoning tokens) against the
+optimiser step and the curriculum stage, read from each run's ``metrics.jsonl``; the training loss beside it.
+
+    python benchmarks/learning_curve.py runs/repro/icot-mult --rows icot,icot_keep_position --every 500
+    python benchmarks/learning_curve.py runs/repro/icot-mult/seed-0/icot          # one run directory
+
+For a multi-seed run (``seed-S/`` sub-directories) every seed's value is one column. ``--every N`` keeps the
+validations at multiples of N steps plus the first and last; ``--stages`` keeps one row per stage end instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _rows(run: Path) -> list[dict]:
+    f = run / "metrics.jsonl"
+    if not f.is_file():
+        raise SystemExit(f"{f}: no metrics.jsonl (not a run directory)")
+    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+
+
+def curve(run: Path, every: int | None, stages: bool) -> dict[int, dict]:
+    """step -> {"stage", "acc", "tokens", "loss"} for the validations kept."""
+    rows = _rows(run)
+    losses = {r["step"]: r["loss"] for r in rows if r.get("type") == "train"}
+    vals = [r for r in rows if "valid_accuracy" in r]
+    if stages:
+        vals = [r for r in vals if r.get("type") in ("stage_end", "final")]
+    elif every:
+        last = max(r["step"] for r in vals) if vals else 0
+        vals = [r for r in vals if r["step"] % every == 0 or r["step"] in (1, last) or r.get("type") == "final"]
+    out = {}
+    for r in vals:
+        near = [s for s in losses if s <= r["step"]]
+        out[r["step"]] = {"stage": r.get("stage", ""), "acc": r["valid_accuracy"],
+                          "tokens": r.get("valid_mean_reasoning_tokens"),
+                          "loss": losses[max(near)] if near else None}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", type=Path, help="a run directory, or a benchmark / reproduction directory with --rows")
+    ap.add_argument("--rows", default=None, help="comma-separated rows of a benchmark directory")
+    ap.add_argument("--every", type=int, default=None, help="keep validations at multiples of N steps")
+    ap.add_argument("--stages", action="store_true", help="one row per stage end")
+    args = ap.parse_args()
+    seeds = sorted(args.run.glob("seed-*"), key=lambda p: int(p.name.split("-")[1]))
+    for row in (args.rows.split(",") if args.rows else [None]):
+        runs = {p.name: p / row for p in seeds} if (seeds and row) else {"": args.run / row if row else args.run}
+        curves = {name: curve(path, args.every, args.stages) for name, path in runs.items()}
+        steps = sorted({s for c in curves.values() for s in c})
+        print(f"\n**{row or args.run.name}** (validation accuracy / reasoning tokens; training loss)\n")
+        names = list(curves)
+        print("| step | stage | " + " | ".join(f"{n or 'run'}: acc / tokens / loss" for n in names) + " |")
+        print("|---|---|" + "---|" * len(names))
+        for s in steps:
+            cells, stage = [], ""
+            for n in names:
+                v = curves[n].get(s)
+                if v is None:
+                    cells.append("–")
+                    continue
+                stage = v["stage"]
+                tok = f"{v['tokens']:.1f}" if isinstance(v["tokens"], (int, float)) else "–"
+                loss = f"{v['loss']:.3f}" if isinstance(v["loss"], (int, float)) else "–"
+                cells.append(f"{v['acc']:.3f} / {tok} / {loss}")
+            print(f"| {s} | {stage} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
