@@ -51,3 +51,29 @@ def test_system15_scale_exits_where_told_and_prints_ratios():
     off, s15 = rows["shortcuts off (CODI)"], rows["System-1.5"]
     assert float(off[0]) == 3.0 and float(s15[0]) == 1.0 and off[1] == s15[1]
     assert float(off[2]) == 1.0 and float(s15[2]) > 0 and float(s15[3]) > 0
+
+
+def _write_run(d: Path, rows: list[dict], preds: list[dict]) -> None:
+    import json
+
+    d.mkdir(parents=True)
+    (d / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (d / "predictions.json").write_text(json.dumps(preds))
+
+
+def test_learning_curve_and_digit_accuracy_read_a_multi_seed_run(tmp_path):
+    """The two scripts the reproduction docs are made with: one column per seed, digits least significant first."""
+    for seed, acc in ((0, 0.5), (1, 0.25)):
+        _write_run(tmp_path / f"seed-{seed}" / "icot",
+                   [{"step": 50, "type": "train", "loss": 0.7},
+                    {"step": 100, "type": "stage_end", "valid_accuracy": acc, "valid_mean_reasoning_tokens": 3.0, "stage": "1"},
+                    {"step": 200, "type": "final", "valid_accuracy": acc, "valid_mean_reasoning_tokens": 0, "stage": "all"}],
+                   [{"gold": "1 2 3", "prediction": "1 2 4"}, {"gold": "4 5 6", "prediction": "4 0 6"}])
+    r = subprocess.run([sys.executable, str(BENCH / "learning_curve.py"), str(tmp_path), "--rows", "icot", "--stages"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "| 100 | 1 | 0.500 / 3.0 / 0.700 | 0.250 / 3.0 / 0.700 |" in r.stdout
+    r = subprocess.run([sys.executable, str(BENCH / "digit_accuracy.py"), str(tmp_path), "--rows", "icot"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "| icot | seed-0 | 1.000 | 0.500 | 0.500 |" in r.stdout

@@ -62,8 +62,6 @@ def test_bad_input_one_line_error_no_traceback(fixtures, tmp_path):
     assert r.returncode != 0 and "Traceback" in r.stderr
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(900)
 def _main(capsys, *args) -> tuple[int, str]:
     """The CLI in this process (no interpreter start-up): (exit status, stderr)."""
     from latentreason.cli import main
@@ -77,6 +75,8 @@ def _main(capsys, *args) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_train_eval_cli_roundtrip(tmp_path, fixtures, capsys):
     run = tmp_path / "run"
     r = _cli("train", "--method", "cot", "--out", str(run), "--max-steps", "5", "--batch-size", "16", "--no-progress",

@@ -105,11 +105,12 @@ def test_tiny_coconut_run_lowers_loss():
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_tiny_icot_run_lowers_loss():
+def test_tiny_icot_run_removes_tokens_and_lowers_loss():
     torch.manual_seed(0)
     bb = tiny_backbone("tiny-gpt2", seed=5, n_embd=48, n_head=4)
-    m = ICoT(bb, ICoTConfig(steps_per_token=1000))
+    m = ICoT(bb, ICoTConfig(steps_per_token=10))
     losses = _train(m)
+    assert m.removed == 2  # two tokens removed (steps 10 and 20), the optimiser re-created each time
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
 
 

@@ -93,8 +93,14 @@ def test_hf_path_loads_local_model(tmp_path, backbone_kind):
     loaded = load_backbone(ModelConfig(name=str(tmp_path)))
     assert loaded.ids.bot != loaded.ids.eot and loaded.tokenizer.pad_token is not None
     assert loaded.model.get_input_embeddings().weight.shape[0] >= len(loaded.tokenizer)
-    out = loaded.model(input_ids=torch.tensor([loaded.tokenizer("1+1").input_ids]))
+    ids = torch.tensor([loaded.tokenizer("1+1").input_ids])
+    out = loaded.model(input_ids=ids)
     assert out.logits.shape[-1] >= len(loaded.tokenizer)
+    # the weights are the saved ones: same logits over the saved vocabulary as the model that was saved
+    with torch.no_grad():
+        want = bb.model(input_ids=ids).logits
+        got = loaded.model(input_ids=ids).logits[..., : want.shape[-1]]
+    torch.testing.assert_close(got, want)
 
 
 def test_prompt_only_tokenisation_equals_the_full_one():

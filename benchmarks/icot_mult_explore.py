@@ -1,0 +1,107 @@
+"""A bare loop for exploring iCoT-SI on 4x4 multiplication quickly (docs/results.md, "What was tried"): a tiny
+GPT-2 from scratch on digit tokens, CoT-SFT for --cot_steps, then one CoT token removed from the left every --spt
+steps (Removal Smoothing λ, AdamW re-created at every removal), then --post_steps with no CoT.
+
+Accuracy here is teacher-forced exact match of everything after the first EOS (equal to greedy exact match of the
+whole output when the output is the reference), on the first 500 shipped test questions: acc_now at the current
+removal amount, acc_full with the whole CoT removed. The CoT model is cached in --cache_dir, so a second variant
+starts at the first removal. The project's own run of the same recipe is `latentreason repro icot-mult`.
+
+    python benchmarks/icot_mult_explore.py --lr 1e-3 --cot_steps 2000 --spt 120 --post_steps 1500 --keep_position
+"""
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import GPT2Config, GPT2LMHeadModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from latentreason.data.multiplication import generate_multiplication
+from latentreason.data.loaders import load_file
+
+p = argparse.ArgumentParser()
+p.add_argument("--layers", type=int, default=4); p.add_argument("--d", type=int, default=128); p.add_argument("--heads", type=int, default=4)
+p.add_argument("--bs", type=int, default=32); p.add_argument("--lr", type=float, default=5e-4)
+p.add_argument("--cot_steps", type=int, default=3000); p.add_argument("--spt", type=int, default=100)  # steps per removed token
+p.add_argument("--post_steps", type=int, default=2000); p.add_argument("--keep_position", action="store_true")
+p.add_argument("--lam", type=float, default=4.0); p.add_argument("--reset", type=int, default=1)
+p.add_argument("--ntrain", type=int, default=100000); p.add_argument("--seed", type=int, default=0)
+p.add_argument("--eval_every", type=int, default=500); p.add_argument("--threads", type=int, default=1)
+p.add_argument("--mode", default="icot")  # icot | nocot
+p.add_argument("--icot_lr", type=float, default=None, help="learning rate from the first removal on")
+p.add_argument("--data_dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+p.add_argument("--cache_dir", default="runs/icot_explore")
+a = p.parse_args()
+torch.set_num_threads(a.threads); torch.manual_seed(a.seed); random.seed(a.seed)
+V = {t: i for i, t in enumerate(list("0123456789") + ["*", "+", "(", ")", "####", "<eos>"])}
+EOS = V["<eos>"]
+def enc(s): return [V[t] for t in s.split()]
+test = load_file(Path(a.data_dir) / "icot_multiplication/icot_si_2024/4_by_4_mult/test_bigbench.txt", "icot_mult")
+train = generate_multiplication(4, 4, a.ntrain, seed=0, exclude={e.question for e in test})
+def tok(e):
+    q = enc(e.question); c = enc(" + ".join(e.steps)); ans = enc("#### " + e.answer)
+    return q, c, ans
+TR = [tok(e) for e in train]; TE = [tok(e) for e in test]
+LC = len(TR[0][1]); print("cot len", LC, "q", len(TR[0][0]), "ans", len(TR[0][2]), flush=True)
+cfg = GPT2Config(vocab_size=len(V), n_positions=128, n_embd=a.d, n_layer=a.layers, n_head=a.heads, bos_token_id=EOS, eos_token_id=EOS)
+model = GPT2LMHeadModel(cfg)
+print("params", sum(p.numel() for p in model.parameters()), flush=True)
+lam_p = torch.tensor([(1 - math.exp(-a.lam)) * math.exp(-a.lam * o) for o in range(100)]); lam_p[-1] += 1 - lam_p.sum()
+def build(batch, removed, offsets):
+    ids, labs, pos = [], [], []
+    for (q, c, ans), o in zip(batch, offsets):
+        r = min(LC, removed + o) if removed != math.inf else LC
+        if a.mode == "nocot": r = LC
+        seq = q + [EOS] + c[r:] + [EOS] + ans + [EOS]
+        lab = [-100] * (len(q) + 1) + seq[len(q) + 1:]
+        ps = list(range(len(seq)))
+        if a.keep_position:  # official: shift from the first EOS on
+            ps = ps[:len(q)] + [x + r for x in ps[len(q):]]
+        ids.append(seq); labs.append(lab); pos.append(ps)
+    L = max(map(len, ids))
+    pad = lambda xs, v: [x + [v] * (L - len(x)) for x in xs]
+    return torch.tensor(pad(ids, EOS)), torch.tensor(pad(labs, -100)), torch.tensor([p + list(range(p[-1] + 1, p[-1] + 1 + L - len(p))) for p in pos])
+def opt(): return torch.optim.AdamW(model.parameters(), lr=(a.icot_lr or a.lr) if step >= a.cot_steps else a.lr, weight_decay=0.01)
+@torch.no_grad()
+def evaluate(removed, n=1000):
+    model.eval(); ok = 0
+    for i in range(0, n, 250):
+        b = TE[i:i + 250]
+        ids, labs, pos = build(b, removed, [0] * len(b))
+        logits = model(input_ids=ids, position_ids=pos).logits
+        pred = logits[:, :-1].argmax(-1); tgt = labs[:, 1:]
+        m = tgt != -100
+        ok += ((pred == tgt) | ~m).all(1).sum().item()
+    model.train(); return ok / n
+step = 0; o = opt(); t0 = time.time(); removed = 0; last_empty = False
+os.makedirs(a.cache_dir, exist_ok=True)
+ck = f"{a.cache_dir}/cot_L{a.layers}_d{a.d}_s{a.seed}_n{a.cot_steps}_lr{a.lr}.pt"
+if a.mode == "icot" and os.path.exists(ck):
+    model.load_state_dict(torch.load(ck)); step = a.cot_steps; print("loaded", ck, flush=True)
+total = a.cot_steps + a.spt * (LC + 2) + a.post_steps if a.mode == "icot" else a.cot_steps
+if a.mode == "nocot": a.lam = 1e9
+while step < total:
+    if a.mode == "icot":
+        new = 0 if step < a.cot_steps else (step - a.cot_steps) // a.spt + 1
+        if new >= LC + 1: new = math.inf
+        if new > removed and a.reset and not last_empty: o = opt()
+        removed = new
+    batch = random.sample(TR, a.bs)
+    offs = torch.multinomial(lam_p, a.bs, replacement=True).tolist() if (a.mode == "icot" and step >= a.cot_steps) else [0] * a.bs
+    ids, labs, pos = build(batch, removed, offs)
+    last_empty = all(removed == math.inf or removed + x >= LC for x in offs)
+    out = model(input_ids=ids, position_ids=pos)
+    loss = F.cross_entropy(out.logits[:, :-1].reshape(-1, len(V)), labs[:, 1:].reshape(-1))
+    loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); o.step(); o.zero_grad(set_to_none=True)
+    step += 1
+    if a.mode == "icot" and step == a.cot_steps and not os.path.exists(ck): torch.save(model.state_dict(), ck)
+    if step % a.eval_every == 0 or step == total:
+        print(json.dumps(dict(step=step, t=round(time.time() - t0), removed=str(removed), loss=round(loss.item(), 4), acc_now=evaluate(removed, 500), acc_full=evaluate(math.inf, 500))), flush=True)
+print("final", evaluate(math.inf), "time", time.time() - t0, flush=True)
