@@ -152,6 +152,15 @@ def test_keep_position_generation_equals_uncached_decoding_with_the_shifted_posi
         assert g.generated_tokens == len(out)
 
 
+def test_keep_position_generation_stays_inside_the_context():
+    """An untrained model never stops: the shifted positions of its longest generation still fit the context."""
+    bb = load_backbone(ModelConfig(n_layer=1, n_embd=16, n_head=1, n_positions=70, tokenizer="digits"), seed=0)
+    m = ICoT(bb, method_config(ICoT, {"preset": "icot_paper_mult", "keep_position": True, "position_shift": 46}))
+    m.removed = math.inf
+    gens = m.generate(_mult(2))  # 10 prompt tokens + 46 shift: at most 14 new tokens
+    assert all(g.generated_tokens <= 70 - 10 - 46 for g in gens)
+
+
 def test_keep_position_training_batch_carries_position_ids_into_the_loss():
     m = _icot(True)
     toks = m.prepare(_mult(2))

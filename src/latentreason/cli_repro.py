@@ -33,7 +33,7 @@ def repro(
 
     Writes `OUT/results.json` (the benchmark's shape, plus `reproduction`: each check per seed), `OUT/table.md`
     (paper vs ours, ✓/✗ per seed) and every trained model (`OUT/seed-S/ROW/model`, loadable by `latentreason eval`).
-    A killed run continues where it stopped.
+    Run again, it reuses every finished row (`--fresh` retrains).
 
     Examples:
 

@@ -14,7 +14,7 @@ time in separate processes, each with its share of the CPU threads — and write
 * ``table.md``: the paper's number, the finding and ours side by side, ✓/✗ per seed;
 * ``seed-S/ROW/model``: each trained model, a checkpoint ``latentreason eval`` loads.
 
-A killed run continues where it stopped (finished rows are reused, as in the benchmark).
+A run started again reuses every finished row (as the benchmark does); a row cut short is trained again.
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ def table_markdown(repro: Reproduction, results: dict[str, Any], command: str | 
 def _run_parallel(name: str, overrides: list[str], seeds: list[int], out: Path, jobs: int, threads: int,
                   reuse_stale: bool, log: Callable[[str], None]) -> list[tuple[int, dict[str, Any]]]:
     """Each seed in its own process (``jobs`` at a time, ``threads`` torch threads each), in ``OUT/seed-S``."""
-    pending, running, done = list(seeds), {}, []
+    pending, running, done, failed = list(seeds), {}, [], []
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     while pending or running:
         while pending and len(running) < jobs:
@@ -210,12 +210,15 @@ def _run_parallel(name: str, overrides: list[str], seeds: list[int], out: Path, 
             if proc.poll() is None:
                 continue
             del running[s]
-            # exit 1: the seed ran and a check failed (its results are there); anything else is a crash
+            # exit 1: the seed ran and a check failed (its results are there); anything else is a crash, reported
+            # once the other seeds have finished (their rows stay reusable)
             if proc.returncode not in (0, 1) or not (out / f"seed-{s}" / "seed_results.json").exists():
-                for p in running.values():
-                    p.terminate()
-                raise RuntimeError(f"seed {s} failed (exit {proc.returncode}); see {out / f'seed-{s}' / 'log.txt'}")
+                failed.append(f"seed {s} failed (exit {proc.returncode}); see {out / f'seed-{s}' / 'log.txt'}")
+                log(failed[-1])
+                continue
             done.append((s, json.loads((out / f"seed-{s}" / "seed_results.json").read_text())))
+    if failed:
+        raise RuntimeError("; ".join(failed))
     return sorted(done, key=lambda x: x[0])
 
 

@@ -62,9 +62,10 @@ class CoT(Method):
     def generate(self, examples: list[Example]) -> list[Generation]:
         prompts = self.serializer.prompts(examples)
         stop = self.serializer.stop_after_eos
-        budget = self.generation_budget(prompts)
+        shift = self.generation_position_shift()
+        budget = self.generation_budget(prompts, reserved=shift)  # shifted positions must stay inside the context
         tokens, passes = greedy_generate(self.model, prompts, self.ids.pad, self.ids.eos, budget, stop_after_eos=stop,
-                                         position_shift=self.generation_position_shift())
+                                         position_shift=shift)
         out = []
         for seq, n_pass in zip(tokens, passes):
             body = trim_at_stop(seq, self.ids.eos, stop)

@@ -7,7 +7,8 @@ offset o ~ P(o) ∝ e^{-λo} (Removal Smoothing, λ = 4: P(0) ≈ 0.98), drawn f
 Once the scheduled amount reaches ``remove_all_beyond`` every CoT token is removed. AdamW is
 re-created whenever the amount grows, unless the previous batch had no CoT left in any example
 (so the resets stop once the schedule has outgrown every CoT). At the end the model answers
-directly, with no reasoning tokens; the remaining sequence is re-packed with contiguous positions.
+directly, with no reasoning tokens; the remaining sequence is re-packed with contiguous positions, or, with
+the official ``keep_position`` flag (off in the presets), keeps the positions it had in the full sequence.
 
 With the iCoT serialisation (`` Q <eos> C <eos> #### A <eos>``) the removable part is everything
 between the two EOS tokens, the space before the second one included (as in the official code);
