@@ -5,7 +5,7 @@ optimiser step and the curriculum stage, read from each run's ``metrics.jsonl``;
     python benchmarks/learning_curve.py runs/repro/icot-mult/seed-0/icot          # one run directory
 
 For a multi-seed run (``seed-S/`` sub-directories) every seed's value is one column. ``--every N`` keeps the
-validations at multiples of N steps plus the first and last; ``--stages`` keeps one row per stage end instead.
+validations at multiples of N steps plus the first and last (and all up to --first); ``--stages`` keeps one row per stage end instead.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def _rows(run: Path) -> list[dict]:
     return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
 
 
-def curve(run: Path, every: int | None, stages: bool) -> dict[int, dict]:
+def curve(run: Path, every: int | None, stages: bool, first: int = 0) -> dict[int, dict]:
     """step -> {"stage", "acc", "tokens", "loss"} for the validations kept."""
     rows = _rows(run)
     losses = {r["step"]: r["loss"] for r in rows if r.get("type") == "train"}
@@ -31,7 +31,8 @@ def curve(run: Path, every: int | None, stages: bool) -> dict[int, dict]:
         vals = [r for r in vals if r.get("type") in ("stage_end", "final")]
     elif every:
         last = max(r["step"] for r in vals) if vals else 0
-        vals = [r for r in vals if r["step"] % every == 0 or r["step"] in (1, last) or r.get("type") == "final"]
+        vals = [r for r in vals if r["step"] % every == 0 or r["step"] in (1, last) or r["step"] <= first
+                or r.get("type") == "final"]
     out = {}
     for r in vals:
         near = [s for s in losses if s <= r["step"]]
@@ -47,11 +48,12 @@ def main() -> None:
     ap.add_argument("--rows", default=None, help="comma-separated rows of a benchmark directory")
     ap.add_argument("--every", type=int, default=None, help="keep validations at multiples of N steps")
     ap.add_argument("--stages", action="store_true", help="one row per stage end")
+    ap.add_argument("--first", type=int, default=0, help="with --every: also every validation up to this step")
     args = ap.parse_args()
     seeds = sorted(args.run.glob("seed-*"), key=lambda p: int(p.name.split("-")[1]))
     for row in (args.rows.split(",") if args.rows else [None]):
         runs = {p.name: p / row for p in seeds} if (seeds and row) else {"": args.run / row if row else args.run}
-        curves = {name: curve(path, args.every, args.stages) for name, path in runs.items()}
+        curves = {name: curve(path, args.every, args.stages, args.first) for name, path in runs.items()}
         steps = sorted({s for c in curves.values() for s in c})
         print(f"\n**{row or args.run.name}** (validation accuracy / reasoning tokens; training loss)\n")
         names = list(curves)

@@ -166,7 +166,13 @@ def table_markdown(repro: Reproduction, results: dict[str, Any], command: str | 
     if command:
         code = results.get("code") or {}
         lines += [f"`{command}` — git {code.get('git_revision') or '?'}{' (dirty)' if code.get('dirty') else ''}, source {code.get('source_hash', '?')}, "
-                  f"{len(seeds)} seed(s) ({', '.join(map(str, seeds))}), {results.get('total_seconds', 0) / 60:.1f} min in all", ""]
+                  f"{len(seeds)} seed(s) ({', '.join(map(str, seeds))}), {results.get('total_seconds', 0) / 60:.1f} min for this "
+                  "invocation", ""]
+        train = results.get("train_seconds_per_seed") or {}
+        if train:
+            lines += ["Training time per seed, every row (rows reused from an earlier invocation included): " +
+                      ", ".join(f"seed {s} {t / 60:.1f} min" for s, t in train.items()) +
+                      f" (budget {repro.budget_minutes_per_seed:g} min per seed, evaluation not included)", ""]
     lines += ["| row | check | paper | ours: mean ± std (min) | per seed | holds |", "|---|---|---|---|---|---|"]
     for c in rep["checks"]:
         per = ", ".join(f"{_fmt(s['value'], c['metric'])} {'✓' if s['holds'] else '✗'}" for s in c["seeds"])
@@ -241,7 +247,10 @@ def run_repro(name: str, out_dir: str | Path, seeds: list[int], *, jobs: int = 1
     else:
         results = run_bench(repro.bench, out, fresh=fresh, progress=progress, log=log, seeds=seeds, reuse_stale=reuse_stale)
     results["total_seconds"] = round(time.perf_counter() - t0, 1)
-    # each seed's wall-clock time, training and evaluation of every row (its own run's total_seconds)
+    # each seed's training time summed over its rows (whichever invocation trained them: reused rows count too)
+    results["train_seconds_per_seed"] = {str(s): round(sum(float(r.get("train_seconds") or 0) for r in _seed_rows(results, s)), 1)
+                                         for s in seeds}
+    # each seed's wall-clock time in this invocation, training and evaluation of every row (its run's total_seconds)
     results["seconds_per_seed"] = {}
     for s in seeds:
         f = (out if len(seeds) == 1 else out / f"seed-{s}") / "seed_results.json"
@@ -254,3 +263,7 @@ def run_repro(name: str, out_dir: str | Path, seeds: list[int], *, jobs: int = 1
     (out / "table.md").write_text(table_markdown(repro, results, command), encoding="utf-8")
     return results
 
+
+def _seed_rows(results: dict[str, Any], seed: int) -> list[dict[str, Any]]:
+    return [r for row in results["methods"].values()
+            for r in (row.get("per_seed") or [dict(row, seed=results.get("seed"))]) if r.get("seed") == seed]
