@@ -226,6 +226,13 @@ def test_check_holds_only_when_every_seed_passes():
     assert "0.950 ✓, 0.400 ✗" in table and "✗ does not hold" in table
 
 
+def test_codi_alignment_past_the_last_layer_is_a_config_error():
+    from latentreason.methods.codi import CODI
+    bb = load_backbone(ModelConfig(n_layer=1, n_embd=16, n_head=1), seed=0)
+    with pytest.raises(ConfigError, match="align_first_layer=2: the model has 1 layer"):
+        CODI(bb, method_config(CODI, {"preset": "default_task"}))
+
+
 def test_an_expectation_on_a_missing_row_is_a_config_error():
     data = {"name": "x", "title": "x", "finding": "x", "source": "x",
             "bench": {"entries": [{"name": "cot", "method": "cot"}]}, "expect": [{"row": "icot", "min": 0.5}]}
@@ -239,11 +246,12 @@ def test_an_expectation_on_a_missing_row_is_a_config_error():
 def test_repro_smoke_trains_every_row_and_writes_results_and_table(tmp_path, shared_data):
     """The machinery end to end on a few steps (not the finding): every row trained, checked per seed, table written."""
     from latentreason.evaluation.repro import run_repro
-    steps = {"cot": 4, "nocot": 4, "icot": 4, "coconut": 4, "codi": 2, "system15": 2}
+    steps = {"cot": 4, "nocot": 4, "icot": 4, "icot_keep_position": 4, "coconut": 4, "codi": 2, "system15": 2}
     sets = [f"bench.entries.{k}.train.max_steps={v}" for k, v in steps.items()]
     sets += ["bench.data.train_limit=64", "bench.valid_limit=4", "bench.test_limit=8", "bench.latency_questions=2",
-             "bench.latency_repeats=1", "bench.entries.icot.train.eval_every=0", "bench.entries.coconut.method_args.steps_per_stage=1",
-             "bench.model.n_layer=1", "bench.model.n_embd=16", "bench.model.n_head=1", f"bench.data.data_dir={shared_data}"]
+             "bench.latency_repeats=1", "bench.entries.icot.train.eval_every=0",
+             "bench.entries.icot_keep_position.train.eval_every=0", "bench.entries.coconut.method_args.steps_per_stage=1",
+             "bench.model.n_layer=2", "bench.model.n_embd=16", "bench.model.n_head=1", f"bench.data.data_dir={shared_data}"]
     sets += [f"bench.entries.{k}.method_args.max_new_tokens=4" for k in steps if k != "system15"]
     res = run_repro("icot-mult", tmp_path / "r", [0], overrides=sets, progress=False, log=lambda s: None)
     assert set(res["methods"]) == set(steps)

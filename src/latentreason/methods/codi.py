@@ -174,6 +174,10 @@ class CODI(Method):
     def __init__(self, backbone, config: CODIConfig | None = None):
         super().__init__(backbone, config)
         require_ids(self.ids, ("bot", "eot"), "CODI")
+        first = self.config.align_first_layer
+        if self.config.align_steps and first is not None and first > backbone.num_layers:
+            raise ConfigError(f"method_args.align_first_layer={first}: the model has {backbone.num_layers} layer(s), "
+                              f"so the step alignment would cover no hidden state (at most {backbone.num_layers})")
         d = backbone.hidden_size
         if self.config.projection:
             self.projection = LatentProjection(d, self.config.projection_dim)
