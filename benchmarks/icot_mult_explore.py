@@ -84,7 +84,7 @@ step = 0; o = opt(); t0 = time.time(); removed = 0; last_empty = False
 os.makedirs(a.cache_dir, exist_ok=True)
 ck = f"{a.cache_dir}/cot_L{a.layers}_d{a.d}_s{a.seed}_n{a.cot_steps}_lr{a.lr}.pt"
 if a.mode == "icot" and os.path.exists(ck):
-    model.load_state_dict(torch.load(ck)); step = a.cot_steps; print("loaded", ck, flush=True)
+    model.load_state_dict(torch.load(ck, weights_only=True)); step = a.cot_steps; print("loaded", ck, flush=True)
 total = a.cot_steps + a.spt * (LC + 2) + a.post_steps if a.mode == "icot" else a.cot_steps
 if a.mode == "nocot": a.lam = 1e9
 while step < total:

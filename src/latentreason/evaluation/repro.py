@@ -33,7 +33,7 @@ from latentreason.config import apply_overrides, from_dict, load_yaml, to_dict
 from latentreason.errors import ConfigError
 from latentreason.evaluation.bench import run_bench
 from latentreason.evaluation.bench_config import BenchConfig
-from latentreason.evaluation.seeds import aggregate
+from latentreason.evaluation.seeds import aggregate, stats
 from latentreason.utils import atomic_write_json, check_writable_dir, code_identity
 
 
@@ -147,15 +147,13 @@ def _fmt(v: float | None, metric: str) -> str:
     return f"{v:.3f}" if metric == "accuracy" or abs(v) < 10 else f"{v:.1f}"
 
 
-def _spread(values: list[float], metric: str) -> str:
-    vals = [v for v in values if v is not None]
-    if not vals:
+def _spread(values: list[float | None], metric: str) -> str:
+    st = stats([v for v in values if v is not None])
+    if not st:
         return "–"
-    mean = sum(vals) / len(vals)
-    if len(vals) == 1:
-        return _fmt(mean, metric)
-    std = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5
-    return f"{_fmt(mean, metric)} ± {_fmt(std, metric)} (min {_fmt(min(vals), metric)})"
+    if st["n"] == 1:
+        return _fmt(st["mean"], metric)
+    return f"{_fmt(st['mean'], metric)} ± {_fmt(st['std'], metric)} (min {_fmt(st['min'], metric)})"
 
 
 def table_markdown(repro: Reproduction, results: dict[str, Any], command: str | None = None) -> str:
@@ -183,11 +181,10 @@ def table_markdown(repro: Reproduction, results: dict[str, Any], command: str | 
     for name, row in results["methods"].items():
         per = row.get("per_seed") or [row]
         acc = _spread([row_value(r, "accuracy") for r in per], "accuracy")
-        train_s = [row_value(r, "train_seconds") for r in per]
-        train_s = [t for t in train_s if t is not None]
+        train_s = stats([v for v in (row_value(r, "train_seconds") for r in per) if v is not None])
         lines.append(f"| {name} | {repro.rows.get(name, row.get('method', ''))} | {acc} | "
                      f"{_fmt(row_value(row, 'mean_reasoning_tokens'), 'n')} | {_fmt(row_value(row, 'mean_latent_steps'), 'n')} | "
-                     f"{sum(train_s) / len(train_s):.0f} |" if train_s else " – |")
+                     + (f"{train_s['mean']:.0f} |" if train_s else "– |"))
     lines += ["", f"**Every check on every seed:** {'✓ holds' if rep['holds'] else '✗ does not hold'}"]
     if repro.notes:
         lines += ["", repro.notes.strip()]

@@ -51,7 +51,9 @@ class CoT(Method):
         return len(t.prompt) + len(self.target(t))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        # position ids only when the features bring their own (iCoT's keep_position); else the model's 0..n-1
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         position_ids=batch.get("position_ids"))
         return {"loss": causal_lm_loss(out.logits, batch["labels"])}
 
     def generation_position_shift(self) -> int:

@@ -27,7 +27,6 @@ import torch
 from latentreason.errors import ConfigError
 from latentreason.methods.base import MethodConfig, TokExample, register
 from latentreason.methods.cot import CoT
-from latentreason.methods.latent_common import causal_lm_loss
 
 INF = math.inf
 
@@ -223,12 +222,6 @@ class ICoT(CoT):
             pos[i] = torch.tensor(p + list(range(p[-1] + 1, p[-1] + 1 + pos.shape[1] - len(p))))
         batch["position_ids"] = pos
         return batch
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if "position_ids" not in batch:
-            return super().forward(batch)
-        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"])
-        return {"loss": causal_lm_loss(out.logits, batch["labels"])}
 
     def fit_to_data(self, train: list[TokExample]) -> None:
         super().fit_to_data(train)

@@ -50,6 +50,11 @@ def build_byte_tokenizer() -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
+    return _with_specials(tok)
+
+
+def _with_specials(tok: Tokenizer, **extra: str) -> PreTrainedTokenizerFast:
+    """``tok`` with pad/eos and the latent specials, as a left-padding Hugging Face tokenizer."""
     tok.add_special_tokens([PAD, EOS, *LATENT_SPECIALS])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
@@ -59,6 +64,7 @@ def build_byte_tokenizer() -> PreTrainedTokenizerFast:
         additional_special_tokens=LATENT_SPECIALS,
         padding_side="left",
         model_max_length=1_000_000,
+        **extra,
     )
 
 
@@ -69,17 +75,7 @@ def build_digit_tokenizer() -> PreTrainedTokenizerFast:
     vocab[UNK] = len(vocab)
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.add_special_tokens([PAD, EOS, *LATENT_SPECIALS])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token=UNK,
-        pad_token=PAD,
-        eos_token=EOS,
-        bos_token=EOS,
-        additional_special_tokens=LATENT_SPECIALS,
-        padding_side="left",
-        model_max_length=1_000_000,
-    )
+    return _with_specials(tok, unk_token=UNK)
 
 
 def build_tiny_tokenizer(kind: str) -> PreTrainedTokenizerFast:
