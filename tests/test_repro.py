@@ -194,6 +194,32 @@ def test_icot_mult_reproduction_loads_and_runs_the_paper_preset():
     assert {e.name for e in r.bench.entries} >= {"coconut", "codi", "system15"}
 
 
+def test_gpu_reproduction_removes_a_token_every_3156_steps_as_the_official_run():
+    """icot-mult-gpu's point is the official schedule: 808k lines at batch 32 and 8 tokens per epoch."""
+    r = load_reproduction("icot-mult-gpu")
+    steps_per_epoch = r.bench.data.train_limit // r.bench.train.batch_size
+    for name in ("icot", "icot_keep_position"):
+        e = next(e for e in r.bench.entries if e.name == name)
+        per_epoch = ICoT.presets[e.method_args["preset"]]["remove_per_epoch"]
+        assert e.init_from is None  # the official recipe has no CoT-SFT stage
+        assert steps_per_epoch / per_epoch == pytest.approx(3156.25)
+        assert e.train["epochs"] * per_epoch >= 46  # the whole 46-token CoT is removed
+    assert (r.bench.model.n_layer, r.bench.model.n_head, r.bench.model.n_embd) == (2, 4, 768)
+
+
+def test_paper_presets_reproduction_runs_each_preset_with_its_papers_schedule():
+    r = load_reproduction("paper-presets")
+    rows = {e.name: e for e in r.bench.entries}
+    coconut, codi = rows["coconut_paper"], rows["codi_paper"]
+    assert coconut.method_args == {"preset": "coconut_paper"} and codi.method_args == {"preset": "codi_paper"}
+    assert (coconut.train["lr"], coconut.train["batch_size"], coconut.train["grad_clip"]) == (1e-4, 128, 0.0)
+    assert (codi.train["lr"], codi.train["schedule"], codi.train["warmup_ratio"], codi.train["grad_clip"]) == \
+        (3e-3, "cosine", 0.03, 2.0)
+    assert coconut.init_from == "cot" and rows["cot"].method_args["preset"] == "coconut_gsm"
+    assert codi.init_from == "cot_codi" and rows["cot_codi"].method_args["preset"] == "codi"
+    assert {x.row for x in r.expect if x.metric == "gap_closed"} == {"coconut_paper", "codi_paper"}
+
+
 def test_reproduction_overrides_reach_an_entry_by_name():
     r = load_reproduction("icot-mult", ["bench.entries.icot.train.max_steps=7", "bench.valid_limit=5"])
     assert next(e for e in r.bench.entries if e.name == "icot").train["max_steps"] == 7
