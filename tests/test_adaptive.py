@@ -393,7 +393,7 @@ def test_spearman_with_ties_hand_computed():
 def test_run_adaptive_quick_section(tmp_path):
     import json
 
-    from latentreason.evaluation.adaptive import adaptive_config, run_adaptive
+    from latentreason.experiments.adaptive_section import adaptive_config, run_adaptive
 
     bb = tiny_backbone("tiny-gpt2", seed=1, n_embd=32, n_head=2, n_layer=2)
     save_method(CODI(bb, CODIConfig(n_latent=2, max_new_tokens=8)), tmp_path / "codi")
@@ -437,7 +437,7 @@ def test_adaptive_curriculum_trains_two_phases(tmp_path):
     import json
 
     from latentreason.errors import ConfigError
-    from latentreason.evaluation.adaptive import adaptive_config, run_adaptive
+    from latentreason.experiments.adaptive_section import adaptive_config, run_adaptive
 
     bb = tiny_backbone("tiny-gpt2", seed=1, n_embd=32, n_head=2, n_layer=2)
     save_method(CODI(bb, CODIConfig(n_latent=2, max_new_tokens=8)), tmp_path / "codi")

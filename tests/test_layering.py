@@ -2,19 +2,21 @@
 
 Layers, lowest first (a module may import from its own layer and the layers below it, never above):
 
-1. ``base``       — ``latentreason`` (package init), ``errors``, ``config``, ``utils``, ``progress``
-2. ``data``       — ``data/``: examples, loaders, named sets, procedural tasks, answers
-3. ``models``     — ``models/``: backbones, tokenizer, KV-cache API, projection, shortcuts, halting head
-4. ``decoding``   — ``decoding/``: batched generation, the latent loop, soft-thinking loop and samplers,
-                    halting rules (decoding takes callables — thought / halt functions — never methods)
-5. ``methods``    — ``methods/``: one module per method, the registry, soft thinking on a method
-6. ``training``   — ``training/``: trainer (validates through a validator its caller passes), run config,
-                    checkpoints, run building blocks
-7. ``analysis``   — ``analysis/``: JS, logit lens, ROUGE-L, Pass@k, probing, the soft-thinking study,
-                    noisy-thought sampling, the System-1.5 grid (used by the benchmark, never using it)
-8. ``evaluation`` — ``evaluation/``: evaluate, training runs, the benchmark runner and its sections,
-                    seeds, report, plots, terminal tables
-9. ``cli``        — ``cli*.py``, ``__main__``: the command line
+1. ``base``        — ``latentreason`` (package init), ``errors``, ``config``, ``utils``, ``progress``
+2. ``data``        — ``data/``: examples, loaders, named sets, procedural tasks, answers
+3. ``models``      — ``models/``: backbones, tokenizer, KV-cache API, projection, shortcuts, halting head
+4. ``decoding``    — ``decoding/``: batched generation, the latent loop, soft-thinking loop and samplers,
+                     halting rules (decoding takes callables — thought / halt functions — never methods)
+5. ``methods``     — ``methods/``: one module per method, the registry, soft thinking on a method
+6. ``analysis``    — ``analysis/``: JS, logit lens, ROUGE-L, Pass@k, probing, the soft-thinking study,
+                     noisy-thought sampling, the System-1.5 grid (used by the benchmark, never using it)
+7. ``evaluation``  — ``evaluation/``: evaluate a method on examples
+8. ``training``    — ``training/``: trainer (validates through ``evaluation``), run config, checkpoints,
+                     run building blocks, a whole training run
+9. ``reporting``   — ``reporting/``: HTML report, plots, terminal tables (read results, never run them)
+10. ``experiments`` — ``experiments/``: the benchmark runner and its sections, the demo, seeds, latency,
+                     FLOPs, reproductions
+11. ``cli``        — ``cli*.py``, ``__main__``: the command line
 
 Every module of the package must belong to a layer (a new module is placed here). Imports are read
 with ``ast`` — module-level, function-level and ``TYPE_CHECKING`` ones alike; the implicit import
@@ -38,9 +40,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models", ("latentreason.models",)),
     ("decoding", ("latentreason.decoding",)),
     ("methods", ("latentreason.methods",)),
-    ("training", ("latentreason.training",)),
     ("analysis", ("latentreason.analysis",)),
     ("evaluation", ("latentreason.evaluation",)),
+    ("training", ("latentreason.training",)),
+    ("reporting", ("latentreason.reporting",)),
+    ("experiments", ("latentreason.experiments",)),
     ("cli", ("latentreason.cli", "latentreason.cli_analyze", "latentreason.cli_data", "latentreason.cli_lib",
              "latentreason.cli_report", "latentreason.cli_repro", "latentreason.cli_soft", "latentreason.__main__")),
 ]
@@ -191,7 +195,8 @@ def test_the_checks_see_what_they_check():
     assert any("peft" in ast.unparse(node) for _, _, node in _function_imports())
     assert _cycles({"a": ["b"], "b": ["c"], "c": ["a"], "d": ["a"]}) == [["a", "b", "c"]]
     assert _cycles({"a": ["b"], "b": []}) == []
-    assert _layer("latentreason.evaluation.bench") > _layer("latentreason.analysis.soft_study") > _layer("latentreason.methods.cot")
+    assert _layer("latentreason.experiments.bench") > _layer("latentreason.analysis.soft_study") > _layer("latentreason.methods.cot")
+    assert _layer("latentreason.training.trainer") > _layer("latentreason.evaluation.evaluate")
 
 
 def test_no_import_cycle():

@@ -19,7 +19,8 @@ from latentreason.methods.coconut import Coconut, CoconutConfig
 from latentreason.methods.codi import CODI
 from latentreason.methods.icot import INF, ICoT, ICoTConfig
 from latentreason.models.backbone import ModelConfig, add_special_tokens, init_rows_with_mean, load_backbone
-from latentreason.training.trainer import Trainer, build_optimizer, decay_parameter_ids
+from latentreason.training.optim import build_optimizer, decay_parameter_ids
+from latentreason.training.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PARITY = Path(__file__).parent / "parity" / "data"
@@ -111,7 +112,7 @@ def test_coconut_paper_preset_resets_adamw_every_epoch():
 
 
 def test_stage_end_evaluation_decodes_with_the_finished_stage(tmp_path):
-    from latentreason.evaluation.training_run import run_training
+    from latentreason.training.run import run_training
     from latentreason.training.run_config import load_run_config
 
     over = ["method=coconut", f"out_dir={tmp_path / 'c'}", "model.n_layer=1", "model.n_embd=32", "model.n_head=2",

@@ -8,7 +8,7 @@ import torch
 from conftest import FIXTURES, tiny_backbone
 from latentreason.data.registry import load_dataset
 from latentreason.errors import ConfigError, DataError
-from latentreason.evaluation.bench import (
+from latentreason.experiments.bench import (
     BenchConfig,
     BenchEntry,
     EvalSet,

@@ -573,7 +573,7 @@ def test_terminal_soft_table_shows_the_measures_and_labels_the_extension(monkeyp
 
     from rich.console import Console
 
-    import latentreason.evaluation.display as display
+    import latentreason.reporting.display as display
 
     buf = io.StringIO()
     monkeypatch.setattr(display, "out", Console(file=buf, width=220))

@@ -3,7 +3,7 @@ import torch
 
 from conftest import tiny_backbone
 from latentreason.data.procedural import TaskConfig, generate_splits
-from latentreason.evaluation.flops import kv_flops, layer_flops, matrix_params, step_flops
+from latentreason.experiments.flops import kv_flops, layer_flops, matrix_params, step_flops
 from latentreason.methods.codi import CODI, CODIConfig
 from latentreason.methods.system15 import System15, System15Config
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from latentreason.errors import CheckpointError, ConfigError
-from latentreason.evaluation.training_run import run_training
+from latentreason.training.run import run_training
 from latentreason.training.api import build_method
 from latentreason.training.checkpoint import load_method, save_method
 from latentreason.training.run_config import load_run_config
@@ -130,8 +130,8 @@ def test_recipe_configs_load_and_validate():
     from latentreason.methods.registry import get_method_class
 
     from latentreason.config import from_dict, load_yaml
-    from latentreason.evaluation.bench import BenchConfig
-    from latentreason.evaluation.demo import demo_config
+    from latentreason.experiments.bench import BenchConfig
+    from latentreason.experiments.demo import demo_config
 
     files = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
     assert len(files) >= 5
@@ -159,7 +159,7 @@ def test_tiny_cot_model_learns_the_task_and_nocot_does_not(tmp_path):
 
 
 def test_bench_rejects_an_unknown_latency_protocol(tmp_path):
-    from latentreason.evaluation.bench import BenchConfig, BenchEntry, run_bench
+    from latentreason.experiments.bench import BenchConfig, BenchEntry, run_bench
 
     cfg = BenchConfig(entries=[BenchEntry("cot", "cot")], latency_protocol="fastest")
     with pytest.raises(ConfigError, match="latency_protocol"):
@@ -168,7 +168,7 @@ def test_bench_rejects_an_unknown_latency_protocol(tmp_path):
 
 
 def test_wsd_schedule_and_early_decay_at_a_validation_target(tmp_path):
-    from latentreason.training.trainer import lr_factor
+    from latentreason.training.optim import lr_factor
 
     lrs = [lr_factor(s, 2, 10, "wsd", 4) for s in range(10)]
     assert lrs[:6] == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0] and lrs[6] > lrs[7] > lrs[8] > lrs[9] > 0  # cosine over the last 4
@@ -189,7 +189,7 @@ def test_wsd_schedule_and_early_decay_at_a_validation_target(tmp_path):
 
 def test_turn_order_rotates_every_question_and_round():
     """At batch 1 every entry goes first equally often over a round, and a round starts where the last began + 1."""
-    from latentreason.evaluation.latency import turn_order
+    from latentreason.experiments.latency import turn_order
 
     names = ["a", "b", "c"]
     firsts = [turn_order(names, i, 0)[0] for i in range(6)]

@@ -30,9 +30,9 @@ from latentreason.cli_report import report_app
 from latentreason.cli_repro import repro_app
 from latentreason.cli_soft import soft_app
 from latentreason.errors import CheckpointError, ConfigError, LatentReasonError, TrainingInterrupted
-from latentreason.evaluation.display import err, out
-from latentreason.evaluation.display import print_soft_table as _print_soft_table
-from latentreason.evaluation.display import print_table as _print_table
+from latentreason.reporting.display import err, out
+from latentreason.reporting.display import print_soft_table as _print_soft_table
+from latentreason.reporting.display import print_table as _print_table
 
 app = typer.Typer(
     name="latentreason",

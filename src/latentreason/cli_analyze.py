@@ -24,8 +24,8 @@ from rich.table import Table
 
 from latentreason.cli_soft import build_config, fmt_value, load_inputs, parse_ints, parse_modes, wide_err, wide_out
 from latentreason.errors import LatentReasonError
-from latentreason.evaluation.display import err, out
-from latentreason.evaluation.display import fmt as _fmt
+from latentreason.reporting.display import err, out
+from latentreason.reporting.display import fmt as _fmt
 
 analyze_app = typer.Typer(help="Analyses: thought probing, soft-thinking study, System-1.5 grid.", no_args_is_help=True)
 

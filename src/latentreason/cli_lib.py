@@ -21,12 +21,12 @@ from latentreason.data.procedural import TaskConfig
 from latentreason.data.registry import load_dataset
 from latentreason.decoding.soft_config import soft_config
 from latentreason.decoding.soft_thinking import MODES
-from latentreason.evaluation.bench import BenchConfig, parse_eval_sets, run_bench
-from latentreason.evaluation.demo import run_demo
-from latentreason.evaluation.ood import TOO_LONG_POLICIES, evaluate_ood
-from latentreason.evaluation.report import write_report
-from latentreason.evaluation.seeds import parse_seeds, seed_note
-from latentreason.evaluation.training_run import run_training
+from latentreason.experiments.bench import BenchConfig, parse_eval_sets, run_bench
+from latentreason.experiments.demo import run_demo
+from latentreason.experiments.ood import TOO_LONG_POLICIES, evaluate_ood
+from latentreason.reporting.report import write_report
+from latentreason.experiments.seeds import parse_seeds, seed_note
+from latentreason.training.run import run_training
 from latentreason.methods.registry import METHODS, get_method_class
 from latentreason.methods.soft_thinking import soft_think
 from latentreason.training.checkpoint import load_method, read_method_meta, resolve_checkpoint

@@ -1,4 +1,4 @@
-"""``latentreason repro``: list the reproductions, or run one on several seeds (:mod:`latentreason.evaluation.repro`)."""
+"""``latentreason repro``: list the reproductions, or run one on several seeds (:mod:`latentreason.experiments.repro`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from latentreason.evaluation.display import err, out
+from latentreason.reporting.display import err, out
 
 repro_app = typer.Typer()
 
@@ -43,8 +43,8 @@ def repro(
     """
     import torch  # startup cost: torch only once a reproduction runs (listing stays instant)
 
-    from latentreason.evaluation import repro as lib  # the library (torch, transformers), imported on first use
-    from latentreason.evaluation.seeds import parse_seeds
+    from latentreason.experiments import repro as lib  # the library (torch, transformers), imported on first use
+    from latentreason.experiments.seeds import parse_seeds
 
     if name is None:
         t = Table(title="reproductions (latentreason repro NAME --seeds N)")

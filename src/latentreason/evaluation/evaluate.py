@@ -132,7 +132,7 @@ def evaluate(
 
 
 def validation_metrics(method: Method, examples: list[Example], batch_size: int) -> dict[str, Any]:
-    """The trainer's validator (:class:`~latentreason.training.trainer.Trainer`): accuracy and lengths of
+    """What the trainer validates with (:class:`~latentreason.training.trainer.Trainer`): accuracy and lengths of
     ``method`` on ``examples``, without records or warm-up."""
     return evaluate(method, examples, batch_size=batch_size, keep_records=False, warmup=False).metrics
 

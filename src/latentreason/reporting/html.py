@@ -3,7 +3,7 @@
 Everything the report writes goes through :func:`esc`; images are embedded as base64 PNG
 (:func:`img`, :func:`img_file`); a results section without its own layout is rendered by
 :func:`render_generic` (records as tables, key/value tables otherwise); :func:`find_grid` finds a
-2-D grid (System-1.5's test-time grid) in any JSON object. :mod:`latentreason.evaluation.report`
+2-D grid (System-1.5's test-time grid) in any JSON object. :mod:`latentreason.reporting.report`
 assembles the report from these.
 """
 

@@ -17,7 +17,7 @@ from latentreason.analysis.latent_sampling import latent_sampling_study
 from latentreason.analysis.soft_study import soft_thinking_study
 from latentreason.decoding.soft_thinking import soft_config
 from latentreason.errors import CheckpointError
-from latentreason.evaluation.bench_config import BenchConfig, SoftStudyConfig, entry_run_config
+from latentreason.experiments.bench_config import BenchConfig, SoftStudyConfig, entry_run_config
 from latentreason.training.api import load_split
 from latentreason.training.checkpoint import load_method
 

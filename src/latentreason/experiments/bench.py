@@ -8,16 +8,16 @@ them on the same test questions with the same batch size, so that latency ratios
 runner on the embedded default task.
 
 Extra (out-of-distribution) evaluation sets, ``BenchConfig.eval_sets`` (``demo --eval-set
-NAME=PATH``), are evaluated for every entry by :func:`~latentreason.evaluation.ood.evaluate_ood` into
+NAME=PATH``), are evaluated for every entry by :func:`~latentreason.experiments.ood.evaluate_ood` into
 ``results["ood"][SET][ENTRY]``; a question longer than the model's context is counted as ``too_long``
 (and wrong), not an error.
 
-The pieces: configuration and entries (:mod:`~latentreason.evaluation.bench_config`), training runs
-(:mod:`~latentreason.evaluation.training_run`), FLOPs per step (:mod:`~latentreason.evaluation.flops`),
-round-robin latency (:mod:`~latentreason.evaluation.latency`), extra evaluation sets
-(:mod:`~latentreason.evaluation.ood`), the sections (:mod:`~latentreason.evaluation.system15_section`,
-:mod:`~latentreason.evaluation.adaptive`, :mod:`~latentreason.evaluation.soft_section`) and the
-spread over seeds (:mod:`~latentreason.evaluation.seeds`). The names of the configuration and of
+The pieces: configuration and entries (:mod:`~latentreason.experiments.bench_config`), training runs
+(:mod:`~latentreason.training.run`), FLOPs per step (:mod:`~latentreason.experiments.flops`),
+round-robin latency (:mod:`~latentreason.experiments.latency`), extra evaluation sets
+(:mod:`~latentreason.experiments.ood`), the sections (:mod:`~latentreason.experiments.system15_section`,
+:mod:`~latentreason.experiments.adaptive_section`, :mod:`~latentreason.experiments.soft_section`) and the
+spread over seeds (:mod:`~latentreason.experiments.seeds`). The names of the configuration and of
 those pieces are re-exported here.
 """
 
@@ -37,8 +37,8 @@ from latentreason.config import to_dict, to_dict_nondefault
 from latentreason.data.example import Example
 from latentreason.data.procedural import task_description
 from latentreason.errors import ConfigError
-from latentreason.evaluation.adaptive import run_adaptive
-from latentreason.evaluation.bench_config import (
+from latentreason.experiments.adaptive_section import run_adaptive
+from latentreason.experiments.bench_config import (
     BenchConfig,
     BenchEntry,
     EvalSet,
@@ -50,13 +50,13 @@ from latentreason.evaluation.bench_config import (
     task_key,
 )
 from latentreason.evaluation.evaluate import evaluate
-from latentreason.evaluation.flops import cot_cost, latent_cost
-from latentreason.evaluation.latency import apply_round_robin, round_robin_latency
-from latentreason.evaluation.ood import evaluate_ood, fitting_mask, load_eval_sets, parse_eval_sets, run_ood
-from latentreason.evaluation.seeds import aggregate
-from latentreason.evaluation.soft_section import run_soft_study
-from latentreason.evaluation.system15_section import run_system15_grid
-from latentreason.evaluation.training_run import run_training
+from latentreason.experiments.flops import cot_cost, latent_cost
+from latentreason.experiments.latency import apply_round_robin, round_robin_latency
+from latentreason.experiments.ood import evaluate_ood, fitting_mask, load_eval_sets, parse_eval_sets, run_ood
+from latentreason.experiments.seeds import aggregate
+from latentreason.experiments.soft_section import run_soft_study
+from latentreason.experiments.system15_section import run_system15_grid
+from latentreason.training.run import run_training
 from latentreason.training.api import load_split
 from latentreason.utils import atomic_write_json, check_writable_dir, code_identity, env_info
 
@@ -81,7 +81,7 @@ def run_bench(
     ``seeds`` (default: ``cfg.seeds``, else ``[cfg.seed]``): with one seed the entries' run
     directories are ``OUT/ENTRY``; with several, each seed runs the whole pipeline in
     ``OUT/seed-S/`` (its own ``results.json`` there) and ``OUT/results.json`` holds the mean of
-    every row, its per-seed values and their spread (:mod:`latentreason.evaluation.seeds`).
+    every row, its per-seed values and their spread (:mod:`latentreason.experiments.seeds`).
     ``reuse_stale``: reuse finished entries even when they were trained by other code.
     """
     seed_list = list(seeds) if seeds is not None else (list(cfg.seeds) if cfg.seeds else [cfg.seed])

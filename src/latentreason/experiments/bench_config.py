@@ -7,7 +7,7 @@ training setup, plus the sections run after the comparison (the soft-thinking st
 :class:`EvalSet`). :func:`entry_run_config` is the run config an entry trains with,
 :func:`entry_method` the model it evaluates, :func:`baselines` the CoT / No-CoT rows every row is
 compared with, :func:`entries_needed` the entries a subset of rows needs. The runner is
-:mod:`latentreason.evaluation.bench`.
+:mod:`latentreason.experiments.bench`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from latentreason.analysis.system15_grid import plot_grid, shortcut_ablation, system15_grid
-from latentreason.evaluation.bench_config import BenchConfig, BenchEntry, entry_method, entry_run_config
+from latentreason.experiments.bench_config import BenchConfig, BenchEntry, entry_method, entry_run_config
 from latentreason.evaluation.evaluate import evaluate
 from latentreason.training.api import load_split
 from latentreason.utils import atomic_write_json

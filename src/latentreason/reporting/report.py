@@ -4,9 +4,9 @@
 ``run_config.json`` and ``predictions.json``, the soft-thinking study (``soft_thinking/``),
 thought-probing files (``probe-*.json``), System-1.5 grid files and any other figures, and writes
 ``RUN_DIR/report.html``: inline CSS, plots embedded as base64 PNG (drawn by
-:mod:`latentreason.evaluation.plots`), no script and no network reference, so the file can be
+:mod:`latentreason.reporting.plots`), no script and no network reference, so the file can be
 mailed or archived on its own. All text from the run is HTML-escaped (the HTML pieces: tables,
-images, generic rendering, are in :mod:`latentreason.evaluation.report_html`).
+images, generic rendering, are in :mod:`latentreason.reporting.html`).
 
 Sections (each only when its data is present):
 
@@ -35,20 +35,20 @@ from pathlib import Path
 from typing import Any, Callable
 
 from latentreason.errors import DataError
-from latentreason.evaluation import plots
-from latentreason.evaluation.report_html import CSS as _CSS
-from latentreason.evaluation.report_html import cell as _cell
-from latentreason.evaluation.report_html import esc, find_grid, fmt, png_size, render_generic  # noqa: F401  (re-exported)
-from latentreason.evaluation.report_html import img as _img
-from latentreason.evaluation.report_html import img_file as _img_file
-from latentreason.evaluation.report_html import int_key as _int_key
-from latentreason.evaluation.report_html import is_grid_name as _is_grid_name
-from latentreason.evaluation.report_html import is_num as _is_num
-from latentreason.evaluation.report_html import kv_table as _kv_table
-from latentreason.evaluation.report_html import read_json as _read_json
-from latentreason.evaluation.report_html import read_jsonl as _read_jsonl
-from latentreason.evaluation.report_html import rel as _rel
-from latentreason.evaluation.report_html import table as _table
+from latentreason.reporting import plots
+from latentreason.reporting.html import CSS as _CSS
+from latentreason.reporting.html import cell as _cell
+from latentreason.reporting.html import esc, find_grid, fmt, png_size, render_generic  # noqa: F401  (re-exported)
+from latentreason.reporting.html import img as _img
+from latentreason.reporting.html import img_file as _img_file
+from latentreason.reporting.html import int_key as _int_key
+from latentreason.reporting.html import is_grid_name as _is_grid_name
+from latentreason.reporting.html import is_num as _is_num
+from latentreason.reporting.html import kv_table as _kv_table
+from latentreason.reporting.html import read_json as _read_json
+from latentreason.reporting.html import read_jsonl as _read_jsonl
+from latentreason.reporting.html import rel as _rel
+from latentreason.reporting.html import table as _table
 from latentreason.utils import atomic_write_text
 
 REPORT_NAME = "report.html"

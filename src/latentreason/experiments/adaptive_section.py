@@ -16,7 +16,7 @@ size and repeats, as for every other row of the demo. The section writes ``OUT/r
 Adaptive thinking across the package: the halting head is a model piece (``models/halting.py``),
 the stop rules the latent loop consults are decoding (``decoding/halting.py``), ``codi_adaptive``
 is a method (``methods/adaptive.py``), this section is evaluation; Spearman's correlation is in
-``analysis/spearman.py`` and the plot in ``evaluation/plots.py``.
+``analysis/spearman.py`` and the plot in ``reporting/plots.py``.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from latentreason.data.example import Example
 from latentreason.data.procedural import TaskConfig, task_description
 from latentreason.errors import ConfigError
 from latentreason.evaluation.evaluate import evaluate
-from latentreason.evaluation.plots import thoughts_plot
-from latentreason.evaluation.training_run import run_training
+from latentreason.reporting.plots import thoughts_plot
+from latentreason.training.run import run_training
 from latentreason.methods.adaptive import CODIAdaptive
 from latentreason.methods.base import method_config
 from latentreason.methods.codi import CODI

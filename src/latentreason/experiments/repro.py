@@ -1,9 +1,9 @@
 """Reproductions: a paper's finding re-found on the paper's own data, end to end, on every seed.
 
-A reproduction is a YAML file in ``latentreason/reproductions/`` (``latentreason repro`` lists them):
+A reproduction is a YAML file in ``latentreason/experiments/reproductions/`` (``latentreason repro`` lists them):
 its paper, the finding in one sentence, the expected numbers (:class:`Expectation`: a row of the
 benchmark, a metric, a bound, the paper's own number and its source) and the benchmark that
-produces the rows (:class:`~latentreason.evaluation.bench_config.BenchConfig`, usually on a named
+produces the rows (:class:`~latentreason.experiments.bench_config.BenchConfig`, usually on a named
 data set such as ``mult_4x4``: trained from scratch, evaluated on the data set's shipped test file).
 
 :func:`run_repro` runs the benchmark once per seed — one after the other, or ``jobs`` seeds at a
@@ -31,9 +31,9 @@ from typing import Any, Callable
 
 from latentreason.config import apply_overrides, from_dict, load_yaml, to_dict
 from latentreason.errors import ConfigError
-from latentreason.evaluation.bench import run_bench
-from latentreason.evaluation.bench_config import BenchConfig
-from latentreason.evaluation.seeds import aggregate, stats
+from latentreason.experiments.bench import run_bench
+from latentreason.experiments.bench_config import BenchConfig
+from latentreason.experiments.seeds import aggregate, stats
 from latentreason.utils import atomic_write_json, check_writable_dir, code_identity
 
 
@@ -89,7 +89,7 @@ class Reproduction:
 
 
 def _repro_files() -> dict[str, Any]:
-    root = resources.files("latentreason") / "reproductions"
+    root = resources.files("latentreason.experiments") / "reproductions"
     return {p.name[: -len(".yaml")].replace("_", "-"): p for p in root.iterdir() if p.name.endswith(".yaml")}
 
 

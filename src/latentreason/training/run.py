@@ -1,8 +1,6 @@
 """A whole training run: config -> data -> method -> trainer (validated) -> test evaluation -> results.json.
 
-:func:`run_training` is what ``latentreason train`` and the benchmark runner call. It sits above
-the training code because it validates and evaluates through :mod:`latentreason.evaluation.evaluate`
-(the trainer itself takes the validator as an argument).
+:func:`run_training` is what ``latentreason train`` and the benchmark runner call.
 """
 
 from __future__ import annotations
@@ -10,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from latentreason.evaluation.evaluate import evaluate, validation_metrics
+from latentreason.evaluation.evaluate import evaluate
 from latentreason.methods.base import Method
 from latentreason.training.api import build_method, check_prompts_fit, has_split, load_split
 from latentreason.training.checkpoint import load_method
@@ -43,7 +41,7 @@ def run_training(
     method = method or build_method(cfg)
     for what, examples in (("validation data", valid), ("test data", test)):
         check_prompts_fit(method, examples, what)
-    trainer = Trainer(cfg, method, train, valid, out, progress=progress, log=log, validator=validation_metrics)
+    trainer = Trainer(cfg, method, train, valid, out, progress=progress, log=log)
     summary = trainer.fit(resume=resume)
     acc = trainer.accelerator
     results: dict[str, Any] = {"method": cfg.method, "train": summary.to_dict()}

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from latentreason.data.procedural import TaskConfig
-from latentreason.evaluation.bench import BenchConfig, BenchEntry, SoftStudyConfig, parse_eval_sets, run_bench
-from latentreason.evaluation.display import err, print_soft_table, print_table
-from latentreason.evaluation.report import write_report
-from latentreason.evaluation.seeds import seed_note
+from latentreason.experiments.bench import BenchConfig, BenchEntry, SoftStudyConfig, parse_eval_sets, run_bench
+from latentreason.reporting.display import err, print_soft_table, print_table
+from latentreason.reporting.report import write_report
+from latentreason.experiments.seeds import seed_note
 from latentreason.models.backbone import ModelConfig
 from latentreason.training.run_config import TrainConfig
 
