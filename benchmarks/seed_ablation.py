@@ -61,7 +61,8 @@ def stats(vals: list[float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from latentreason.experiments.bench import BenchEntry, run_bench_seed
+    from latentreason.experiments.bench import run_bench_seed
+    from latentreason.experiments.bench_config import BenchEntry
     from latentreason.experiments.demo import demo_config
     from latentreason.experiments.seeds import add_gap_closed
 

@@ -9,10 +9,9 @@ from conftest import tiny_backbone
 from latentreason.analysis.spearman import rankdata, spearman
 from latentreason.data.procedural import TaskConfig, generate_splits
 from latentreason.data.registry import load_dataset
-from latentreason.decoding.halting import head_halt_fn, probe_halt_fn, probe_stop_probability, threshold_logit
-from latentreason.methods.adaptive import CODIAdaptive, CODIAdaptiveConfig
+from latentreason.methods.adaptive.halting import HaltingHead, head_halt_fn, probe_halt_fn, probe_stop_probability, threshold_logit
+from latentreason.methods.adaptive.method import CODIAdaptive, CODIAdaptiveConfig
 from latentreason.methods.codi import CODI, CODIConfig
-from latentreason.models.halting import HaltingHead
 from latentreason.training.checkpoint import load_method, save_method
 
 

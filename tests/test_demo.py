@@ -114,7 +114,8 @@ def test_soft_study_runs_on_the_snapshot_with_the_configured_sampler(tmp_path):
     quick demo cannot tell them from a dropped override); a step the entry does not save names the fix."""
     from latentreason.config import from_dict, load_yaml
     from latentreason.errors import CheckpointError
-    from latentreason.experiments.bench import BenchConfig, run_bench
+    from latentreason.experiments.bench import run_bench
+    from latentreason.experiments.bench_config import BenchConfig
 
     cfg_file = tmp_path / "bench.yaml"
     cfg_file.write_text("""

@@ -6,22 +6,15 @@ import pytest
 import torch
 
 from conftest import FIXTURES, tiny_backbone
+from latentreason.data.procedural import TaskConfig
 from latentreason.data.registry import load_dataset
 from latentreason.errors import ConfigError, DataError
-from latentreason.experiments.bench import (
-    BenchConfig,
-    BenchEntry,
-    EvalSet,
-    evaluate_ood,
-    fitting_mask,
-    load_eval_sets,
-    parse_eval_sets,
-    run_bench,
-)
+from latentreason.experiments.bench import run_bench
+from latentreason.experiments.bench_config import BenchConfig, BenchEntry, EvalSet
+from latentreason.experiments.ood import evaluate_ood, fitting_mask, load_eval_sets, parse_eval_sets
 from latentreason.methods.codi import CODI, CODIConfig
 from latentreason.methods.cot import CoT
 from latentreason.models.backbone import ModelConfig
-from latentreason.data.procedural import TaskConfig
 from latentreason.training.run_config import TrainConfig
 
 SETS = {"svamp": "svamp.json", "gsmhard": "gsmhard.jsonl", "multiarith": "multiarith.jsonl", "asdiv": "asdiv.jsonl"}

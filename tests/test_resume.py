@@ -207,7 +207,7 @@ def _staged_method_class():
 
 
 def test_curriculum_state_is_restored_on_resume(tmp_path, monkeypatch):
-    from latentreason.methods.base import METHODS
+    from latentreason.methods.registry import METHODS
     from latentreason.training.run import run_training
     from latentreason.training.run_config import load_run_config
 

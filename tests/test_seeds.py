@@ -8,7 +8,8 @@ import pytest
 from latentreason.config import from_dict
 from latentreason.errors import ConfigError
 from latentreason.experiments import bench as bench_mod
-from latentreason.experiments.bench import BenchConfig, run_bench
+from latentreason.experiments.bench import run_bench
+from latentreason.experiments.bench_config import BenchConfig
 from latentreason.experiments.seeds import aggregate, gap_closed, mean_tree, parse_seeds
 
 TINY = {

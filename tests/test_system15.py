@@ -5,7 +5,7 @@ from conftest import tiny_backbone
 from latentreason.data.procedural import TaskConfig, generate_splits
 from latentreason.experiments.flops import kv_flops, layer_flops, matrix_params, step_flops
 from latentreason.methods.codi import CODI, CODIConfig
-from latentreason.methods.system15 import System15, System15Config
+from latentreason.methods.system15.method import System15, System15Config
 
 
 def _examples(n=6, seed=0):
@@ -195,8 +195,8 @@ def test_whole_batch_fast_paths_and_direct_kv_change_nothing():
 
 
 def test_gpt2_direct_kv_equals_the_layer_own_projection():
-    from latentreason.models.shortcut_layer import _CaptureCache, _Captured, gpt2_kv
-    from latentreason.models.shortcuts import find_decoder_layers
+    from latentreason.methods.system15.shortcut_layer import _CaptureCache, _Captured, gpt2_kv
+    from latentreason.methods.system15.shortcuts import find_decoder_layers
 
     bb = tiny_backbone("tiny-gpt2", seed=3, dtype=torch.float64, n_embd=48, n_head=4, n_layer=2)
     layer = find_decoder_layers(bb.model)[1]
@@ -243,7 +243,7 @@ def test_stage2_trains_only_shortcuts():
 def test_flops_counter_matches_hand_count():
     bb = tiny_backbone("tiny-gpt2", n_embd=32, n_head=2, n_layer=2)
     # GPT-2 layer matrices: c_attn 32x96 + c_proj 32x32 + c_fc 32x128 + mlp c_proj 128x32 = 12 * 32^2
-    from latentreason.models.shortcuts import find_decoder_layers
+    from latentreason.methods.system15.shortcuts import find_decoder_layers
 
     assert matrix_params(find_decoder_layers(bb.model)[0]) == 12 * 32 * 32
     assert layer_flops(bb.model, n_ctx=10) == 2 * 12 * 32 * 32 + 2 * 10 * 32
@@ -266,7 +266,7 @@ def test_criticality_labels_follow_the_steps():
 
 
 def test_shortcut_ablation_reports_each_shortcut():
-    from latentreason.analysis.system15_grid import shortcut_ablation
+    from latentreason.methods.system15.grid import shortcut_ablation
 
     _, s15 = _pair(lambda_depth=0.5)
     exs = _examples(6, seed=3)
@@ -282,7 +282,7 @@ def test_shortcut_ablation_reports_each_shortcut():
 def test_grid_best_cell_is_deterministic():
     """The grid's best cell: highest accuracy, ties to the fewest decoder layers over the latent steps
     (λ_step × layers per step), then the first cell; latency never decides."""
-    from latentreason.analysis.system15_grid import best_cell
+    from latentreason.methods.system15.grid import best_cell
 
     acc = [[0.5, 0.9, 0.9], [0.9, 0.8, 0.9]]
     layers = [[1.0, 2.0, 1.5], [1.0, 1.0, 2.0]]

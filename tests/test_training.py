@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from latentreason.errors import CheckpointError, ConfigError
-from latentreason.training.run import run_training
 from latentreason.training.api import build_method
 from latentreason.training.checkpoint import load_method, save_method
+from latentreason.training.run import run_training
 from latentreason.training.run_config import load_run_config
 
 
@@ -130,7 +130,7 @@ def test_recipe_configs_load_and_validate():
     from latentreason.methods.registry import get_method_class
 
     from latentreason.config import from_dict, load_yaml
-    from latentreason.experiments.bench import BenchConfig
+    from latentreason.experiments.bench_config import BenchConfig
     from latentreason.experiments.demo import demo_config
 
     files = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
@@ -159,7 +159,8 @@ def test_tiny_cot_model_learns_the_task_and_nocot_does_not(tmp_path):
 
 
 def test_bench_rejects_an_unknown_latency_protocol(tmp_path):
-    from latentreason.experiments.bench import BenchConfig, BenchEntry, run_bench
+    from latentreason.experiments.bench import run_bench
+    from latentreason.experiments.bench_config import BenchConfig, BenchEntry
 
     cfg = BenchConfig(entries=[BenchEntry("cot", "cot")], latency_protocol="fastest")
     with pytest.raises(ConfigError, match="latency_protocol"):

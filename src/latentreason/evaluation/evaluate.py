@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from latentreason.data.example import Example
-from latentreason.methods.base import Generation, Method
+from latentreason.decoding.generate import Generation
+from latentreason.methods.base import Method
 from latentreason.progress import progress_bar
 
 

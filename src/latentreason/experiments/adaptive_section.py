@@ -13,10 +13,10 @@ Latency is measured by :func:`~latentreason.evaluation.evaluate.evaluate` with t
 size and repeats, as for every other row of the demo. The section writes ``OUT/results.json``,
 ``OUT/predictions-*.json`` and ``OUT/thoughts_vs_steps.png`` and returns the results.
 
-Adaptive thinking across the package: the halting head is a model piece (``models/halting.py``),
-the stop rules the latent loop consults are decoding (``decoding/halting.py``), ``codi_adaptive``
-is a method (``methods/adaptive.py``), this section is evaluation; Spearman's correlation is in
-``analysis/spearman.py`` and the plot in ``reporting/plots.py``.
+Adaptive thinking lives in ``methods/adaptive/``: the halting head and the stop rules the latent loop
+consults (``halting.py``) and the method ``codi_adaptive`` (``method.py``); this section is the
+experiment that runs it; Spearman's correlation is in ``analysis/spearman.py`` and the plot in
+``reporting/plots.py``.
 """
 
 from __future__ import annotations
@@ -39,14 +39,14 @@ from latentreason.data.example import Example
 from latentreason.data.procedural import TaskConfig, task_description
 from latentreason.errors import ConfigError
 from latentreason.evaluation.evaluate import evaluate
-from latentreason.reporting.plots import thoughts_plot
-from latentreason.training.run import run_training
-from latentreason.methods.adaptive import CODIAdaptive
+from latentreason.methods.adaptive.method import CODIAdaptive
 from latentreason.methods.base import method_config
 from latentreason.methods.codi import CODI
 from latentreason.models.backbone import ModelConfig
+from latentreason.reporting.plots import thoughts_plot
 from latentreason.training.api import build_method, load_split
 from latentreason.training.checkpoint import load_method, save_method
+from latentreason.training.run import run_training
 from latentreason.training.run_config import DataConfig, RunConfig, TrainConfig, run_config_dict
 from latentreason.utils import atomic_write_json, check_writable_dir, code_identity
 

@@ -17,8 +17,7 @@ The pieces: configuration and entries (:mod:`~latentreason.experiments.bench_con
 round-robin latency (:mod:`~latentreason.experiments.latency`), extra evaluation sets
 (:mod:`~latentreason.experiments.ood`), the sections (:mod:`~latentreason.experiments.system15_section`,
 :mod:`~latentreason.experiments.adaptive_section`, :mod:`~latentreason.experiments.soft_section`) and the
-spread over seeds (:mod:`~latentreason.experiments.seeds`). The names of the configuration and of
-those pieces are re-exported here.
+spread over seeds (:mod:`~latentreason.experiments.seeds`).
 """
 
 from __future__ import annotations
@@ -37,27 +36,25 @@ from latentreason.config import to_dict, to_dict_nondefault
 from latentreason.data.example import Example
 from latentreason.data.procedural import task_description
 from latentreason.errors import ConfigError
+from latentreason.evaluation.evaluate import evaluate
 from latentreason.experiments.adaptive_section import run_adaptive
 from latentreason.experiments.bench_config import (
     BenchConfig,
     BenchEntry,
-    EvalSet,
-    SoftStudyConfig,
     baselines,
     entries_needed,
     entry_method,
     entry_run_config,
     task_key,
 )
-from latentreason.evaluation.evaluate import evaluate
 from latentreason.experiments.flops import cot_cost, latent_cost
-from latentreason.experiments.latency import apply_round_robin, round_robin_latency
-from latentreason.experiments.ood import evaluate_ood, fitting_mask, load_eval_sets, parse_eval_sets, run_ood
+from latentreason.experiments.latency import apply_round_robin
+from latentreason.experiments.ood import load_eval_sets, run_ood
 from latentreason.experiments.seeds import aggregate
 from latentreason.experiments.soft_section import run_soft_study
 from latentreason.experiments.system15_section import run_system15_grid
-from latentreason.training.run import run_training
 from latentreason.training.api import load_split
+from latentreason.training.run import run_training
 from latentreason.utils import atomic_write_json, check_writable_dir, code_identity, env_info
 
 
@@ -281,11 +278,4 @@ def run_sections(results: dict[str, Any], cfg: BenchConfig, entries: list[BenchE
         results["soft_thinking"] = run_soft_study(cfg, st, out, names, device, log)
 
 
-__all__ = [
-    # the runner
-    "add_baseline_ratios", "evaluate_entry", "run_bench", "run_bench_seed", "run_sections", "train_entries",
-    # re-exported from the modules the benchmark was split into
-    "BenchConfig", "BenchEntry", "EvalSet", "SoftStudyConfig", "apply_round_robin", "baselines", "cot_cost", "entries_needed",
-    "entry_method", "entry_run_config", "evaluate_ood", "fitting_mask", "latent_cost", "load_eval_sets", "parse_eval_sets",
-    "round_robin_latency", "run_ood", "run_soft_study", "run_system15_grid", "task_key",
-]
+__all__ = ["add_baseline_ratios", "evaluate_entry", "run_bench", "run_bench_seed", "run_sections", "train_entries"]

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from latentreason.data.procedural import TaskConfig
-from latentreason.experiments.bench import BenchConfig, BenchEntry, SoftStudyConfig, parse_eval_sets, run_bench
-from latentreason.reporting.display import err, print_soft_table, print_table
-from latentreason.reporting.report import write_report
+from latentreason.experiments.bench import run_bench
+from latentreason.experiments.bench_config import BenchConfig, BenchEntry, SoftStudyConfig
+from latentreason.experiments.ood import parse_eval_sets
 from latentreason.experiments.seeds import seed_note
 from latentreason.models.backbone import ModelConfig
+from latentreason.reporting.display import err, print_soft_table, print_table
+from latentreason.reporting.report import write_report
 from latentreason.training.run_config import TrainConfig
 
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from latentreason.models.shortcut_layer import is_gpt2_block
-from latentreason.models.shortcuts import find_decoder_layers
+from latentreason.methods.system15.shortcut_layer import is_gpt2_block
+from latentreason.methods.system15.shortcuts import find_decoder_layers
 
 
 def matrix_params(module: nn.Module) -> int:

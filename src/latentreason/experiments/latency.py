@@ -18,8 +18,8 @@ from pathlib import Path
 from statistics import median
 from typing import Any, Callable
 
-from latentreason.experiments.bench_config import BenchConfig, BenchEntry, entry_method, entry_run_config
 from latentreason.evaluation.evaluate import run_generation
+from latentreason.experiments.bench_config import BenchConfig, BenchEntry, entry_method, entry_run_config
 from latentreason.training.api import load_split
 
 

@@ -26,8 +26,8 @@ from typing import Any, Callable
 from latentreason.data.example import Example
 from latentreason.data.registry import load_dataset
 from latentreason.errors import ConfigError, ContextOverflowError, DataError
-from latentreason.experiments.bench_config import BenchConfig, BenchEntry, EvalSet, entry_method
 from latentreason.evaluation.evaluate import evaluate
+from latentreason.experiments.bench_config import BenchConfig, BenchEntry, EvalSet, entry_method
 from latentreason.utils import atomic_write_json
 
 TOO_LONG_POLICIES = ("count", "skip")

@@ -1,9 +1,9 @@
 """The benchmark's soft-thinking section (``results["soft_thinking"]``, ``SoftStudyConfig``).
 
-The soft-thinking study (:func:`~latentreason.analysis.soft_study.soft_thinking_study`: token vs
+The soft-thinking study (:func:`~latentreason.soft_thinking.study.soft_thinking_study`: token vs
 soft vs stochastic-soft thinking) on a CoT entry's model — its final model or a training snapshot
 (``checkpoint_step``) — plus this project's extension, Dirichlet / Gumbel noise on a latent
-entry's continuous thoughts (:func:`~latentreason.analysis.latent_sampling.latent_sampling_study`).
+entry's continuous thoughts (:func:`~latentreason.soft_thinking.noisy_thoughts.latent_sampling_study`).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-from latentreason.analysis.latent_sampling import latent_sampling_study
-from latentreason.analysis.soft_study import soft_thinking_study
-from latentreason.decoding.soft_thinking import soft_config
 from latentreason.errors import CheckpointError
 from latentreason.experiments.bench_config import BenchConfig, SoftStudyConfig, entry_run_config
+from latentreason.soft_thinking.config import soft_config
+from latentreason.soft_thinking.noisy_thoughts import latent_sampling_study
+from latentreason.soft_thinking.study import soft_thinking_study
 from latentreason.training.api import load_split
 from latentreason.training.checkpoint import load_method
 
@@ -58,6 +58,6 @@ def run_soft_study(cfg: BenchConfig, st: SoftStudyConfig, out: Path, names: set[
                 "js_top2": None, "js_horizon": None, "mean_thinking_entropy": None, "softness": None, "randomness": None,
                 # noise on a latent model's continuous thoughts: this project's extension, not a paper's method
                 "extension": f"project extension: {mode} noise on {st.latent_entry}'s continuous thoughts "
-                             f"(strength {row['strength']}), decoding/stochastic_latent.py",
+                             f"(strength {row['strength']}), soft_thinking/noisy_thoughts.py",
                 "model": f"{st.latent_entry} (final model)"}
     return res

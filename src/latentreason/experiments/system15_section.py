@@ -1,6 +1,6 @@
 """The benchmark's System-1.5 section (``results["system15_grid"]``): the test-time grid of its stage-2 entry.
 
-The λ_depth × λ_step grid (:func:`~latentreason.analysis.system15_grid.system15_grid`) runs on
+The λ_depth × λ_step grid (:func:`~latentreason.methods.system15.grid.system15_grid`) runs on
 validation questions; the best cell is chosen there and then evaluated on the test questions.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from latentreason.analysis.system15_grid import plot_grid, shortcut_ablation, system15_grid
-from latentreason.experiments.bench_config import BenchConfig, BenchEntry, entry_method, entry_run_config
 from latentreason.evaluation.evaluate import evaluate
+from latentreason.experiments.bench_config import BenchConfig, BenchEntry, entry_method, entry_run_config
+from latentreason.methods.system15.grid import plot_grid, shortcut_ablation, system15_grid
 from latentreason.training.api import load_split
 from latentreason.utils import atomic_write_json
 

@@ -31,10 +31,10 @@ import torch
 from torch import Tensor
 
 from latentreason.data.example import Example
-from latentreason.decoding.generate import hit_limit, left_pad, trim_at_stop
+from latentreason.decoding.generate import Generation, hit_limit, left_pad, trim_at_stop
 from latentreason.decoding.latent import identity_thought, latent_forward, latent_generate, right_pad
 from latentreason.errors import ConfigError
-from latentreason.methods.base import Generation, Method, MethodConfig, TokExample, collate_lm, register
+from latentreason.methods.base import Method, MethodConfig, TokExample, collate_lm
 from latentreason.methods.latent_common import (
     causal_lm_loss,
     gather_aligned,
@@ -110,7 +110,6 @@ PAPER_GSM = dict(thoughts_per_step=2, max_latent_stage=3, epochs_per_stage=3.0, 
                  micro_batch_weighting="equal")
 
 
-@register
 class Coconut(Method):
     name = "coconut"
     Config = CoconutConfig

@@ -36,10 +36,10 @@ import torch
 from torch import Tensor
 
 from latentreason.data.example import Example
-from latentreason.decoding.generate import hit_limit, left_pad, trim_at_stop
+from latentreason.decoding.generate import Generation, hit_limit, left_pad, trim_at_stop
 from latentreason.decoding.latent import identity_thought, latent_forward, latent_generate, right_pad
 from latentreason.errors import ConfigError, DataError
-from latentreason.methods.base import Generation, Method, MethodConfig, TokExample, collate_lm, register
+from latentreason.methods.base import Method, MethodConfig, TokExample, collate_lm
 from latentreason.methods.latent_common import (
     DISTANCES,
     causal_lm_loss,
@@ -147,7 +147,6 @@ PAPER = dict(OBJECTIVE, serialization="codi", answer_mode="codi", max_new_tokens
              digit_answers_only=True, eval_question_cleanup=True, weight_decay_on="hf", micro_batch_weighting="equal")
 
 
-@register
 class CODI(Method):
     name = "codi"
     Config = CODIConfig

@@ -1,1 +1,1 @@
-"""reporting."""
+"""Reporting: the HTML report, its plots and the terminal tables (read results, never run anything)."""

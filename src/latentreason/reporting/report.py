@@ -36,19 +36,24 @@ from typing import Any, Callable
 
 from latentreason.errors import DataError
 from latentreason.reporting import plots
-from latentreason.reporting.html import CSS as _CSS
-from latentreason.reporting.html import cell as _cell
-from latentreason.reporting.html import esc, find_grid, fmt, png_size, render_generic  # noqa: F401  (re-exported)
-from latentreason.reporting.html import img as _img
-from latentreason.reporting.html import img_file as _img_file
-from latentreason.reporting.html import int_key as _int_key
-from latentreason.reporting.html import is_grid_name as _is_grid_name
-from latentreason.reporting.html import is_num as _is_num
-from latentreason.reporting.html import kv_table as _kv_table
-from latentreason.reporting.html import read_json as _read_json
-from latentreason.reporting.html import read_jsonl as _read_jsonl
-from latentreason.reporting.html import rel as _rel
-from latentreason.reporting.html import table as _table
+from latentreason.reporting.html import (
+    CSS,
+    cell,
+    esc,
+    find_grid,
+    fmt,
+    img,
+    img_file,
+    int_key,
+    is_grid_name,
+    is_num,
+    kv_table,
+    read_json,
+    read_jsonl,
+    rel,
+    render_generic,
+    table,
+)
 from latentreason.utils import atomic_write_text
 
 REPORT_NAME = "report.html"
@@ -72,7 +77,7 @@ class _Report:
         path = run_dir / "results.json"
         if not path.exists():
             raise DataError(f"{path}: not found; is {str(run_dir)!r} a benchmark run directory (latentreason demo --out DIR)?")
-        res = _read_json(path)
+        res = read_json(path)
         if not isinstance(res, dict):
             raise DataError(f"{path}: not a JSON object (is the file complete?)")
         self.results = res
@@ -82,11 +87,11 @@ class _Report:
         #: where per-entry files (curves, predictions, configs, study plots) are read: the first seed's directory
         self.seed_dir = run_dir / str(dirs.get(str(self.seeds[0]), "")) if dirs and self.seeds else run_dir
         self.multi = len(self.seeds) > 1
-        self.curves = {name: _read_jsonl(self.seed_dir / name / "metrics.jsonl") for name in self.methods}
+        self.curves = {name: read_jsonl(self.seed_dir / name / "metrics.jsonl") for name in self.methods}
         self.embedded: set[Path] = set()
         self.toc: list[tuple[str, str]] = []
         extra = [k for k in res if k not in KNOWN_SECTIONS]
-        self.grid_keys = [k for k in extra if _is_grid_name(k)]
+        self.grid_keys = [k for k in extra if is_grid_name(k)]
         self.probe_keys = [k for k in extra if "prob" in k.lower() and k not in self.grid_keys]
         self.adaptive_keys = [k for k in extra if "adaptive" in k.lower() and k not in self.grid_keys + self.probe_keys]
 
@@ -103,7 +108,7 @@ class _Report:
 
     def image_file(self, path: Path, caption: str | None = None) -> str:
         self.embedded.add(path.resolve())
-        return _img_file(path, self.run_dir, caption)
+        return img_file(path, self.run_dir, caption)
 
     def files(self, pattern: str) -> list[Path]:
         """Files matching ``pattern`` in the run directory and its sub-directories (two levels)."""
@@ -121,7 +126,7 @@ class _Report:
             return ""
         first = self.seeds[0]
         return (f'<p class="note">Curves, predictions and figures below are those of seed {first} '
-                f'(<code>{esc(_rel(self.seed_dir, self.run_dir))}</code>); every seed\'s own report: '
+                f'(<code>{esc(rel(self.seed_dir, self.run_dir))}</code>); every seed\'s own report: '
                 f'<code>latentreason report {esc(self.run_dir)}/seed-S</code>.</p>')
 
     # ------------------------------------------------------------------ sections
@@ -144,20 +149,20 @@ class _Report:
             cells = [f'<td class="key">{esc(name)}</td>', f"<td>{esc(r.get('method', ''))}</td>"]
             for key, _, d in cols:
                 v = r.get(key)
-                if self.multi and key in ("accuracy", "gap_closed", "speedup_vs_cot") and _is_num(r.get(f"{key}_std")):
+                if self.multi and key in ("accuracy", "gap_closed", "speedup_vs_cot") and is_num(r.get(f"{key}_std")):
                     unit = "×" if key == "speedup_vs_cot" else ""
                     dd = 2 if key == "speedup_vs_cot" else 3
                     std, lo = r[f"{key}_std"], r.get(f"{key}_min", v)
                     main_txt = f"{v:.{dd}f}{unit} ± {std:.{dd}f}"
                     cells.append(f'<td class="num">{esc(main_txt)}<br><small>{esc(f"min {lo:.{dd}f}{unit}")}</small></td>')
-                elif key == "speedup_vs_cot" and _is_num(v):
+                elif key == "speedup_vs_cot" and is_num(v):
                     cells.append(f'<td class="num">{esc(f"{v:.2f}×")}</td>')
-                elif key == "train_seconds" and _is_num(v):
+                elif key == "train_seconds" and is_num(v):
                     cells.append(f'<td class="num">{esc(f"{v:.1f}")}</td>')
-                elif _is_num(v) and isinstance(v, float) and d:
+                elif is_num(v) and isinstance(v, float) and d:
                     cells.append(f'<td class="num">{esc(f"{v:.{d}f}")}</td>')
                 else:
-                    cells.append(_cell(v))
+                    cells.append(cell(v))
             rows.append(cells)
         first = next(iter(self.methods.values()))
         device = ", ".join(f"{k} {first[k]}" for k in ("device", "dtype") if k in first)
@@ -170,12 +175,12 @@ class _Report:
                      'seeds, ± the sample standard deviation, with the worst seed (min) below; gap closed = (accuracy − '
                      'No-CoT) / (CoT − No-CoT) of the same seed. Error bars in the plots: ± one standard deviation.</p>')
         figs = "".join([
-            _img(plots.accuracy_latency_scatter(self.methods), "accuracy vs latency",
+            img(plots.accuracy_latency_scatter(self.methods), "accuracy vs latency",
                  "accuracy against latency (ms / question, log scale)"),
-            _img(plots.cost_bars(self.methods), "reasoning length and cost",
+            img(plots.cost_bars(self.methods), "reasoning length and cost",
                  "mean reasoning tokens, latent steps, generated tokens and forward passes per question"),
         ])
-        return _table(["name", "method"] + [c[1] for c in cols], rows) + note + f'<div class="grid2">{figs}</div>'
+        return table(["name", "method"] + [c[1] for c in cols], rows) + note + f'<div class="grid2">{figs}</div>'
 
     def spread(self) -> str:
         if not self.multi:
@@ -188,13 +193,13 @@ class _Report:
             for s in self.seeds:
                 p = by.get(s) or {}
                 acc, gap = p.get("accuracy"), p.get("gap_closed")
-                txt = "–" if not _is_num(acc) else f"{acc:.3f}" + (f" ({100 * gap:.0f} %)" if _is_num(gap) else "")
+                txt = "–" if not is_num(acc) else f"{acc:.3f}" + (f" ({100 * gap:.0f} %)" if is_num(gap) else "")
                 cells.append(f'<td class="num">{esc(txt)}</td>')
             rows.append(cells)
-        table = _table(["name"] + [f"seed {s}" for s in self.seeds], rows)
-        fig = _img(plots.seed_strip(self.methods), "accuracy per seed",
+        seed_table = table(["name"] + [f"seed {s}" for s in self.seeds], rows)
+        fig = img(plots.seed_strip(self.methods), "accuracy per seed",
                    "test accuracy of every seed (dots), mean ± one standard deviation (bar)")
-        return (table + '<p class="note">Test accuracy per seed (share of that seed\'s No-CoT → CoT gap closed in '
+        return (seed_table + '<p class="note">Test accuracy per seed (share of that seed\'s No-CoT → CoT gap closed in '
                 'brackets).</p>' + fig + self.seed_note())
 
     def ood(self) -> str:
@@ -217,10 +222,10 @@ class _Report:
                 for k, label in (("too_long", "too long"), ("unparseable", "unparseable")):
                     if r.get(k):
                         extra.append(f"{fmt(r[k])} {label}")
-                if _is_num(r.get("latency_ms_per_question")):
+                if is_num(r.get("latency_ms_per_question")):
                     extra.append(f"{r['latency_ms_per_question']:.2f} ms/q")
                 acc = r.get("accuracy")
-                acc_s = f"{acc:.3f}" if _is_num(acc) else fmt(acc)
+                acc_s = f"{acc:.3f}" if is_num(acc) else fmt(acc)
                 cells.append(f'<td class="num"><b>{esc(acc_s)}</b><br><small>{esc(", ".join(extra))}</small></td>')
             rows.append(cells)
         note = ('<p class="note">Accuracy over all n questions of each set; questions longer than the model\'s context '
@@ -232,20 +237,20 @@ class _Report:
                 sources.append(f"{s}: {src}")
         if sources:
             note += f'<p class="note">Sets: {esc("; ".join(sources))}.</p>'
-        return _table(["name"] + sets, rows) + note
+        return table(["name"] + sets, rows) + note
 
     def training(self) -> str:
         parts = []
         loss = plots.loss_curves(self.curves)
         if loss:
-            parts.append(_img(loss, "training loss", "training loss per method (from metrics.jsonl; dotted lines: stage changes)"))
+            parts.append(img(loss, "training loss", "training loss per method (from metrics.jsonl; dotted lines: stage changes)"))
         val = plots.validation_curves(self.curves)
         if val:
-            parts.append(_img(val, "validation accuracy", "validation accuracy by step, coloured by curriculum stage"))
+            parts.append(img(val, "validation accuracy", "validation accuracy by step, coloured by curriculum stage"))
         # setup + final validation per method
         rows = []
         for name in self.methods:
-            rc = _read_json(self.seed_dir / name / "run_config.json") or {}
+            rc = read_json(self.seed_dir / name / "run_config.json") or {}
             tr = rc.get("train") or {}
             final = [r for r in self.curves.get(name, []) if r.get("type") == "final"]
             stages = list(dict.fromkeys(str(r["stage"]) for r in self.curves.get(name, []) if r.get("stage") is not None))
@@ -255,19 +260,19 @@ class _Report:
                 f'<td class="key">{esc(name)}</td>', f"<td>{esc(rc.get('method', self.methods[name].get('method', '')))}</td>",
                 f"<td><code>{esc(', '.join(f'{k}={fmt(v)}' for k, v in margs.items()) or '–')}</code></td>",
                 f"<td>{esc(Path(init).parent.name if init else '–')}</td>",
-                _cell(tr.get("max_steps") if tr.get("max_steps") is not None else tr.get("epochs")),
-                _cell(tr.get("batch_size")), _cell(tr.get("lr")),
-                _cell(self.methods[name].get("train_seconds"), 1),
+                cell(tr.get("max_steps") if tr.get("max_steps") is not None else tr.get("epochs")),
+                cell(tr.get("batch_size")), cell(tr.get("lr")),
+                cell(self.methods[name].get("train_seconds"), 1),
                 f"<td>{esc(', '.join(stages) or '–')}</td>",
-                _cell(final[-1].get("valid_accuracy") if final else None),
+                cell(final[-1].get("valid_accuracy") if final else None),
             ])
         if rows:
-            parts.append("<h3>Training setup</h3>" + _table(
+            parts.append("<h3>Training setup</h3>" + table(
                 ["name", "method", "method options", "initialised from", "steps / epochs", "batch", "lr", "train s",
                  "stages", "final valid accuracy"], rows))
         preds = []
         for name in self.methods:
-            recs = _read_json(self.seed_dir / name / "predictions.json")
+            recs = read_json(self.seed_dir / name / "predictions.json")
             if isinstance(recs, list) and recs:
                 rows = []
                 for r in recs[:4]:
@@ -278,7 +283,7 @@ class _Report:
                     rows.append([f"<td><code>{esc(r.get('question', ''))}</code></td>", f"<td>{esc(r.get('gold', ''))}</td>",
                                  f"<td><code>{esc(r.get('output', ''))}</code></td>", f"<td>{mark}</td>"])
                 preds.append(f"<details><summary>{esc(name)}: first {len(rows)} of {len(recs)} test predictions</summary>"
-                             + _table(["question", "gold", "output", "correct"], rows) + "</details>")
+                             + table(["question", "gold", "output", "correct"], rows) + "</details>")
         if preds:
             parts.append("<h3>Predictions</h3>" + "".join(preds))
         if parts:
@@ -287,7 +292,7 @@ class _Report:
 
     def soft_thinking(self) -> str:
         st_dir = self.seed_dir / "soft_thinking"
-        study = _read_json(st_dir / "soft_thinking.json") if (st_dir / "soft_thinking.json").exists() else None
+        study = read_json(st_dir / "soft_thinking.json") if (st_dir / "soft_thinking.json").exists() else None
         rows = self.results.get("soft_thinking") or (study or {}).get("results")
         pngs = sorted(st_dir.glob("*.png")) if st_dir.is_dir() else []
         if not rows and not pngs:
@@ -296,10 +301,10 @@ class _Report:
         settings = (study or {}).get("settings") or {}
         dict_rows = {m: r for m, r in rows.items() if isinstance(r, dict)} if isinstance(rows, dict) else {}
         models = list(dict.fromkeys(str(r["model"]) for r in dict_rows.values() if r.get("model") and not r.get("extension")))
-        horizons = sorted({r["js_horizon"] for r in dict_rows.values() if _is_num(r.get("js_horizon"))})
+        horizons = sorted({r["js_horizon"] for r in dict_rows.values() if is_num(r.get("js_horizon"))})
         if settings or dict_rows:
             bits = [f"{k} {fmt(settings[k])}" for k in ("questions", "samples", "ks", "seed") if k in settings]
-            if _is_num((settings.get("config") or {}).get("temperature")):
+            if is_num((settings.get("config") or {}).get("temperature")):
                 bits.append(f"thinking temperature {fmt(settings['config']['temperature'])}")
             model = f" Model studied: {esc(models[0])}." if len(models) == 1 else ""
             parts.append(f'<p class="note">Settings: {esc("; ".join(bits)) or "–"}.{model} Modes without randomness are '
@@ -311,18 +316,18 @@ class _Report:
                          f'marked <em>project extension</em> put Dirichlet / Gumbel noise on a latent model\'s continuous '
                          f'thoughts: this project\'s own method, not a paper\'s (docs/soft_thinking.md).</p>')
         if dict_rows:
-            ks = sorted({k for r in dict_rows.values() for k in (r.get("pass_at_k") or {})}, key=_int_key)
+            ks = sorted({k for r in dict_rows.values() for k in (r.get("pass_at_k") or {})}, key=int_key)
             header = ["mode", "accuracy", *[f"pass@{k}" for k in ks], "ROUGE-L vs greedy", "JS to top-1", "JS to top-2",
                       "thinking entropy", "softness", "randomness", "reasoning tokens", "ms / question"]
             body = []
             for mode, r in dict_rows.items():
                 pk = r.get("pass_at_k") or {}
                 label = esc(mode) + (" <em>(project extension)</em>" if r.get("extension") else "")
-                body.append([f'<td class="key">{label}</td>', _cell(r.get("accuracy")), *[_cell(pk.get(k)) for k in ks],
-                             *[_cell(r.get(k)) for k in ("rouge_l_vs_greedy", "js_top1", "js_top2", "mean_thinking_entropy",
+                body.append([f'<td class="key">{label}</td>', cell(r.get("accuracy")), *[cell(pk.get(k)) for k in ks],
+                             *[cell(r.get(k)) for k in ("rouge_l_vs_greedy", "js_top1", "js_top2", "mean_thinking_entropy",
                                                          "softness", "randomness")],
-                             _cell(r.get("mean_reasoning_tokens"), 1), _cell(r.get("latency_ms_per_question"), 2)])
-            parts.append(_table(header, body))
+                             cell(r.get("mean_reasoning_tokens"), 1), cell(r.get("latency_ms_per_question"), 2)])
+            parts.append(table(header, body))
         elif rows:
             parts.append(render_generic(rows))
         order = {n: i for i, n in enumerate(("pass_at_k", "rouge_l", "js_divergence", "logit_lens"))}
@@ -332,8 +337,8 @@ class _Report:
 
     def grid(self) -> str:
         keys = self.grid_keys
-        files = [p for p in self.files("*.json") if _is_grid_name(p.stem) and p.name != "results.json"]
-        pngs = [p for p in self.files("*.png") if _is_grid_name(p.stem) or "heatmap" in p.stem.lower()]
+        files = [p for p in self.files("*.json") if is_grid_name(p.stem) and p.name != "results.json"]
+        pngs = [p for p in self.files("*.png") if is_grid_name(p.stem) or "heatmap" in p.stem.lower()]
         parts = []
         for name, r in self.methods.items():
             hist = r.get("exit_histogram")
@@ -341,20 +346,20 @@ class _Report:
                 continue
             counts = hist.get("counts") or {}
             L = int(hist.get("num_layers") or 0)
-            rows = [[f'<td class="key">{esc(k)}</td>', *[_cell(v, 1) for v in counts[k]],
-                     _cell(hist.get(f"{k}_mean_exit_layer"), 2)] for k in ("critical", "noncritical") if k in counts]
-            parts.append(f"<h3>{esc(name)}: learned exits</h3>" + _table(
+            rows = [[f'<td class="key">{esc(k)}</td>', *[cell(v, 1) for v in counts[k]],
+                     cell(hist.get(f"{k}_mean_exit_layer"), 2)] for k in ("critical", "noncritical") if k in counts]
+            parts.append(f"<h3>{esc(name)}: learned exits</h3>" + table(
                 ["thoughts"] + [f"exit before layer {l}" for l in range(L)] + ["ran all layers", "mean exit layer"], rows)
-                + _img(plots.exit_histogram(hist, f"{name}: exits of critical vs non-critical thoughts"), "exit histogram")
+                + img(plots.exit_histogram(hist, f"{name}: exits of critical vs non-critical thoughts"), "exit histogram")
                 + '<p class="note">Thoughts aligned with a step inherit its criticality (the answer depends on the step '
                   'through the dependency graph); thoughts past the last step carry the result and are non-critical.'
                 + (" Counts are means over seeds." if self.multi else "") + "</p>")
         for label, obj in [(f"results.json: {k}", self.results[k]) for k in keys] + \
-                          [(_rel(p, self.run_dir), _read_json(p)) for p in files]:
+                          [(rel(p, self.run_dir), read_json(p)) for p in files]:
             parts.append(f"<h3>{esc(label)}</h3>")
             g = find_grid(obj)
             if g:
-                parts.append(_img(plots.heatmap(g["values"], g["rows"], g["cols"], row_name=g["row_name"],
+                parts.append(img(plots.heatmap(g["values"], g["rows"], g["cols"], row_name=g["row_name"],
                                                 col_name=g["col_name"], value_name=g["value_name"], title=label),
                                   "grid heatmap", f"{g['value_name'] or 'value'} over {g['row_name'] or 'rows'} × "
                                                   f"{g['col_name'] or 'columns'}"))
@@ -365,23 +370,23 @@ class _Report:
     def probing(self) -> str:
         parts = []
         sources = [(f"results.json: {k}", self.results[k]) for k in self.probe_keys]
-        sources += [(_rel(p, self.run_dir), _read_json(p)) for p in self.files("probe-*.json")]
+        sources += [(rel(p, self.run_dir), read_json(p)) for p in self.files("probe-*.json")]
         for label, obj in sources:
             parts.append(f"<h3>{esc(label)}</h3>")
             if isinstance(obj, dict) and isinstance(obj.get("summary"), dict):
-                parts.append(_kv_table(obj["summary"]))
+                parts.append(kv_table(obj["summary"]))
                 exs = obj.get("examples") or []
                 for ex in exs[:3]:
                     if not isinstance(ex, dict):
                         continue
                     rows = []
                     for th in ex.get("thoughts") or []:
-                        tops = " ".join(f"{t!r}:{p:.2f}" if _is_num(p) else repr(t) for t, p in (th.get("top") or []))
-                        rows.append([f"<td>{esc(th.get('position', ''))}</td>", _cell(th.get("norm"), 2),
+                        tops = " ".join(f"{t!r}:{p:.2f}" if is_num(p) else repr(t) for t, p in (th.get("top") or []))
+                        rows.append([f"<td>{esc(th.get('position', ''))}</td>", cell(th.get("norm"), 2),
                                      f"<td><code>{esc(tops)}</code></td>"])
                     parts.append(f"<details><summary>{esc(ex.get('question', ''))} → {esc(ex.get('output', ''))} "
                                  f"(intermediate results {esc(fmt(ex.get('results')))})</summary>"
-                                 + _table(["position", "|h|", "top tokens (probability)"], rows) + "</details>")
+                                 + table(["position", "|h|", "top tokens (probability)"], rows) + "</details>")
             elif obj is not None:
                 parts.append(render_generic(obj))
         return "".join(parts)
@@ -404,10 +409,10 @@ class _Report:
         for key, title in (("task", "Task"), ("model", "Model")):
             v = self.results.get(key)
             if isinstance(v, dict):
-                parts.append(f"<h3>{title}</h3>" + _kv_table({k: x for k, x in v.items() if x not in ({}, None)}))
+                parts.append(f"<h3>{title}</h3>" + kv_table({k: x for k, x in v.items() if x not in ({}, None)}))
         env = self.results.get("env")
         if isinstance(env, dict):
-            parts.append("<h3>Environment and library versions</h3>" + _kv_table(env))
+            parts.append("<h3>Environment and library versions</h3>" + kv_table(env))
         if "total_seconds" in self.results:
             parts.append(f'<p class="note">Total run time: {esc(fmt(self.results["total_seconds"]))} s.</p>')
         return "".join(parts)
@@ -443,7 +448,7 @@ class _Report:
         return (
             '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{esc(title)}</title><style>{_CSS}</style></head><body><main>"
+            f"<title>{esc(title)}</title><style>{CSS}</style></head><body><main>"
             f"<h1>{esc(title)}</h1>"
             f'<p class="meta">{esc(" · ".join(sub))}</p>'
             f'<p class="meta">run directory {esc(self.run_dir.resolve())} · report written {esc(now)}</p>'
@@ -471,4 +476,4 @@ def write_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
     return target
 
 
-__all__ = ["REPORT_NAME", "build_report", "esc", "find_grid", "fmt", "png_size", "render_generic", "write_report"]
+__all__ = ["REPORT_NAME", "build_report", "write_report"]

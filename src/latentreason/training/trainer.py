@@ -67,7 +67,7 @@ from latentreason.training.optim import (
     lr_factor,
     optimizer_state,
 )
-from latentreason.training.resume import check_resumable, prepare_run_dir, read_metrics, truncate_metrics
+from latentreason.training.resume import check_resumable, prepare_run_dir, truncate_metrics
 from latentreason.training.run_config import RunConfig, run_config_dict
 from latentreason.training.runtime import StopSignals, make_accelerator
 from latentreason.utils import seed_everything

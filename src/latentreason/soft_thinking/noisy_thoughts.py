@@ -7,7 +7,7 @@ the LM head* and map the change back into the hidden state (the documented choic
 
 1. p = the thought's LM-head distribution (softmax(z/T), top-k / top-p / min-p, top-K), as a
    vanilla soft token would see it; y = the same distribution after Dirichlet resampling or
-   Gumbel-Softmax (``decoding.soft_thinking.soft_token``);
+   Gumbel-Softmax (:func:`~latentreason.soft_thinking.samplers.soft_token`);
 2. the state is shifted along the output embeddings U by the difference of the two mixtures,
    h' = h + s · (Σ_i y_i U_i − Σ_i p_i U_i), which raises the logits of the tokens the noise
    favoured and lowers the others while keeping everything in h that the LM head does not read;
@@ -15,7 +15,8 @@ the LM head* and map the change back into the hidden state (the documented choic
 
 With ``s = 0`` (or a one-hot p) the thought is unchanged; noise is drawn from one generator per
 question, so batched runs equal one-by-one runs for a seed. This gives Pass@k for a latent
-reasoner (:func:`latentreason.analysis.latent_sampling.latent_sampling_study`).
+reasoner (:func:`latent_sampling_study`: each question decoded ``samples`` times with noisy thoughts,
+one generator per question and sample; the mean accuracy and the unbiased Pass@k per noise mode).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from latentreason.decoding.soft_sampling import derive_seed, soft_embedding, soft_token
+from latentreason.analysis.passk import mean_pass_at_k
 from latentreason.errors import ConfigError
+from latentreason.soft_thinking.samplers import derive_seed, soft_embedding, soft_token
 
 LATENT_NOISE_MODES = ("dirichlet", "gumbel")
 
@@ -81,3 +83,27 @@ def row_generators(seed: int, sample: int, row_ids: Sequence[int], device: torch
         g.manual_seed(derive_seed(seed, "latent-sample", sample, int(r)))
         gens.append(g)
     return gens
+
+
+@torch.no_grad()
+def latent_sampling_study(method, examples, modes=("dirichlet", "gumbel"), samples: int = 8, ks=(1, 2, 4, 8), seed: int = 0,
+                          batch_size: int = 100, config: LatentNoiseConfig | None = None) -> dict:
+    """Accuracy (mean over samples) and unbiased Pass@k of a latent reasoner with noisy thoughts."""
+    head = method.model.get_output_embeddings().weight
+    results = {}
+    for mode in modes:
+        cfg = LatentNoiseConfig(**{**(config.__dict__ if config else {}), "mode": mode})
+        correct = [0] * len(examples)
+        for s in range(samples):
+            for i in range(0, len(examples), batch_size):
+                chunk = examples[i : i + batch_size]
+                fn = StochasticThought(method.thought, head, cfg, row_generators(seed, s, range(i, i + len(chunk)), head.device))
+                for j, (ex, g) in enumerate(zip(chunk, method.generate(chunk, thought_fn=fn))):
+                    correct[i + j] += int(method.judge(ex, g).correct)
+        results[mode] = {
+            "accuracy": sum(correct) / (samples * len(examples)),
+            "pass_at_k": {str(k): mean_pass_at_k(correct, samples, k) for k in ks if k <= samples},
+            "samples": samples,
+            "strength": cfg.strength,
+        }
+    return results

@@ -8,7 +8,7 @@ soft token's embedding (:func:`soft_embedding`), the stochastic variants (:func:
 (:func:`sample_token`). Randomness comes from per-row ``torch.Generator`` objects seeded from
 ``(seed, row id)`` (:func:`derive_seed`, :func:`row_generators`), so a row's draws never depend on
 the other rows of its batch. The decoding loop that uses them is
-:mod:`latentreason.decoding.soft_thinking`.
+:mod:`latentreason.soft_thinking.loop`.
 """
 
 from __future__ import annotations

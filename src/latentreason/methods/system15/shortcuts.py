@@ -41,8 +41,8 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor, nn
 
+from latentreason.methods.system15.shortcut_layer import ShortcutLayer
 from latentreason.models.backbone import find_final_norm
-from latentreason.models.shortcut_layer import ShortcutLayer
 
 
 class Router(nn.Module):

@@ -1,11 +1,11 @@
 """Soft Thinking on any trained method's model (SPEC §3.6): the method-level entry point.
 
 Soft Thinking is training-free: :func:`soft_think` decodes a trained CoT-style method's questions
-with :func:`~latentreason.decoding.soft_thinking.soft_generate`, taking the prompts from the
+with :func:`~latentreason.soft_thinking.loop.soft_generate`, taking the prompts from the
 method's serializer, the think-end string from its answer marker (:func:`method_think_end`), the
 text Cold Stop / the budget inject from its serialisation (:func:`method_inject_ids`) and the
 generation limit from its ``max_new_tokens`` (capped by the context). The decoding loop, its
-configuration and the samplers live in :mod:`latentreason.decoding.soft_thinking`.
+configuration and the samplers live in :mod:`latentreason.soft_thinking.loop`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from typing import Sequence
 import torch
 
 from latentreason.data.example import Example
-from latentreason.decoding.soft_thinking import SoftThinkingConfig, SoftThinkingOutput, StepProbe, soft_generate
 from latentreason.methods.base import Method
+from latentreason.soft_thinking.config import SoftThinkingConfig
+from latentreason.soft_thinking.loop import SoftThinkingOutput, StepProbe, soft_generate
 
 
 def method_think_end(method: Method, config: SoftThinkingConfig) -> str:

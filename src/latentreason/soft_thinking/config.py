@@ -1,6 +1,6 @@
 """Settings of a soft-thinking run (SPEC §3.6.1): :class:`SoftThinkingConfig`, named presets, :func:`soft_config`.
 
-The decoding loop that reads them is :func:`latentreason.decoding.soft_thinking.soft_generate`.
+The decoding loop that reads them is :func:`latentreason.soft_thinking.loop.soft_generate`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from latentreason.config import from_dict
-from latentreason.decoding.soft_sampling import SOFT_MODES
 from latentreason.errors import ConfigError
+from latentreason.soft_thinking.samplers import SOFT_MODES
 
 MODES = ("greedy", "sampling", "vanilla", "dirichlet", "gumbel")
 ENTROPY_NORMALIZATIONS = ("nats", "log_vocab")

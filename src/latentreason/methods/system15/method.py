@@ -9,7 +9,7 @@ A latent reasoner (CODI-style continuous thoughts) that spends compute unevenly:
   1 is the objective our ``codi`` default-task preset already trains, so the demo reuses that run
   as stage 1 instead of training the same thing twice (``docs/system15.md``).
 * **Stage 2 — shortcut learning** (``stage=2``): the stage-1 model (backbone + projection) is frozen;
-  a router and an adapter per layer (``models/shortcuts.py``) are the only trainable parameters.
+  a router and an adapter per layer (``methods/system15/shortcuts.py``) are the only trainable parameters.
   Soft depth mixture in training, hard exit at inference (λ_depth), step shortcut (a step that
   exited at layer l hands its state to the next step at layer l). Loss:
   L_2 = NLL(answer) + β·L_exit + ρ·BCE(router, criticality target), with
@@ -29,13 +29,13 @@ from torch import Tensor, nn
 
 from latentreason.data.criticality import step_criticality
 from latentreason.data.example import Example
+from latentreason.decoding.generate import Generation
 from latentreason.decoding.latent import latent_forward
 from latentreason.errors import ConfigError
-from latentreason.methods.base import Generation, register
 from latentreason.methods.codi import CODI, CODIConfig
 from latentreason.methods.latent_common import shifted_ce
+from latentreason.methods.system15.shortcuts import Adapter, Router, ShortcutController
 from latentreason.models.backbone import find_final_norm
-from latentreason.models.shortcuts import Adapter, Router, ShortcutController
 
 
 @dataclass
@@ -105,7 +105,6 @@ STAGE1 = dict(n_latent=5, projection=True, teacher_drop_last_step=False, align_s
               align_skip_embedding=True, distill_skip_embedding=True, step_ce_weight=1.0, align_first_layer=2)
 
 
-@register
 class System15(CODI):
     name = "system15"
     Config = System15Config

@@ -22,21 +22,17 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
-from latentreason.analysis.js import js_study, soft_input_measures
-from latentreason.analysis.logit_lens import path_share_study
+from latentreason.analysis.js import JSProbe, soft_input_measures
 from latentreason.analysis.passk import mean_pass_at_k
 from latentreason.analysis.rouge import TOKENIZATIONS, mean_rouge_l
 from latentreason.data.example import Example
-from latentreason.decoding.soft_thinking import (
-    MODES,
-    SOFT_MODES,
-    SoftThinkingConfig,
-    SoftThinkingOutput,
-    derive_seed,
-)
 from latentreason.errors import ConfigError
 from latentreason.methods.base import Method
-from latentreason.methods.soft_thinking import soft_think
+from latentreason.soft_thinking.config import MODES, SoftThinkingConfig
+from latentreason.soft_thinking.loop import SoftThinkingOutput
+from latentreason.soft_thinking.method import soft_think
+from latentreason.soft_thinking.path_share import path_share_study
+from latentreason.soft_thinking.samplers import SOFT_MODES, derive_seed
 from latentreason.utils import atomic_write_json, check_writable_dir, env_info, pyplot
 
 DEFAULT_MODES = ("greedy", "sampling", "vanilla", "dirichlet", "gumbel")
@@ -235,6 +231,29 @@ def _measure(method: Method, examples: list[Example], base: SoftThinkingConfig,
         details[mode]["js"] = js_detail
         details[mode]["example_texts"] = details[mode].pop("example_texts")
     return results, details
+
+
+def js_study(
+    method: Method,
+    examples: list[Example],
+    config: SoftThinkingConfig,
+    *,
+    seed: int = 0,
+    row_ids: Sequence[int] | None = None,
+    batch_size: int = 100,
+    horizon: int = 1,
+) -> tuple[JSProbe, list[SoftThinkingOutput]]:
+    """Run soft thinking with a :class:`JSProbe` (at ``horizon``) attached; returns the probe and the outputs.
+
+    The probe does not change the trajectory (same seed, same outputs as a run without it).
+    """
+    cfg = config.validate()
+    probe = JSProbe(temperature=cfg.temperature, horizon=horizon)
+    ids = list(row_ids) if row_ids is not None else list(range(len(examples)))
+    outs: list[SoftThinkingOutput] = []
+    for i in range(0, len(examples), batch_size):
+        outs.extend(soft_think(method, examples[i : i + batch_size], cfg, seed=seed, row_ids=ids[i : i + batch_size], probe=probe))
+    return probe, outs
 
 
 def _js_probe(method: Method, subset: list[Example], cfg: SoftThinkingConfig, horizons: Sequence[int], seed: int,

@@ -4,7 +4,7 @@ CODI, Coconut and System-1.5 give every question the same number of thoughts. Th
 :class:`~latentreason.methods.codi.CODI` keeps CODI's objective (teacher CE, distillation before
 the answer, the project's step alignment) and adds (``docs/adaptive.md``)
 
-* a **halting head** (:class:`~latentreason.models.halting.HaltingHead`, linear + sigmoid on the
+* a **halting head** (:class:`~latentreason.methods.adaptive.halting.HaltingHead`, linear + sigmoid on the
   last-layer state after each thought), trained with BCE alongside CODI on detached states (its
   loss never changes the backbone or the projection): the target after thought j of a problem
   whose teacher CoT has K steps is ``j >= K + halt_offset`` ("stop after thought K+1": with
@@ -24,7 +24,7 @@ the answer, the project's step alignment) and adds (``docs/adaptive.md``)
 * a **step CE** (``step_ce_weight``): the LM-head probe of thought j is trained to predict step
   j's result token, a hard-label form of the step alignment that does not need a correct teacher;
 * **inference options** ``halting: none | head | probe``, ``halt_threshold`` (head),
-  ``probe_threshold`` (training-free logit-lens probe, see ``decoding/halting.py``), ``n_max`` (the
+  ``probe_threshold`` (training-free logit-lens probe, see ``methods/adaptive/halting.py``), ``n_max`` (the
   cap on thoughts with halting; default ``n_latent``) and ``min_latent``.
 
 With ``halting=none`` the method is CODI with ``n_latent`` thoughts (the engine's lock-step path).
@@ -40,13 +40,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from latentreason.data.example import Example
-from latentreason.decoding.halting import HALTING_MODES, head_halt_fn, probe_halt_fn, stop_token_ids
+from latentreason.decoding.generate import Generation
 from latentreason.decoding.latent import HaltFn, latent_forward
 from latentreason.errors import ConfigError
-from latentreason.methods.base import Generation, TokExample, register
+from latentreason.methods.adaptive.halting import HALTING_MODES, HaltingHead, head_halt_fn, probe_halt_fn, stop_token_ids
+from latentreason.methods.base import TokExample
 from latentreason.methods.codi import CODI, CODIConfig
 from latentreason.methods.latent_common import causal_lm_loss, gather_aligned, layerwise_distance, shifted_ce
-from latentreason.models.halting import HaltingHead
 
 
 @dataclass
@@ -122,7 +122,6 @@ _DEFAULT_TASK.update(n_latent=7, halting="head", halt_offset=1, halt_detach=True
                      align_end=True, step_ce_weight=1.0)
 
 
-@register
 class CODIAdaptive(CODI):
     name = "codi_adaptive"
     Config = CODIAdaptiveConfig

@@ -1,11 +1,18 @@
-"""Stop signals for adaptive latent thinking: ``halt_fn(h, k) -> bool`` for ``latent_generate``.
+"""The halting head and the stop rules of adaptive latent thinking (``codi_adaptive``, ``docs/adaptive.md``).
+
+:class:`HaltingHead` is a linear map from the last layer's state after a thought to one logit, read
+through a sigmoid as the probability that the thinking is done: "feed ``<eot>`` now, the answer is
+ready". It is one of the method's extra modules, so the checkpoint code stores it in
+``extra.safetensors``.
+
+The stop rules are ``halt_fn(h, k) -> bool`` for ``latent_generate``.
 
 The latent engine consults ``halt_fn`` after every thought once a row has fed ``min_latent``
 thoughts; ``h`` (R, d) is the last layer's state (pre-projection) after the row's latest thought
 and ``k`` (R,) the number of thoughts it has fed. A row for which ``halt_fn`` returns True feeds
 ``<eot>`` next and decodes its answer; the others keep thinking (``docs/adaptive.md``).
 
-* :func:`head_halt_fn` — a trained :class:`~latentreason.models.halting.HaltingHead`: stop when
+* :func:`head_halt_fn` — a trained :class:`~latentreason.methods.adaptive.halting.HaltingHead`: stop when
   p(stop | h) > threshold (compared in logit space, so threshold 0 always stops and 1 never does).
 * :func:`probe_halt_fn` — training-free: read the state through the model's own LM head (the
   logit lens) and stop when the probe says the reasoning is over: the probability mass it puts on
@@ -22,12 +29,30 @@ import math
 from typing import Callable, Iterable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from latentreason.decoding.latent import HaltFn
-from latentreason.models.halting import HaltingHead
 
 HALTING_MODES = ("none", "head", "probe")
+
+
+class HaltingHead(nn.Module):
+    """p(stop | h) = sigmoid(w·h + b) on the last-layer state h (pre-projection) after a thought."""
+
+    def __init__(self, d_model: int, init_bias: float = -2.0):
+        super().__init__()
+        self.linear = nn.Linear(d_model, 1)
+        with torch.no_grad():
+            self.linear.weight.normal_(0.0, 0.02)
+            self.linear.bias.fill_(init_bias)  # starts out "keep thinking" (p ≈ 0.12)
+
+    def logits(self, h: Tensor) -> Tensor:
+        """(..., d) -> (...) stop logits."""
+        return self.linear(h.to(self.linear.weight.dtype)).squeeze(-1)
+
+    def forward(self, h: Tensor) -> Tensor:
+        """(..., d) -> (...) stop probabilities."""
+        return torch.sigmoid(self.logits(h))
 
 
 def threshold_logit(threshold: float) -> float:

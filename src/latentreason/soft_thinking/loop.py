@@ -27,9 +27,9 @@ Randomness is drawn per row from a ``torch.Generator`` seeded from ``(seed, row 
 only by that row, so a batched run equals the same rows decoded one by one with the same ids.
 
 This module holds the decoding loop (:func:`soft_generate`); the run's settings are in
-:mod:`~latentreason.decoding.soft_config`, the per-step samplers in
-:mod:`~latentreason.decoding.soft_sampling` (both re-exported here), and the entry point for a
-trained method's questions is :func:`latentreason.methods.soft_thinking.soft_think`.
+:mod:`~latentreason.soft_thinking.config`, the per-step samplers in
+:mod:`~latentreason.soft_thinking.samplers`, and the entry point for a
+trained method's questions is :func:`latentreason.soft_thinking.method.soft_think`.
 """
 
 from __future__ import annotations
@@ -42,12 +42,16 @@ import torch
 from torch import Tensor, nn
 
 from latentreason.decoding.generate import DecodeState, Generation, left_pad, prefill, trim_at_stop
-from latentreason.decoding.soft_config import (  # noqa: F401  (re-exported: the run's settings)
-    AFTER_THINKING, ENTROPY_NORMALIZATIONS, MODES, PRESETS, SoftThinkingConfig, soft_config)
-from latentreason.decoding.soft_sampling import (  # noqa: F401  (re-exported: the samplers)
-    SOFT_MODES, SoftToken, derive_seed, dirichlet_weights, entropy, filter_probs, filter_sorted, gumbel_softmax_weights,
-    model_entropy, probs_from_logits, row_generators, sample_token, soft_embedding, soft_token, sort_desc, topk_truncate)
 from latentreason.errors import ConfigError
+from latentreason.soft_thinking.config import SoftThinkingConfig
+from latentreason.soft_thinking.samplers import (
+    entropy,
+    model_entropy,
+    row_generators,
+    sample_token,
+    soft_embedding,
+    soft_token,
+)
 
 
 # ============================================================================ probes
@@ -383,9 +387,4 @@ def soft_generate(
     return dec.outputs(state)
 
 
-__all__ = [
-    "AFTER_THINKING", "ENTROPY_NORMALIZATIONS", "MODES", "SOFT_MODES", "PRESETS", "SoftThinkingConfig", "SoftThinkingOutput", "SoftToken", "StepProbe",
-    "derive_seed", "dirichlet_weights", "entropy", "filter_probs", "model_entropy", "filter_sorted", "gumbel_softmax_weights",
-    "probs_from_logits", "row_generators", "sample_token", "soft_config",
-    "soft_embedding", "soft_generate", "soft_token", "sort_desc", "topk_truncate",
-]
+__all__ = ["SoftThinkingOutput", "StepProbe", "soft_generate"]

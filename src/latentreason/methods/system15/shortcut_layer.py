@@ -1,8 +1,8 @@
 """The System-1.5 layer wrapper (:class:`ShortcutLayer`) and the key/value helpers it needs.
 
 :class:`ShortcutLayer` wraps decoder layer l while a
-:class:`~latentreason.models.shortcuts.ShortcutController` routes a pass: the soft mixture in
-training, the hard exits at inference (the rules are in ``models/shortcuts.py``'s docstring). The
+:class:`~latentreason.methods.system15.shortcuts.ShortcutController` routes a pass: the soft mixture in
+training, the hard exits at inference (the rules are in ``methods/system15/shortcuts.py``'s docstring). The
 helpers give a layer's keys/values for states without running the whole layer (GPT-2 blocks
 directly, any other architecture by stopping the attention at ``cache.update``) and views of a
 cache for a subset of the batch's rows.
