@@ -313,7 +313,7 @@ def test_halting_none_equals_codi_and_checkpoint_round_trip(tmp_path):
 
 def test_end_alignment_and_step_ce_targets():
     from latentreason.decoding.latent import latent_forward
-    from latentreason.methods.latent_common import layerwise_distance
+    from latentreason.methods.objective import layerwise_distance, step_ce
 
     m = _adaptive(dtype=torch.float64, n_latent=5, align_steps=True, teacher_drop_last_step=False, step_ce_weight=1.0)
     exs = _mixed(6, seed=4)
@@ -337,7 +337,7 @@ def test_end_alignment_and_step_ce_targets():
         t_l = [torch.stack([t_out.hidden_states[l][r, int(batch["p_end"][r])] for r in rows]) for l in range(1, 3)]
         assert torch.allclose(got, layerwise_distance(s_l, t_l, "smooth_l1", True))
         # step CE: thought j's LM-head probe against step j's result token
-        ce = m._step_ce(batch, s.latent_hidden)
+        ce = step_ce(m.model, s.latent_hidden, batch["input_ids"], m.step_groups(batch, s.latent_hidden))
         lm = m.model.get_output_embeddings()
         logits, tgt = [], []
         for r, e in enumerate(exs):

@@ -9,7 +9,7 @@ from conftest import tiny_backbone
 from latentreason.data.procedural import TaskConfig, generate_splits
 from latentreason.methods.coconut import Coconut, CoconutConfig
 from latentreason.methods.icot import ICoT, ICoTConfig, remove_left, smoothing_offsets
-from latentreason.methods.latent_common import shifted_ce
+from latentreason.methods.objective import shifted_ce
 
 
 def _examples(n=8, seed=0):

@@ -6,7 +6,7 @@ from conftest import tiny_backbone
 from latentreason.data.procedural import TaskConfig, generate_splits
 from latentreason.decoding.latent import latent_forward, latent_generate
 from latentreason.methods.codi import CODI, CODIConfig
-from latentreason.methods.latent_common import normalized_distance, step_anchor
+from latentreason.methods.objective import normalized_distance, step_anchor
 from latentreason.training.checkpoint import load_method, save_method
 
 
@@ -76,7 +76,7 @@ def test_gradients_reach_first_thought_and_teacher_is_detached():
         return e
 
     s = latent_forward(m.model, batch["prompt_ids"], batch["prompt_mask"], 3, thought, batch["suffix_ids"], batch["suffix_mask"])
-    from latentreason.methods.latent_common import shifted_ce
+    from latentreason.methods.objective import shifted_ce
 
     shifted_ce(s.suffix_logits, batch["suffix_labels"]).backward()
     assert len(captured) == 3
@@ -239,7 +239,7 @@ def test_step_result_ce_reads_the_token_after_each_anchor():
 
 
 def test_soft_token_thought_starts_as_the_soft_token():
-    from latentreason.methods.latent_common import soft_token_embedding
+    from latentreason.models.projection import soft_token_embedding
 
     m = _codi(n_latent=2, soft_token_thought=True).eval()
     h = torch.randn(3, 48, dtype=torch.float64)

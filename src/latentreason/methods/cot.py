@@ -14,7 +14,7 @@ import torch
 from latentreason.data.example import Example
 from latentreason.decoding.generate import Generation, greedy_generate, hit_limit, trim_at_stop
 from latentreason.methods.base import Method, MethodConfig, TokExample
-from latentreason.methods.latent_common import causal_lm_loss
+from latentreason.methods.objective import causal_lm_loss
 
 
 @dataclass

@@ -46,7 +46,7 @@ from latentreason.errors import ConfigError
 from latentreason.methods.adaptive.halting import HALTING_MODES, HaltingHead, head_halt_fn, probe_halt_fn, stop_token_ids
 from latentreason.methods.base import TokExample
 from latentreason.methods.codi import CODI, CODIConfig
-from latentreason.methods.latent_common import causal_lm_loss, gather_aligned, layerwise_distance, shifted_ce
+from latentreason.methods.objective import answer_kd, shifted_ce, step_alignment, teacher_pass
 
 
 @dataclass
@@ -192,8 +192,7 @@ class CODIAdaptive(CODI):
         rows = torch.arange(B, device=device)
         targets = self.stop_targets(batch["n_steps"].to(device), cfg.n_latent)
         n = self._train_n(targets)
-        t_out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
-        loss_teacher = causal_lm_loss(t_out.logits, batch["labels"])
+        t_out, loss_teacher = teacher_pass(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"])
         s = latent_forward(self.model, batch["prompt_ids"], batch["prompt_mask"], n, self.thought,
                            batch["suffix_ids"], batch["suffix_mask"])
         ready = targets <= n  # rows whose answer is due after n thoughts
@@ -202,7 +201,6 @@ class CODIAdaptive(CODI):
             # the same rows answering right after their stop thought, as adaptive inference does
             e_logits, e_hidden = self.stop_exit(batch, s.thoughts, targets.clamp(max=n))
             exits.append((e_logits, e_hidden, ready))
-        first = 1 if cfg.distill_skip_embedding else 0
         zero = s.suffix_logits.sum() * 0.0
         student_terms, kd_terms = [], []
         for logits, hidden, use in exits:
@@ -210,24 +208,13 @@ class CODIAdaptive(CODI):
                 continue
             student_terms.append(shifted_ce(logits, batch["suffix_labels"].masked_fill(~use[:, None], -100)))
             idx = rows[use]
-            t_states = [hs[idx, batch["p_t"][idx]] for hs in t_out.hidden_states[first:]]
-            s_states = [hs[idx, batch["p_s"][idx]] for hs in hidden[first:]]
-            kd_terms.append(layerwise_distance(s_states, t_states, cfg.distill_loss, cfg.distill_normalize))
+            kd_terms.append(answer_kd(hidden, t_out.hidden_states, idx, batch["p_s"][idx], batch["p_t"][idx], cfg))
         loss_student = torch.stack(student_terms).mean() if student_terms else zero
         loss_kd = torch.stack(kd_terms).mean() if kd_terms else zero
         loss = cfg.alpha * loss_student + cfg.beta * loss_kd + cfg.gamma * loss_teacher
         out = {"loss_student": loss_student.detach(), "loss_kd": loss_kd.detach(), "loss_teacher": loss_teacher.detach(),
                "n_thoughts": torch.tensor(float(n), device=device), "ready_fraction": ready.float().mean().detach()}
-        if cfg.align_steps:
-            loss_align = self._align_loss(batch, t_out.hidden_states, s.latent_hidden)
-            if loss_align is not None:
-                loss = loss + cfg.align_weight * loss_align
-                out["loss_align"] = loss_align.detach()
-        if cfg.step_ce_weight > 0:
-            loss_step_ce = self._step_ce(batch, s.latent_hidden)
-            if loss_step_ce is not None:
-                loss = loss + cfg.step_ce_weight * loss_step_ce
-                out["loss_step_ce"] = loss_step_ce.detach()
+        loss = self.add_step_terms(loss, out, batch, t_out.hidden_states, s.latent_hidden)
         if cfg.align_end:
             loss_end = self._end_align_loss(batch, t_out.hidden_states, s.latent_hidden, targets, n)
             if loss_end is not None:
@@ -263,13 +250,11 @@ class CODIAdaptive(CODI):
         """State after the stop thought (and, with ``align_end_through``, after every later thought) ↔
         teacher state at the end of its CoT (every layer but the embeddings)."""
         last = (lambda t: n) if self.config.align_end_through else (lambda t: t)
-        pairs = [(r, m, int(batch["p_end"][r])) for r in range(targets.shape[0])
-                 for m in range(int(targets[r]), min(last(int(targets[r])), n) + 1)]
-        if not pairs:
-            return None
+        device = teacher_hidden[0].device
+        groups = [(m, torch.tensor([r], device=device), batch["p_end"][r : r + 1].to(device)) for r in range(targets.shape[0])
+                  for m in range(int(targets[r]), min(last(int(targets[r])), n) + 1)]
         first = 1 if self.config.align_skip_embedding else 0
-        s_layers, t_layers = gather_aligned(latent_hidden, teacher_hidden, pairs, first_layer=first)
-        return layerwise_distance(s_layers, t_layers, self.config.distill_loss, self.config.distill_normalize)
+        return step_alignment(latent_hidden, teacher_hidden, groups, first, self.config)
 
     def halt_labels(self, targets: Tensor, n: int) -> tuple[Tensor, Tensor]:
         """Head targets for thoughts j = 1..n: ``y = j >= target``, used where ``j <= target + halt_window``."""

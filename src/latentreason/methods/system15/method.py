@@ -33,7 +33,7 @@ from latentreason.decoding.generate import Generation
 from latentreason.decoding.latent import latent_forward
 from latentreason.errors import ConfigError
 from latentreason.methods.codi import CODI, CODIConfig
-from latentreason.methods.latent_common import shifted_ce
+from latentreason.methods.objective import shifted_ce
 from latentreason.methods.system15.shortcuts import Adapter, Router, ShortcutController
 from latentreason.models.backbone import find_final_norm
 
