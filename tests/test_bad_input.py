@@ -215,6 +215,9 @@ SET_CASES = [
     ("batch-not-multiple", ["--batch-size", "8", "--set", "train.micro_batch_size=3"],
      ["train.batch_size (8) must be a multiple of train.micro_batch_size (3)"]),
     ("negative-n-latent", ["--method", "codi", "--set", "method_args.n_latent=-1"], ["method_args.n_latent must be >= 0, got -1"]),
+    # the method's options are checked before any data is read: the missing file is not what the error names
+    ("method-args-before-data", ["--method", "codi", "--set", "method_args.n_latent=-1", "--dataset", "no/such/file.txt"],
+     ["method_args.n_latent must be >= 0, got -1"]),
     ("lr-not-finite", ["--lr", "nan"], ["train.lr must be a finite number"]),
     ("bad-distributed", ["--set", "train.distributed=mpi"], ["train.distributed must be auto, ddp or fsdp"]),
     ("bad-device", ["--set", "train.device=gpu0"], ["train.device must be auto, cpu, cuda or cuda:N"]),
@@ -406,8 +409,11 @@ def test_eval_bad_options(capsys, run_dir):
     record("eval-negative-limit", assert_one_line_error(code, err, "--limit must be >= 0, got -1"))
     code, err = run_cli(capsys, "eval", "--checkpoint", run_dir, "--split", "dev", "--no-progress")
     record("unknown-split", assert_one_line_error(code, err, "unknown split 'dev'", "valid splits"))
-    code, err = run_cli(capsys, "eval", "--checkpoint", run_dir, "--set", "n_latent=2", "--no-progress")
+    code, err = run_cli(capsys, "eval", "--checkpoint", run_dir, "--set", "method_args.n_latent=2", "--no-progress")
     record("eval-unknown-method-option", assert_one_line_error(code, err, "n_latent", "unknown key"))
+    code, err = run_cli(capsys, "eval", "--checkpoint", run_dir, "--set", "n_latent=2", "--no-progress")
+    record("eval-set-spelling", assert_one_line_error(code, err, "--set n_latent=2", "spelled as in train",
+                                                       "--set method_args.n_latent="))
     assert not list(run_dir.glob("eval-*.json"))
 
 

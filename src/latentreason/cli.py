@@ -144,7 +144,7 @@ def eval_(
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data directory for named data sets."),
     answer_mode: Optional[str] = typer.Option(None, "--answer-mode", help="tolerant | round:K | icot | coconut | codi | math_verify."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Generation limit."),
-    set_: list[str] = typer.Option([], "--set", "-s", help="Inference-time method options, e.g. --set n_latent=4."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Inference-time method options, spelled as in train: --set method_args.n_latent=4."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     output: Optional[Path] = typer.Option(None, "--output", help="Where to write the JSON results (default: beside the checkpoint)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow a Hub model's own code to run."),
@@ -168,6 +168,7 @@ def eval_(
     * `latentreason eval --checkpoint runs/cot --dataset svamp` (after `latentreason data download svamp`)
     * `latentreason eval --checkpoint runs/cot --dataset SVAMP.json --too-long skip`
     * `latentreason eval --checkpoint runs/codi --method codi` (fails unless it is a CODI checkpoint)
+    * `latentreason eval --checkpoint runs/codi --set method_args.n_latent=4` (a method option at inference)
     """
     # start-up cost (torch, transformers): imported when the command runs, not for `--help`
     from latentreason.experiments.ood import TOO_LONG_POLICIES, evaluate_ood
@@ -184,7 +185,13 @@ def eval_(
         raise ConfigError(f"--too-long must be one of {', '.join(TOO_LONG_POLICIES)}, got {too_long!r}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
-    overrides = {".".join(k).removeprefix("method_args."): v for k, v in (parse_override(s) for s in set_)}
+    overrides = {}
+    for item in set_:
+        keys, value = parse_override(item)
+        if len(keys) != 2 or keys[0] != "method_args":
+            raise ConfigError(f"--set {item}: eval changes the checkpoint's method options, spelled as in train: "
+                              f"--set method_args.{keys[-1]}=...")
+        overrides[keys[1]] = value
     if answer_mode:
         overrides["answer_mode"] = answer_mode
     if max_new_tokens:

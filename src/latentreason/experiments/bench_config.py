@@ -20,6 +20,8 @@ from typing import Any
 
 from latentreason.data.procedural import TaskConfig
 from latentreason.errors import ConfigError
+from latentreason.methods.base import method_config
+from latentreason.methods.registry import get_method_class
 from latentreason.models.backbone import ModelConfig
 from latentreason.training.api import convert_method
 from latentreason.training.checkpoint import load_method
@@ -43,6 +45,12 @@ class BenchEntry:
     #: no training: evaluate the model trained by this earlier entry through this entry's method
     #: (e.g. System-1.5's stage 1 is the CODI run's objective, so it is not trained twice)
     model_from: str | None = None
+
+    def validate(self) -> None:
+        """The method and its options (training and evaluation ones), checked when the benchmark is read."""
+        cls = get_method_class(self.method)
+        method_config(cls, self.method_args)
+        method_config(cls, {**self.method_args, **self.eval_args})
 
 
 @dataclass

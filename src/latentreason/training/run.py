@@ -29,10 +29,11 @@ def run_training(
 ) -> dict[str, Any]:
     """Train, evaluate on the test split, write ``results.json`` beside the model; return the results.
 
-    Every input is checked before anything is written: the output directory (without creating
-    it), the data, the method and its model. Under several processes only the main one writes
+    Every input is checked before anything is written: the method and its options (before any data is
+    loaded), the output directory (without creating it), the data, the model. Under several processes only the main one writes
     and evaluates on the test split; ``results["_main_process"]`` says which one this is.
     """
+    cfg.validate()  # the method and its options, before any data is loaded
     out = Path(cfg.out_dir)
     check_output_dir(out, "output directory (out_dir)")
     train = load_split(cfg, "train")
