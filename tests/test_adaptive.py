@@ -410,8 +410,13 @@ def test_run_adaptive_quick_section(tmp_path):
     assert fixed["n"] == res["valid_sweep"]["best_n"] and res["codi_adaptive"]["n"] is None
     assert res["valid_sweep"]["best_n"] == max(range(1, cfg.n_max + 1), key=lambda n: (res["valid_sweep"]["accuracy_by_n"][str(n)], -n))
     assert fixed["mean_latent_steps"] == res["valid_sweep"]["best_n"]
-    s = res["spearman_steps_vs_true"]
-    assert s is None or -1.0 <= s <= 1.0
+    # the reported coefficient is Spearman's of the adaptive row's thoughts against each question's true steps
+    recs = json.loads((tmp_path / "adaptive" / "predictions-codi_adaptive.json").read_text())
+    assert len(recs) == cfg.test_limit
+    assert res["spearman_steps_vs_true"] == spearman([r["latent_steps"] for r in recs], [r["meta"]["n_steps"] for r in recs])
+    assert res["codi_adaptive"]["by_true_steps"] == {
+        str(k): {"n": len(v), "accuracy": sum(r["correct"] for r in v) / len(v), "mean_latent_steps": sum(r["latent_steps"] for r in v) / len(v)}
+        for k, v in sorted({k: [r for r in recs if r["meta"]["n_steps"] == k] for k in {r["meta"]["n_steps"] for r in recs}}.items())}
     png = (tmp_path / "adaptive" / "thoughts_vs_steps.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "adaptive" / "results.json").read_text())["codi_fixed"]["accuracy"] == fixed["accuracy"]
