@@ -263,3 +263,21 @@ def test_no_module_imports_a_name_it_does_not_use():
     bad = [f"{p.relative_to(SRC)}:{line}: {name}" for p in MODULES.values() if p.name != "__init__.py"
            for line, name in _unused_imports(p)]
     assert not bad, "imported names the module does not use (import them from where they are defined):\n" + "\n".join(bad)
+
+
+def test_readme_layout_names_every_package_and_nothing_else():
+    """README's layout section lists each package of src/latentreason (nested ones under their parent)."""
+    readme = (SRC.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Layout", 1)[1].split("```", 2)[1]
+    listed, parent = set(), ""
+    for line in block.splitlines():
+        name = line.strip().split(" ", 1)[0]
+        if not name.endswith("/") or line.startswith(" " * 6):
+            continue
+        if line.startswith("    "):
+            listed.add(f"{parent}/{name.rstrip('/')}")
+        elif line.startswith("  "):
+            parent = name.rstrip("/")
+            listed.add(parent)
+    packages = {str(p.parent.relative_to(SRC / PKG)) for p in (SRC / PKG).rglob("__init__.py") if p.parent != SRC / PKG}
+    assert listed == packages
