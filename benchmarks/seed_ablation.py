@@ -61,9 +61,10 @@ def stats(vals: list[float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from latentreason.evaluation.bench import BenchEntry, run_bench_seed
-    from latentreason.evaluation.demo import demo_config
-    from latentreason.evaluation.seeds import add_gap_closed
+    from latentreason.experiments.bench import run_bench_seed
+    from latentreason.experiments.bench_config import BenchEntry
+    from latentreason.experiments.demo import demo_config
+    from latentreason.experiments.seeds import add_gap_closed
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", type=Path, required=True, help="a finished (multi-seed) demo run directory")

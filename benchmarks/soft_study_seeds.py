@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from latentreason.config import parse_override
-    from latentreason.evaluation.bench import run_bench
-    from latentreason.evaluation.demo import demo_config
+    from latentreason.experiments.bench import run_bench
+    from latentreason.experiments.demo import demo_config
 
     rows, ok, head = [], True, ""
     for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:

@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     from latentreason.data.registry import load_dataset
-    from latentreason.evaluation.latency import turn_order
+    from latentreason.experiments.latency import turn_order
     from latentreason.methods.base import method_config
-    from latentreason.methods.system15 import System15
+    from latentreason.methods.system15.method import System15
     from latentreason.models.backbone import ModelConfig, load_backbone
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

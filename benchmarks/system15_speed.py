@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT / "src"))
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from latentreason.evaluation.latency import turn_order
-    from latentreason.models.shortcuts import find_decoder_layers
+    from latentreason.experiments.latency import turn_order
+    from latentreason.methods.system15.shortcuts import find_decoder_layers
     from latentreason.training.api import load_split
     from latentreason.training.checkpoint import load_method
     from latentreason.training.run_config import load_run_config

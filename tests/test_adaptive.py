@@ -6,18 +6,19 @@ import pytest
 import torch
 
 from conftest import tiny_backbone
+from helpers import train_examples
 from latentreason.analysis.spearman import rankdata, spearman
-from latentreason.data.procedural import TaskConfig, generate_splits
+from latentreason.data.procedural import TaskConfig
 from latentreason.data.registry import load_dataset
-from latentreason.decoding.halting import head_halt_fn, probe_halt_fn, probe_stop_probability, threshold_logit
-from latentreason.methods.adaptive import CODIAdaptive, CODIAdaptiveConfig
+from latentreason.methods.adaptive.halting import HaltingHead, head_halt_fn, probe_halt_fn, probe_stop_probability, threshold_logit
+from latentreason.methods.adaptive.method import CODIAdaptive, CODIAdaptiveConfig
 from latentreason.methods.codi import CODI, CODIConfig
-from latentreason.models.halting import HaltingHead
 from latentreason.training.checkpoint import load_method, save_method
 
 
-def _mixed(n=8, seed=0):
-    return generate_splits(TaskConfig(n_steps=4, min_steps=1, n_train=n, n_valid=2, n_test=2, seed=seed))["train"]
+def mixed_examples(n: int, seed: int = 0):
+    """Training examples of 1..4 steps."""
+    return train_examples(n, seed, n_steps=4, min_steps=1)
 
 
 def _adaptive(kind="tiny-gpt2", dtype=torch.float64, **cfg):
@@ -79,7 +80,7 @@ def test_modchain_mixed_with_custom_task_records_steps():
 @pytest.mark.parametrize("kind", ["tiny-gpt2", "tiny-llama"])
 def test_head_threshold_zero_stops_after_one_thought_and_one_runs_to_n_max(kind):
     m = _adaptive(kind, n_latent=4, n_max=6)
-    exs = _mixed(6)
+    exs = mixed_examples(6)
     _spread_head(m, exs)
     m.config.halt_threshold = 0.0
     assert [g.latent_steps for g in m.generate(exs)] == [1] * len(exs)
@@ -111,7 +112,7 @@ def test_halting_head_module_and_halt_fn():
 
 def test_head_halts_at_first_thought_above_threshold():
     m = _adaptive(n_latent=6)
-    exs = _mixed(8)
+    exs = mixed_examples(8)
     _spread_head(m, exs)
     m.config.halt_threshold = 0.5
     gens = m.generate(exs, record_hidden=True)
@@ -124,7 +125,7 @@ def test_head_halts_at_first_thought_above_threshold():
 @pytest.mark.parametrize("kind", ["tiny-gpt2", "tiny-llama"])
 def test_batched_adaptive_equals_one_by_one(kind):
     m = _adaptive(kind, n_latent=6)
-    exs = _mixed(8, seed=2)
+    exs = mixed_examples(8, seed=2)
     _spread_head(m, exs, seed=1, quantile=0.7)
     batched = m.generate(exs, record_hidden=True)
     single = [m.generate([e], record_hidden=True)[0] for e in exs]
@@ -146,7 +147,7 @@ def test_batched_adaptive_equals_one_by_one(kind):
 
 def test_halted_row_is_untouched_by_later_steps_of_the_others():
     m = _adaptive(n_latent=6)
-    exs = _mixed(4, seed=5)
+    exs = mixed_examples(4, seed=5)
     early = 1  # row 1 halts after its first thought, the others think to n_max
 
     fed: list[list[int]] = []
@@ -201,7 +202,7 @@ def test_probe_halts_when_stop_tokens_dominate():
 
 def test_probe_mode_stops_at_first_thought_where_condition_holds():
     m = _adaptive(n_latent=6, halting="probe")
-    exs = _mixed(8, seed=3)
+    exs = mixed_examples(8, seed=3)
     ids = m.probe_token_ids()
     assert m.ids.eot in ids and m.tokenizer("\n", add_special_tokens=False).input_ids[0] in ids
     lm = m.model.get_output_embeddings()
@@ -221,7 +222,7 @@ def test_probe_mode_stops_at_first_thought_where_condition_holds():
 def test_training_targets_halt_loss_and_detached_head():
     torch.manual_seed(0)
     m = _adaptive(dtype=torch.float32, n_latent=5, align_steps=True, teacher_drop_last_step=False, vary_n=0.0).train()
-    exs = _mixed(16, seed=1)
+    exs = mixed_examples(16, seed=1)
     toks = m.prepare(exs)
     batch = m.collate([m.features(t) for t in toks])
     assert batch["n_steps"].tolist() == [len(e.steps) for e in exs]
@@ -253,7 +254,7 @@ def test_stop_exit_equals_answering_after_fewer_thoughts(kind):
     from latentreason.decoding.latent import latent_forward
 
     m = _adaptive(kind, n_latent=5)
-    exs = _mixed(6, seed=7)
+    exs = mixed_examples(6, seed=7)
     b = m.collate([m.features(t) for t in m.prepare(exs)])
     stops = torch.tensor([1, 2, 3, 4, 5, 2])
     with torch.no_grad():
@@ -271,7 +272,7 @@ def test_stop_exit_equals_answering_after_fewer_thoughts(kind):
 def test_vary_n_masks_rows_whose_answer_is_not_due():
     torch.manual_seed(0)
     m = _adaptive(dtype=torch.float32, n_latent=5, vary_n=1.0).train()
-    exs = _mixed(32, seed=2)
+    exs = mixed_examples(32, seed=2)
     batch = m.collate([m.features(t) for t in m.prepare(exs)])
     seen = set()
     for _ in range(12):
@@ -291,7 +292,7 @@ def test_halting_none_equals_codi_and_checkpoint_round_trip(tmp_path):
     m = _adaptive(dtype=torch.float32, n_latent=3, halting="none")
     codi = CODI(m.backbone, CODIConfig(n_latent=3, max_new_tokens=6))
     codi.projection.load_state_dict(m.projection.state_dict())
-    exs = _mixed(5)
+    exs = mixed_examples(5)
     assert [g.text for g in m.generate(exs)] == [g.text for g in codi.generate(exs)]
     # from_codi keeps the CODI model's weights and adds a head
     wrapped = CODIAdaptive.from_codi(codi, CODIAdaptiveConfig(n_latent=3, max_new_tokens=6, halting="none"))
@@ -314,10 +315,10 @@ def test_halting_none_equals_codi_and_checkpoint_round_trip(tmp_path):
 
 def test_end_alignment_and_step_ce_targets():
     from latentreason.decoding.latent import latent_forward
-    from latentreason.methods.latent_common import layerwise_distance
+    from latentreason.methods.objective import layerwise_distance, step_ce
 
     m = _adaptive(dtype=torch.float64, n_latent=5, align_steps=True, teacher_drop_last_step=False, step_ce_weight=1.0)
-    exs = _mixed(6, seed=4)
+    exs = mixed_examples(6, seed=4)
     toks = m.prepare(exs)
     feats = [m.features(t) for t in toks]
     close = m.tokenizer("\n", add_special_tokens=False).input_ids[0]
@@ -338,7 +339,7 @@ def test_end_alignment_and_step_ce_targets():
         t_l = [torch.stack([t_out.hidden_states[l][r, int(batch["p_end"][r])] for r in rows]) for l in range(1, 3)]
         assert torch.allclose(got, layerwise_distance(s_l, t_l, "smooth_l1", True))
         # step CE: thought j's LM-head probe against step j's result token
-        ce = m._step_ce(batch, s.latent_hidden)
+        ce = step_ce(m.model, s.latent_hidden, batch["input_ids"], m.step_groups(batch, s.latent_hidden))
         lm = m.model.get_output_embeddings()
         logits, tgt = [], []
         for r, e in enumerate(exs):
@@ -351,7 +352,7 @@ def test_end_alignment_and_step_ce_targets():
 
 def test_fit_halting_head_changes_only_the_head():
     m = _adaptive(dtype=torch.float32, n_latent=4)
-    exs = _mixed(24, seed=6)
+    exs = mixed_examples(24, seed=6)
     before = {k: v.clone() for k, v in m.state_dict().items()}
     res = m.fit_halting_head(exs, steps=60, lr=5e-2)
     after = m.state_dict()
@@ -393,7 +394,7 @@ def test_spearman_with_ties_hand_computed():
 def test_run_adaptive_quick_section(tmp_path):
     import json
 
-    from latentreason.evaluation.adaptive import adaptive_config, run_adaptive
+    from latentreason.experiments.adaptive_section import adaptive_config, run_adaptive
 
     bb = tiny_backbone("tiny-gpt2", seed=1, n_embd=32, n_head=2, n_layer=2)
     save_method(CODI(bb, CODIConfig(n_latent=2, max_new_tokens=8)), tmp_path / "codi")
@@ -409,8 +410,13 @@ def test_run_adaptive_quick_section(tmp_path):
     assert fixed["n"] == res["valid_sweep"]["best_n"] and res["codi_adaptive"]["n"] is None
     assert res["valid_sweep"]["best_n"] == max(range(1, cfg.n_max + 1), key=lambda n: (res["valid_sweep"]["accuracy_by_n"][str(n)], -n))
     assert fixed["mean_latent_steps"] == res["valid_sweep"]["best_n"]
-    s = res["spearman_steps_vs_true"]
-    assert s is None or -1.0 <= s <= 1.0
+    # the reported coefficient is Spearman's of the adaptive row's thoughts against each question's true steps
+    recs = json.loads((tmp_path / "adaptive" / "predictions-codi_adaptive.json").read_text())
+    assert len(recs) == cfg.test_limit
+    assert res["spearman_steps_vs_true"] == spearman([r["latent_steps"] for r in recs], [r["meta"]["n_steps"] for r in recs])
+    assert res["codi_adaptive"]["by_true_steps"] == {
+        str(k): {"n": len(v), "accuracy": sum(r["correct"] for r in v) / len(v), "mean_latent_steps": sum(r["latent_steps"] for r in v) / len(v)}
+        for k, v in sorted({k: [r for r in recs if r["meta"]["n_steps"] == k] for k in {r["meta"]["n_steps"] for r in recs}}.items())}
     png = (tmp_path / "adaptive" / "thoughts_vs_steps.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "adaptive" / "results.json").read_text())["codi_fixed"]["accuracy"] == fixed["accuracy"]
@@ -437,7 +443,7 @@ def test_adaptive_curriculum_trains_two_phases(tmp_path):
     import json
 
     from latentreason.errors import ConfigError
-    from latentreason.evaluation.adaptive import adaptive_config, run_adaptive
+    from latentreason.experiments.adaptive_section import adaptive_config, run_adaptive
 
     bb = tiny_backbone("tiny-gpt2", seed=1, n_embd=32, n_head=2, n_layer=2)
     save_method(CODI(bb, CODIConfig(n_latent=2, max_new_tokens=8)), tmp_path / "codi")

@@ -12,13 +12,12 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import cli_process, run_cli
 from latentreason.cli import main
 from latentreason.training.checkpoint import load_method, save_method
 
@@ -29,16 +28,6 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "latentreason"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str]:
-    """Run the CLI in-process; (exit status, stderr). A command that succeeds fails the test."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as ei:
-        main([str(a) for a in args])
-    _, err = capsys.readouterr()
-    code = ei.value.code
-    return (code if isinstance(code, int) else 1), err
 
 
 def assert_one_line_error(code: int, err: str, *needles: str, status: int = 2) -> str:
@@ -215,6 +204,9 @@ SET_CASES = [
     ("batch-not-multiple", ["--batch-size", "8", "--set", "train.micro_batch_size=3"],
      ["train.batch_size (8) must be a multiple of train.micro_batch_size (3)"]),
     ("negative-n-latent", ["--method", "codi", "--set", "method_args.n_latent=-1"], ["method_args.n_latent must be >= 0, got -1"]),
+    # the method's options are checked before any data is read: the missing file is not what the error names
+    ("method-args-before-data", ["--method", "codi", "--set", "method_args.n_latent=-1", "--dataset", "no/such/file.txt"],
+     ["method_args.n_latent must be >= 0, got -1"]),
     ("lr-not-finite", ["--lr", "nan"], ["train.lr must be a finite number"]),
     ("bad-distributed", ["--set", "train.distributed=mpi"], ["train.distributed must be auto, ddp or fsdp"]),
     ("bad-device", ["--set", "train.device=gpu0"], ["train.device must be auto, cpu, cuda or cuda:N"]),
@@ -406,8 +398,11 @@ def test_eval_bad_options(capsys, run_dir):
     record("eval-negative-limit", assert_one_line_error(code, err, "--limit must be >= 0, got -1"))
     code, err = run_cli(capsys, "eval", "--checkpoint", run_dir, "--split", "dev", "--no-progress")
     record("unknown-split", assert_one_line_error(code, err, "unknown split 'dev'", "valid splits"))
-    code, err = run_cli(capsys, "eval", "--checkpoint", run_dir, "--set", "n_latent=2", "--no-progress")
+    code, err = run_cli(capsys, "eval", "--checkpoint", run_dir, "--set", "method_args.n_latent=2", "--no-progress")
     record("eval-unknown-method-option", assert_one_line_error(code, err, "n_latent", "unknown key"))
+    code, err = run_cli(capsys, "eval", "--checkpoint", run_dir, "--set", "n_latent=2", "--no-progress")
+    record("eval-set-spelling", assert_one_line_error(code, err, "--set n_latent=2", "spelled as in train",
+                                                       "--set method_args.n_latent="))
     assert not list(run_dir.glob("eval-*.json"))
 
 
@@ -429,21 +424,15 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(capsys, tmp_path):
 
 
 # --------------------------------------------------------------------------- the real process
-def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    return subprocess.run([sys.executable, "-m", "latentreason", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env)
-
-
 def test_subprocess_error_is_one_line_and_debug_shows_traceback(tmp_path):
     f = write(tmp_path / "aug.txt", "1+2||<<1+2=3>> #### 3\nno separator #### 4\n")
-    r = _cli("data", "show", f)
+    r = cli_process("data", "show", f)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [f"error: {f}:2: expected 'question||cot #### answer', found no '||'"]
-    r = _cli("--debug", "data", "show", f)
+    r = cli_process("--debug", "data", "show", f)
     assert r.returncode != 0 and "Traceback" in r.stderr and "DataError" in r.stderr
     # a message longer than the console is not wrapped onto several lines
-    r = _cli("train", "--out", tmp_path / "o", "--set", "train.lrr=1")
+    r = cli_process("train", "--out", tmp_path / "o", "--set", "train.lrr=1")
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and len(lines[0]) > 200, r.stderr
     assert lines[0].startswith("error: --set train.lrr=1: train.lrr: unknown key; valid keys of train: lr, ")
@@ -451,7 +440,7 @@ def test_subprocess_error_is_one_line_and_debug_shows_traceback(tmp_path):
 
 
 def test_subprocess_unknown_option_is_a_usage_error(tmp_path):
-    r = _cli("train", "--no-such-option")
+    r = cli_process("train", "--no-such-option")
     assert r.returncode == 2 and "Traceback" not in r.stderr and "No such option" in r.stderr
 
 

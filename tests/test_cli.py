@@ -5,6 +5,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
+from helpers import cli_process, run_cli
 from latentreason.cli import app
 
 runner = CliRunner()
@@ -45,48 +46,31 @@ def test_data_show_shared(shared_data):
     assert rows[0]["answer"] == "18" and len(rows) == 2
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "latentreason", *args], capture_output=True, text=True, timeout=300)
-
-
 def test_bad_input_one_line_error_no_traceback(fixtures, tmp_path):
-    r = _cli("data", "show", str(fixtures / "malformed_aug.txt"), "--format", "gsm8k_aug")
+    r = cli_process("data", "show", str(fixtures / "malformed_aug.txt"), "--format", "gsm8k_aug")
     assert r.returncode == 2
     assert "malformed_aug.txt:2" in r.stderr and "Traceback" not in r.stderr
     assert len([line for line in r.stderr.strip().splitlines() if line.strip()]) == 1
-    r = _cli("data", "show", "nonesuch")
+    r = cli_process("data", "show", "nonesuch")
     assert r.returncode == 2 and "valid names:" in r.stderr
-    r = _cli("train", "--method", "nope", "--out", str(tmp_path / "x"))
+    r = cli_process("train", "--method", "nope", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "valid methods: " in r.stderr and "Traceback" not in r.stderr
-    r = _cli("--debug", "data", "show", "nonesuch")
+    r = cli_process("--debug", "data", "show", "nonesuch")
     assert r.returncode != 0 and "Traceback" in r.stderr
-
-
-def _main(capsys, *args) -> tuple[int, str]:
-    """The CLI in this process (no interpreter start-up): (exit status, stderr)."""
-    from latentreason.cli import main
-
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    return code, capsys.readouterr().err
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_train_eval_cli_roundtrip(tmp_path, fixtures, capsys):
     run = tmp_path / "run"
-    r = _cli("train", "--method", "cot", "--out", str(run), "--max-steps", "5", "--batch-size", "16", "--no-progress",
+    r = cli_process("train", "--method", "cot", "--out", str(run), "--max-steps", "5", "--batch-size", "16", "--no-progress",
              "--set", "model.n_layer=1", "--set", "model.n_embd=32", "--set", "model.n_head=2", "--set", "model.n_positions=512",
              "--set", "data.task.n_train=200", "--set", "data.task.n_valid=10", "--set", "data.task.n_test=10")
     assert r.returncode == 0, r.stderr
     res = json.loads((run / "results.json").read_text())
     assert res["test"]["n"] == 10
     # a GSM8K file the byte tokenizer has never seen still runs
-    r = _cli("eval", "--checkpoint", str(run), "--dataset", str(fixtures / "gsm8k.jsonl"), "--batch-size", "2",
+    r = cli_process("eval", "--checkpoint", str(run), "--dataset", str(fixtures / "gsm8k.jsonl"), "--batch-size", "2",
              "--max-new-tokens", "8", "--no-progress")
     assert r.returncode == 0, r.stderr
     out = json.loads((run / "eval-gsm8k-test.json").read_text())
@@ -94,7 +78,7 @@ def test_train_eval_cli_roundtrip(tmp_path, fixtures, capsys):
     # SVAMP / GSM-Hard style files with questions too long for a 128-position model: the evaluation finishes,
     # counts them as too_long and wrong (as the demo's --eval-set does), or skips them with --too-long skip
     small = tmp_path / "small"
-    code, err = _main(capsys, "train", "--method", "nocot", "--out", small, "--max-steps", "1", "--batch-size", "4",
+    code, err = run_cli(capsys, "train", "--method", "nocot", "--out", small, "--max-steps", "1", "--batch-size", "4",
                       "--no-progress", "--set", "model.n_layer=1", "--set", "model.n_embd=32", "--set", "model.n_head=2",
                       "--set", "model.n_positions=128", "--set", "data.task.n_train=20", "--set", "data.task.n_valid=4",
                       "--set", "data.task.n_test=4")
@@ -110,7 +94,7 @@ def test_train_eval_cli_roundtrip(tmp_path, fixtures, capsys):
         assert any(long_), name
         for policy in ("count", "skip"):
             out_file = tmp_path / f"{name}-{policy}.json"
-            code, err = _main(capsys, "eval", "--checkpoint", small, "--dataset", fixtures / fixture, "--no-progress",
+            code, err = run_cli(capsys, "eval", "--checkpoint", small, "--dataset", fixtures / fixture, "--no-progress",
                               "--max-new-tokens", "4", "--too-long", policy, "--output", out_file)
             assert code == 0, err
             assert f"{sum(long_)} of {len(exs)} questions are too long for the model's context of 128 positions" in err
@@ -121,5 +105,5 @@ def test_train_eval_cli_roundtrip(tmp_path, fixtures, capsys):
             assert all(rec["correct"] is False and rec["output"] is None for rec in res["records"] if rec.get("too_long"))
             assert m["n"] == (len(exs) if policy == "count" else len(exs) - sum(long_))
             assert m["accuracy"] == (m["correct"] / m["n"] if m["n"] else 0.0)
-    code, err = _main(capsys, "eval", "--checkpoint", small, "--dataset", fixtures / "svamp.json", "--too-long", "drop")
+    code, err = run_cli(capsys, "eval", "--checkpoint", small, "--dataset", fixtures / "svamp.json", "--too-long", "drop")
     assert code == 2 and "--too-long must be one of count, skip" in err

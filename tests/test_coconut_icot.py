@@ -6,14 +6,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import tiny_backbone
-from latentreason.data.procedural import TaskConfig, generate_splits
+from helpers import train_examples
 from latentreason.methods.coconut import Coconut, CoconutConfig
 from latentreason.methods.icot import ICoT, ICoTConfig, remove_left, smoothing_offsets
-from latentreason.methods.latent_common import shifted_ce
+from latentreason.methods.objective import shifted_ce
 
-
-def _examples(n=8, seed=0):
-    return generate_splits(TaskConfig(n_train=n, n_valid=2, n_test=2, seed=seed))["train"]
 
 
 def _coconut(dtype=torch.float64, **cfg):
@@ -27,7 +24,7 @@ def _coconut(dtype=torch.float64, **cfg):
 
 def test_stage_k_input_has_k_times_c_thoughts():
     m = _coconut(thoughts_per_step=2, max_latent_stage=3, steps_per_stage=10)
-    (t,) = m.prepare(_examples(1))
+    (t,) = m.prepare(train_examples(1))
     for step, stage in [(0, 1), (10, 2), (20, 3), (30, 4), (55, 4)]:
         m.on_train_step(step, 0.0, 100)
         assert m.stage == stage
@@ -41,7 +38,7 @@ def test_stage_k_input_has_k_times_c_thoughts():
 def test_cached_training_forward_equals_naive_recomputation():
     m = _coconut(thoughts_per_step=1, max_latent_stage=4, steps_per_stage=1)
     m.on_train_step(2, 0.0, 100)  # stage 3: three thoughts
-    toks = m.prepare(_examples(3))
+    toks = m.prepare(train_examples(3))
     batch = m.collate([m.features(t) for t in toks])
     loss = m(batch)["loss"]
     # naive: per example, recompute the whole prefix for every thought (Coconut's reference), no cache
@@ -68,7 +65,7 @@ def test_cached_training_forward_equals_naive_recomputation():
 
 def test_batched_generation_equals_one_by_one():
     m = _coconut(thoughts_per_step=2, max_latent_stage=2, max_new_tokens=6).eval()
-    exs = _examples(5)
+    exs = train_examples(5)
     b = m.generate(exs)
     one = [m.generate([e])[0] for e in exs]
     assert [(g.text, g.latent_steps) for g in b] == [(g.text, g.latent_steps) for g in one]
@@ -78,7 +75,7 @@ def test_batched_generation_equals_one_by_one():
 
 
 def _train(m, steps=30, lr=3e-3):
-    data = m.prepare(_examples(64, seed=2))
+    data = m.prepare(train_examples(64, seed=2))
     opt = torch.optim.AdamW(m.parameters(), lr=lr)
     losses = []
     for step in range(steps):
@@ -150,7 +147,7 @@ def test_icot_removal_smoothing_and_reset():
     resets = [m.on_train_step(s, 0.0, 100) for s in range(20)]
     assert [s for s, r in enumerate(resets) if r] == [5, 10, 15]  # the optimiser is reset when the amount grows
     assert m.stage_label() == "all"
-    (t,) = m.prepare(_examples(1))
+    (t,) = m.prepare(train_examples(1))
     assert m.target(t) == t.answer  # everything removed: the model answers directly
     # generation with no CoT gives 0 reasoning tokens once trained that way; here just the interface
-    assert m.generate(_examples(2))[0].generated_tokens >= 1
+    assert m.generate(train_examples(2))[0].generated_tokens >= 1

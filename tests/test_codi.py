@@ -3,15 +3,12 @@ import torch.nn.functional as F
 import pytest
 
 from conftest import tiny_backbone
-from latentreason.data.procedural import TaskConfig, generate_splits
+from helpers import train_examples
 from latentreason.decoding.latent import latent_forward, latent_generate
 from latentreason.methods.codi import CODI, CODIConfig
-from latentreason.methods.latent_common import normalized_distance, step_anchor
+from latentreason.methods.objective import normalized_distance, step_anchor
 from latentreason.training.checkpoint import load_method, save_method
 
-
-def _examples(n=6, seed=0):
-    return generate_splits(TaskConfig(n_train=n, n_valid=2, n_test=2, seed=seed))["train"]
 
 
 def _codi(kind="tiny-gpt2", dtype=torch.float64, **cfg):
@@ -27,7 +24,7 @@ def _codi(kind="tiny-gpt2", dtype=torch.float64, **cfg):
 @pytest.mark.parametrize("kind", ["tiny-gpt2", "tiny-llama", "tiny-qwen3"])
 def test_batched_latent_decode_equals_one_by_one(kind):
     m = _codi(kind, n_latent=3, max_new_tokens=6).eval()
-    exs = _examples(5)
+    exs = train_examples(5)
     batched = m.generate(exs)
     single = [m.generate([e])[0] for e in exs]
     assert [g.text for g in batched] == [g.text for g in single]
@@ -38,7 +35,7 @@ def test_batched_latent_decode_equals_one_by_one(kind):
 def test_cached_latent_loop_equals_uncached_recomputation():
     m = _codi(n_latent=3, max_new_tokens=5).eval()
     model, emb = m.model, m.model.get_input_embeddings()
-    (ex,) = _examples(1)
+    (ex,) = train_examples(1)
     prompt = m.latent_prompts([ex])[0]
     res = latent_generate(model, [prompt], n_latent=3, thought_fn=m.thought, eot_id=m.ids.eot, eos_id=m.ids.eos,
                           pad_id=m.ids.pad, max_new_tokens=5, record_hidden=True)
@@ -66,7 +63,7 @@ def test_cached_latent_loop_equals_uncached_recomputation():
 
 def test_gradients_reach_first_thought_and_teacher_is_detached():
     m = _codi(n_latent=3)
-    batch = m.collate([m.features(t) for t in m.prepare(_examples(4))])
+    batch = m.collate([m.features(t) for t in m.prepare(train_examples(4))])
     captured = []
 
     def thought(h, step, rows=None):
@@ -76,7 +73,7 @@ def test_gradients_reach_first_thought_and_teacher_is_detached():
         return e
 
     s = latent_forward(m.model, batch["prompt_ids"], batch["prompt_mask"], 3, thought, batch["suffix_ids"], batch["suffix_mask"])
-    from latentreason.methods.latent_common import shifted_ce
+    from latentreason.methods.objective import shifted_ce
 
     shifted_ce(s.suffix_logits, batch["suffix_labels"]).backward()
     assert len(captured) == 3
@@ -92,7 +89,7 @@ def test_gradients_reach_first_thought_and_teacher_is_detached():
 def test_kd_loss_never_reaches_teacher_pass():
     """With only the distillation loss on, the teacher pass's activations receive no gradient."""
     m = _codi(n_latent=2, alpha=0.0, gamma=0.0, beta=1.0)
-    batch = m.collate([m.features(t) for t in m.prepare(_examples(3))])
+    batch = m.collate([m.features(t) for t in m.prepare(train_examples(3))])
     calls = []
 
     def hook(mod, inp, out):
@@ -141,7 +138,7 @@ def test_step_anchor_points_at_the_result_predictor():
 def test_tiny_codi_run_lowers_all_losses():
     torch.manual_seed(0)
     m = _codi(dtype=torch.float32, n_latent=3, align_steps=True, teacher_drop_last_step=False, distill_skip_embedding=True)
-    data = m.prepare(_examples(64, seed=1))
+    data = m.prepare(train_examples(64, seed=1))
     opt = torch.optim.AdamW(m.parameters(), lr=2e-3)
     first = last = None
     for step in range(40):
@@ -160,7 +157,7 @@ def test_tiny_codi_run_lowers_all_losses():
 def test_changing_n_at_inference_and_llama(tmp_path):
     for kind in ("tiny-gpt2", "tiny-llama"):
         m = _codi(kind, n_latent=4, max_new_tokens=4).eval()
-        exs = _examples(3)
+        exs = train_examples(3)
         assert all(g.latent_steps == 4 for g in m.generate(exs))
         assert all(g.latent_steps == 2 for g in m.generate(exs, n_latent=2))
         m.config.n_latent = 0
@@ -173,7 +170,7 @@ def test_save_load_strict_same_outputs(tmp_path):
     assert (tmp_path / "ck" / "extra.safetensors").exists()
     loaded = load_method(tmp_path / "ck", expected_method="codi")
     assert torch.equal(loaded.projection.fc1.weight, m.projection.fc1.weight)
-    exs = _examples(3)
+    exs = train_examples(3)
     assert [g.text for g in loaded.generate(exs)] == [g.text for g in m.generate(exs)]
     # a checkpoint without its projection is refused
     (tmp_path / "ck" / "extra.safetensors").unlink()
@@ -192,17 +189,17 @@ def test_lora_on_hf_backbone(tmp_path):
     m = CODI(bb2, CODIConfig(n_latent=2))
     trainable = {n for n, p in m.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n or n.startswith("projection.") for n in trainable)
-    out = m(m.collate([m.features(t) for t in m.prepare(_examples(2))]))
+    out = m(m.collate([m.features(t) for t in m.prepare(train_examples(2))]))
     out["loss"].backward()
     save_method(m, tmp_path / "ck")
     loaded = load_method(tmp_path / "ck")
-    assert loaded.generate(_examples(1))[0].latent_steps == 2
+    assert loaded.generate(train_examples(1))[0].latent_steps == 2
 
 
 def test_general_phase_loop_equals_lockstep_fast_path():
     """The per-row-phase loop (used with halting) gives the lock-step loop's results when no row halts."""
     m = _codi(n_latent=3, max_new_tokens=6).eval()
-    exs = _examples(5)
+    exs = train_examples(5)
     fast = m.generate(exs)
     never = m.generate(exs, halt_fn=lambda h, k: torch.zeros(h.shape[0], dtype=torch.bool))
     assert [g.text for g in fast] == [g.text for g in never]
@@ -221,7 +218,7 @@ def test_step_result_ce_reads_the_token_after_each_anchor():
     """step_ce_weight: the LM head on the state aligned with step j is trained to predict the token the
     teacher writes after step j's "=" — the step's result (`4+7=1` -> "1")."""
     m = _codi(n_latent=5, align_steps=True, teacher_drop_last_step=False, step_ce_weight=1.0)
-    exs = _examples(3)
+    exs = train_examples(3)
     toks = m.prepare(exs)
     batch = m.collate([m.features(t) for t in toks])
     for i, ex in enumerate(exs):
@@ -239,7 +236,7 @@ def test_step_result_ce_reads_the_token_after_each_anchor():
 
 
 def test_soft_token_thought_starts_as_the_soft_token():
-    from latentreason.methods.latent_common import soft_token_embedding
+    from latentreason.models.projection import soft_token_embedding
 
     m = _codi(n_latent=2, soft_token_thought=True).eval()
     h = torch.randn(3, 48, dtype=torch.float64)
@@ -256,7 +253,7 @@ def test_forced_thoughts_mix_in_the_previous_result_then_fade():
     """forced_thoughts_steps: thought j's input is mixed with the embedding of step j-1's result token, the
     weight falling from 1 to 0 over the first N steps; thought 1 (nothing before it) is never forced."""
     m = _codi(n_latent=5, align_steps=True, teacher_drop_last_step=False, forced_thoughts_steps=10)
-    (ex,) = [e for e in _examples(20) if e.question == "4+7*8+2-5"] or _examples(1)
+    (ex,) = [e for e in train_examples(20) if e.question == "4+7*8+2-5"] or train_examples(1)
     batch = m.collate([m.features(t) for t in m.prepare([ex])])
     toks = m.forced_tokens(batch)[0].tolist()
     values = [s.split("=")[1] for s in ex.steps]

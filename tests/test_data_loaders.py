@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from latentreason.data import detect_format, load_dataset, load_file
+from latentreason.data.loaders import detect_format, load_file
+from latentreason.data.registry import load_dataset
 from latentreason.errors import DataError
 
 

@@ -4,12 +4,61 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from latentreason.evaluation.demo import run_demo
+from latentreason.errors import ConfigError
+from latentreason.experiments.demo import demo_config, overlay, run_demo
 
 MODES = ("greedy", "sampling", "vanilla", "dirichlet", "gumbel", "codi_dirichlet", "codi_gumbel")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_default_yaml_is_the_demo_file():
+    """One source of truth: configs/bench_default.yaml is the package's demo.yaml, which the demo loads."""
+    from latentreason.config import from_dict, load_yaml
+    from latentreason.experiments.bench_config import BenchConfig
+
+    linked = ROOT / "configs" / "bench_default.yaml"
+    assert linked.resolve() == (ROOT / "src" / "latentreason" / "experiments" / "demo.yaml").resolve()
+    assert from_dict(BenchConfig, load_yaml(linked)) == demo_config(False)
+
+
+def test_quick_demo_overlay_keeps_methods_presets_and_order_and_shrinks_the_run():
+    full, quick = demo_config(False), demo_config(True)
+    assert [(e.name, e.method, e.method_args, e.init_from) for e in quick.entries] == \
+        [(e.name, e.method, e.method_args, e.init_from) for e in full.entries]
+    for f, q in zip(full.entries, quick.entries):
+        assert q.train["max_steps"] < f.train["max_steps"], f.name
+        assert {k: v for k, v in q.train.items() if k not in ("max_steps", "save_every")} == \
+            {k: v for k, v in f.train.items() if k not in ("max_steps", "save_every")}, f.name
+    cot = quick.entries[0]
+    assert cot.name == "cot" and quick.soft_thinking.checkpoint_step == cot.train["save_every"] == cot.train["max_steps"] // 2
+    assert quick.task.n_train < full.task.n_train and quick.task.identity_prob == full.task.identity_prob == 0.25
+    assert quick.model.n_layer < full.model.n_layer and quick.train == full.train and quick.adaptive_quick
+
+
+def test_a_benchmark_entry_with_bad_method_args_fails_when_the_config_is_read():
+    from latentreason.config import from_dict
+    from latentreason.experiments.bench_config import BenchConfig
+
+    entries = [{"name": "codi", "method": "codi", "method_args": {"preset": "default_task", "n_latent": -1}}]
+    with pytest.raises(ConfigError, match="n_latent must be >= 0"):
+        from_dict(BenchConfig, {"entries": entries})
+    entries = [{"name": "cot", "method": "cot", "eval_args": {"n_latent": 2}}]
+    with pytest.raises(ConfigError, match="n_latent: unknown key"):
+        from_dict(BenchConfig, {"entries": entries})
+
+
+def test_overlay_merges_mappings_and_entries_by_name():
+    base = {"task": {"a": 1, "b": 2}, "entries": [{"name": "x", "train": {"lr": 1, "max_steps": 9}}, {"name": "y"}], "k": 1}
+    out = overlay(base, {"task": {"b": 3}, "entries": {"x": {"train": {"max_steps": 2}}}, "k": None})
+    assert out == {"task": {"a": 1, "b": 3}, "entries": [{"name": "x", "train": {"lr": 1, "max_steps": 2}}, {"name": "y"}],
+                   "k": None}
+    assert base["entries"][0]["train"]["max_steps"] == 9  # the base is not changed
+    with pytest.raises(ConfigError, match="entries.z: no such entry"):
+        overlay(base, {"entries": {"z": {}}})
 
 
 @pytest.mark.slow
@@ -114,7 +163,8 @@ def test_soft_study_runs_on_the_snapshot_with_the_configured_sampler(tmp_path):
     quick demo cannot tell them from a dropped override); a step the entry does not save names the fix."""
     from latentreason.config import from_dict, load_yaml
     from latentreason.errors import CheckpointError
-    from latentreason.evaluation.bench import BenchConfig, run_bench
+    from latentreason.experiments.bench import run_bench
+    from latentreason.experiments.bench_config import BenchConfig
 
     cfg_file = tmp_path / "bench.yaml"
     cfg_file.write_text("""

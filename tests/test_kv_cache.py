@@ -46,8 +46,9 @@ def deprecations(monkeypatch):
 def test_every_cached_path_uses_the_current_api(kind, deprecations):
     from latentreason.analysis.js import JSProbe
     from latentreason.decoding.generate import greedy_generate, greedy_reference
-    from latentreason.decoding.soft_thinking import soft_config, soft_generate
-    from latentreason.methods.system15 import System15, System15Config
+    from latentreason.methods.system15.method import System15, System15Config
+    from latentreason.soft_thinking.config import soft_config
+    from latentreason.soft_thinking.loop import soft_generate
 
     bb = tiny_backbone(kind, seed=4, dtype=torch.float64, n_embd=48, n_head=4, n_layer=3)
     with torch.no_grad():

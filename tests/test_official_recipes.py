@@ -12,21 +12,19 @@ import pytest
 import torch
 
 from conftest import tiny_backbone
+from helpers import train_examples
 from latentreason.data.example import Example
-from latentreason.data.procedural import TaskConfig, generate_splits
 from latentreason.methods.base import Serializer, method_config
 from latentreason.methods.coconut import Coconut, CoconutConfig
 from latentreason.methods.codi import CODI
 from latentreason.methods.icot import INF, ICoT, ICoTConfig
 from latentreason.models.backbone import ModelConfig, add_special_tokens, init_rows_with_mean, load_backbone
-from latentreason.training.trainer import Trainer, build_optimizer, decay_parameter_ids
+from latentreason.training.optim import build_optimizer, decay_parameter_ids
+from latentreason.training.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PARITY = Path(__file__).parent / "parity" / "data"
 
-
-def _examples(n=8, seed=0):
-    return generate_splits(TaskConfig(n_train=n, n_valid=2, n_test=2, seed=seed))["train"]
 
 
 # ----------------------------------------------------------------------------------------- serialisation
@@ -57,7 +55,7 @@ def test_icot_serialisation_keeps_the_plus_separators(fixtures):
 def test_icot_resets_stop_once_a_batch_has_no_cot_left():
     bb = tiny_backbone()
     m = ICoT(bb, ICoTConfig(steps_per_token=1, smoothing_lambda=None, serialization="icot"))
-    toks = m.prepare(_examples(4))
+    toks = m.prepare(train_examples(4))
     longest = max(len(m.removable(t)[0]) for t in toks)
     resets = []
     for step in range(longest + 6):
@@ -71,14 +69,14 @@ def test_icot_resets_stop_once_a_batch_has_no_cot_left():
 def test_icot_space_before_the_closing_eos_is_removable():
     bb = tiny_backbone()
     m = ICoT(bb, ICoTConfig(serialization="icot", smoothing_lambda=None))
-    (t,) = m.prepare(_examples(1))
+    (t,) = m.prepare(train_examples(1))
     steps = sum(len(s) for s in t.steps)
     space = bb.tokenizer(" ", add_special_tokens=False).input_ids
     assert m.slice_cot(t, steps) == space + [bb.ids.eos]
     assert m.slice_cot(t, steps + 1) == m.slice_cot(t, 10_000) == m.slice_cot(t, INF) == [bb.ids.eos]
     # the default serialisation keeps its closing newline (the project's default task is unchanged)
     d = ICoT(bb, ICoTConfig(smoothing_lambda=None))
-    (u,) = d.prepare(_examples(1))
+    (u,) = d.prepare(train_examples(1))
     assert d.slice_cot(u, 10_000) == u.cot_close
 
 
@@ -86,7 +84,7 @@ def test_icot_space_before_the_closing_eos_is_removable():
 def test_icot_smoothing_offsets_from_the_first_step(from_start):
     bb = tiny_backbone()
     m = ICoT(bb, ICoTConfig(steps_per_token=1000, smoothing_lambda=0.3, smoothing_from_start=from_start))
-    toks = m.prepare(_examples(16))
+    toks = m.prepare(train_examples(16))
     m.on_train_step(0, 0.0, 1000)
     assert m.removed == 0
     shortened = sum(len(m.target(t)) < len(t.cot) + len(t.answer) for t in toks)
@@ -111,7 +109,7 @@ def test_coconut_paper_preset_resets_adamw_every_epoch():
 
 
 def test_stage_end_evaluation_decodes_with_the_finished_stage(tmp_path):
-    from latentreason.evaluation.training_run import run_training
+    from latentreason.training.run import run_training
     from latentreason.training.run_config import load_run_config
 
     over = ["method=coconut", f"out_dir={tmp_path / 'c'}", "model.n_layer=1", "model.n_embd=32", "model.n_head=2",
@@ -147,7 +145,7 @@ def test_weight_decay_sets():
 def test_equal_micro_batch_weighting():
     bb = tiny_backbone()
     m = CODI(bb, method_config(CODI, {"preset": "codi_paper_default_task"}))
-    toks = m.prepare(_examples(4))
+    toks = m.prepare(train_examples(4))
     batch = m.collate([m.features(t) for t in toks])
     assert Trainer.loss_units(m, batch, 4) == float((batch["labels"][:, 1:] != -100).sum())  # teacher tokens
     m.config.micro_batch_weighting = "equal"

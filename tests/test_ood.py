@@ -6,22 +6,16 @@ import pytest
 import torch
 
 from conftest import FIXTURES, tiny_backbone
+from latentreason.data.procedural import TaskConfig
 from latentreason.data.registry import load_dataset
 from latentreason.errors import ConfigError, DataError
-from latentreason.evaluation.bench import (
-    BenchConfig,
-    BenchEntry,
-    EvalSet,
-    evaluate_ood,
-    fitting_mask,
-    load_eval_sets,
-    parse_eval_sets,
-    run_bench,
-)
+from latentreason.experiments.bench import run_bench
+from latentreason.experiments.bench_config import BenchConfig, BenchEntry, EvalSet
+from latentreason.experiments.ood import evaluate_ood, fitting_mask, load_eval_sets, parse_eval_sets
 from latentreason.methods.codi import CODI, CODIConfig
 from latentreason.methods.cot import CoT
 from latentreason.models.backbone import ModelConfig
-from latentreason.data.procedural import TaskConfig
+from latentreason.training.checkpoint import load_method
 from latentreason.training.run_config import TrainConfig
 
 SETS = {"svamp": "svamp.json", "gsmhard": "gsmhard.jsonl", "multiarith": "multiarith.jsonl", "asdiv": "asdiv.jsonl"}
@@ -120,14 +114,19 @@ def test_run_bench_writes_ood_section(tmp_path):
     sets = parse_eval_sets([f"{n}={FIXTURES / f}" for n, f in SETS.items()])
     res = run_bench(_bench_cfg(sets), tmp_path / "b", progress=False, log=lambda s: None)
     saved = json.loads((tmp_path / "b" / "results.json").read_text())
-    assert saved["ood"] == json.loads(json.dumps(res["ood"]))
-    assert set(saved["ood"]) == set(SETS)
+    assert set(saved["ood"]) == set(res["ood"]) == set(SETS)
+    models = {m: load_method(tmp_path / "b" / m / "model") for m in ("cot", "nocot")}
     for name, n in (("svamp", 3), ("gsmhard", 4), ("multiarith", 2), ("asdiv", 2)):
+        examples = load_dataset(str(FIXTURES / SETS[name]), "test")
         for method in ("cot", "nocot"):
             row = saved["ood"][name][method]
-            assert row["n"] == n and 0.0 <= row["accuracy"] <= 1.0 and row["source"] == str(FIXTURES / SETS[name])
+            assert row["n"] == n and row["source"] == str(FIXTURES / SETS[name])
             recs = json.loads((tmp_path / "b" / method / f"ood-{name}.json").read_text())
             assert len(recs) == n and sum(bool(r.get("too_long")) for r in recs) == row["too_long"]
+            assert row["accuracy"] == sum(bool(r["correct"]) for r in recs) / n  # too-long questions count as wrong
+            # the saved model evaluated again here gives the row's numbers
+            again, _ = evaluate_ood(models[method], examples, batch_size=4)
+            assert (again["accuracy"], again["too_long"], again["n"]) == (row["accuracy"], row["too_long"], row["n"])
     # the 280-byte GSM-Hard question does not fit a 128-position context: counted, not fatal
     assert saved["ood"]["gsmhard"]["cot"]["too_long"] >= 1
     assert saved["methods"]["cot"]["n"] == 6  # the in-distribution evaluation is unchanged

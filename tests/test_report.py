@@ -9,7 +9,8 @@ import subprocess
 import pytest
 
 from latentreason.errors import DataError
-from latentreason.evaluation.report import build_report, find_grid, png_size, write_report
+from latentreason.reporting.html import find_grid, png_size
+from latentreason.reporting.report import build_report, write_report
 
 WEIRD = 'x<b>&"y"'  # a method name that must be escaped
 

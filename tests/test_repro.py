@@ -1,4 +1,4 @@
-"""Reproductions (evaluation/repro.py) and what they rest on: the digits tokenizer, iCoT's keep_position, the
+"""Reproductions (experiments/repro.py) and what they rest on: the digits tokenizer, iCoT's keep_position, the
 generation limit that follows the data, reasoning tokens of an internalised iCoT model."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from latentreason.data.multiplication import generate_multiplication
 from latentreason.decoding.generate import trim_at_stop
 from latentreason.errors import ConfigError, DataError
 from latentreason.evaluation.evaluate import evaluate
-from latentreason.evaluation.repro import Reproduction, check, list_reproductions, load_reproduction, table_markdown
+from latentreason.experiments.repro import Reproduction, check, list_reproductions, load_reproduction, table_markdown
 from latentreason.methods.base import UNTRAINED_GENERATION_LIMIT, generation_limit_for, method_config
 from latentreason.methods.cot import CoT
 from latentreason.methods.icot import ICoT
@@ -271,7 +271,7 @@ def test_an_expectation_on_a_missing_row_is_a_config_error():
 @pytest.mark.timeout(600)
 def test_repro_smoke_trains_every_row_and_writes_results_and_table(tmp_path, shared_data):
     """The machinery end to end on a few steps (not the finding): every row trained, checked per seed, table written."""
-    from latentreason.evaluation.repro import run_repro
+    from latentreason.experiments.repro import run_repro
     steps = {"cot": 4, "nocot": 4, "icot": 4, "icot_keep_position": 4, "coconut": 4, "codi": 2, "system15": 2}
     sets = [f"bench.entries.{k}.train.max_steps={v}" for k, v in steps.items()]
     sets += ["bench.data.train_limit=64", "bench.valid_limit=4", "bench.test_limit=8", "bench.latency_questions=2",

@@ -7,9 +7,10 @@ import pytest
 
 from latentreason.config import from_dict
 from latentreason.errors import ConfigError
-from latentreason.evaluation import bench as bench_mod
-from latentreason.evaluation.bench import BenchConfig, run_bench
-from latentreason.evaluation.seeds import aggregate, gap_closed, mean_tree, parse_seeds
+from latentreason.experiments import bench as bench_mod
+from latentreason.experiments.bench import run_bench
+from latentreason.experiments.bench_config import BenchConfig
+from latentreason.experiments.seeds import aggregate, gap_closed, mean_tree, parse_seeds
 
 TINY = {
     "task": {"n_train": 300, "n_valid": 8, "n_test": 12},
@@ -152,7 +153,7 @@ def test_batched_latency_protocol_and_bad_latency_settings(tmp_path):
 
 def test_batch_one_latency_takes_turns_per_question(tmp_path, monkeypatch):
     """SPEC §5's protocol (latency_batch_size 1): the entries take turns per question, the order rotated."""
-    from latentreason.evaluation import latency
+    from latentreason.experiments import latency
 
     calls: list[tuple[str, int]] = []
     real = latency.run_generation

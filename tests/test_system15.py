@@ -2,14 +2,11 @@ import pytest
 import torch
 
 from conftest import tiny_backbone
-from latentreason.data.procedural import TaskConfig, generate_splits
-from latentreason.evaluation.flops import kv_flops, layer_flops, matrix_params, step_flops
+from helpers import train_examples
+from latentreason.experiments.flops import kv_flops, layer_flops, matrix_params, step_flops
 from latentreason.methods.codi import CODI, CODIConfig
-from latentreason.methods.system15 import System15, System15Config
+from latentreason.methods.system15.method import System15, System15Config
 
-
-def _examples(n=6, seed=0):
-    return generate_splits(TaskConfig(n_train=n, n_valid=2, n_test=2, seed=seed))["train"]
 
 
 def _pair(kind="tiny-gpt2", **cfg):
@@ -31,7 +28,7 @@ def _pair(kind="tiny-gpt2", **cfg):
 def test_routers_at_zero_equal_the_stage1_model():
     for kind in ("tiny-gpt2", "tiny-llama"):
         codi, s15 = _pair(kind)
-        exs = _examples(5)
+        exs = train_examples(5)
         ref = codi.generate(exs)
         s15.ctl.force_weight = 0.0  # routers forced to 0: never exit
         got = s15.generate(exs)
@@ -49,7 +46,7 @@ def test_routers_at_zero_equal_the_stage1_model():
 
 def test_lambda_depth_zero_exits_at_the_first_layer():
     _, s15 = _pair(step_shortcut=False)
-    gens = s15.generate(_examples(4), lambda_depth=0.0)
+    gens = s15.generate(train_examples(4), lambda_depth=0.0)
     assert all(g.extra["exit_layers"] == [0, 0, 0] for g in gens)
     assert all(g.extra["layers_per_latent_step"] == 0.0 for g in gens)
 
@@ -59,7 +56,7 @@ def test_step_shortcut_moves_on_and_saves_layers_without_repeating_thoughts():
     l + 1 and runs it: with every router firing, step 1 leaves at layer 0, step 2 runs layer 1 and
     leaves at layer 2 (the last: step 3 restarts at 0), instead of repeating the same layer on the
     same state (the old fixed point: identical thoughts, exits [l, l, l], no layer ever run)."""
-    exs = _examples(5, seed=2)
+    exs = train_examples(5, seed=2)
     _, s15 = _pair(step_shortcut=True)
     gens, th = _thoughts(s15, exs, lambda_depth=0.0)
     assert all(g.extra["exit_layers"] == [0, 2, 0] for g in gens)
@@ -90,7 +87,7 @@ def test_exit_loss_targets_live_in_the_residual_space_at_every_layer():
     for kind in ("tiny-gpt2", "tiny-llama"):
         _, s15 = _pair(kind)
         s15.ctl.force_weight = 0.0
-        batch = s15.collate([s15.features(t) for t in s15.prepare(_examples(4))])
+        batch = s15.collate([s15.features(t) for t in s15.prepare(train_examples(4))])
         s15.train()
         out = s15(batch)
         assert float(out["loss_exit"]) < 1e-20, kind
@@ -117,7 +114,7 @@ def test_batched_mixed_exits_equal_one_by_one():
                              ("tiny-llama", True, "project", 0.5), ("tiny-qwen3", False, "project", 0.5),
                              ("tiny-qwen3", True, "copy", 0.7)):
         _, s15 = _pair(kind, step_shortcut=ss, lambda_depth=ld, kv_rule=kv)
-        exs = _examples(6, seed=3)
+        exs = train_examples(6, seed=3)
         b = s15.generate(exs)
         one = [s15.generate([e])[0] for e in exs]
         assert [(g.text, g.extra["exit_layers"]) for g in b] == [(g.text, g.extra["exit_layers"]) for g in one], (kind, ss, kv)
@@ -146,7 +143,7 @@ def test_projected_kv_makes_inference_equal_the_trained_soft_path():
 
     for kind in ("tiny-gpt2", "tiny-llama", "tiny-qwen3"):
         _, s15 = _pair(kind, step_shortcut=False)
-        exs = [e for e in _examples(12, seed=5) if len(e.question) == 9][:4]  # one prompt length: no padding
+        exs = [e for e in train_examples(12, seed=5) if len(e.question) == 9][:4]  # one prompt length: no padding
         s15.ctl.force_weight = 1.0
         batch = s15.collate([s15.features(t) for t in s15.prepare(exs)])
         ctl = s15.ctl
@@ -182,7 +179,7 @@ def test_whole_batch_fast_paths_and_direct_kv_change_nothing():
     for kind in ("tiny-gpt2", "tiny-llama"):
         for ld in (0.0, 0.5, 1.0):
             _, s15 = _pair(kind, lambda_depth=ld)
-            exs = _examples(6, seed=3)
+            exs = train_examples(6, seed=3)
             ref, ref_th = _thoughts(s15, exs)
             s15.ctl.fast_paths = False
             s15.ctl.direct_kv = False
@@ -195,8 +192,8 @@ def test_whole_batch_fast_paths_and_direct_kv_change_nothing():
 
 
 def test_gpt2_direct_kv_equals_the_layer_own_projection():
-    from latentreason.models.shortcut_layer import _CaptureCache, _Captured, gpt2_kv
-    from latentreason.models.shortcuts import find_decoder_layers
+    from latentreason.methods.system15.shortcut_layer import _CaptureCache, _Captured, gpt2_kv
+    from latentreason.methods.system15.shortcuts import find_decoder_layers
 
     bb = tiny_backbone("tiny-gpt2", seed=3, dtype=torch.float64, n_embd=48, n_head=4, n_layer=2)
     layer = find_decoder_layers(bb.model)[1]
@@ -227,7 +224,7 @@ def test_stage2_trains_only_shortcuts():
     before = {k: v.clone() for k, v in s15.state_dict().items() if not k.startswith(("routers", "adapters"))}
     routers_before = [p.detach().clone() for p in s15.routers.parameters()]
     opt = torch.optim.AdamW([p for p in s15.parameters() if p.requires_grad], lr=1e-2)
-    batch = s15.collate([s15.features(t) for t in s15.prepare(_examples(4))])
+    batch = s15.collate([s15.features(t) for t in s15.prepare(train_examples(4))])
     for _ in range(3):
         out = s15(batch)
         opt.zero_grad()
@@ -243,7 +240,7 @@ def test_stage2_trains_only_shortcuts():
 def test_flops_counter_matches_hand_count():
     bb = tiny_backbone("tiny-gpt2", n_embd=32, n_head=2, n_layer=2)
     # GPT-2 layer matrices: c_attn 32x96 + c_proj 32x32 + c_fc 32x128 + mlp c_proj 128x32 = 12 * 32^2
-    from latentreason.models.shortcuts import find_decoder_layers
+    from latentreason.methods.system15.shortcuts import find_decoder_layers
 
     assert matrix_params(find_decoder_layers(bb.model)[0]) == 12 * 32 * 32
     assert layer_flops(bb.model, n_ctx=10) == 2 * 12 * 32 * 32 + 2 * 10 * 32
@@ -258,7 +255,7 @@ def test_flops_counter_matches_hand_count():
 
 def test_criticality_labels_follow_the_steps():
     _, s15 = _pair()
-    (t,) = s15.prepare(_examples(1))
+    (t,) = s15.prepare(train_examples(1))
     t.example.meta["critical"] = [True, False, True, True]
     f = s15.features(t)
     # thought j <-> step j (align_offset 1); thought 3 of 3 maps to step 3
@@ -266,10 +263,10 @@ def test_criticality_labels_follow_the_steps():
 
 
 def test_shortcut_ablation_reports_each_shortcut():
-    from latentreason.analysis.system15_grid import shortcut_ablation
+    from latentreason.methods.system15.grid import shortcut_ablation
 
     _, s15 = _pair(lambda_depth=0.5)
-    exs = _examples(6, seed=3)
+    exs = train_examples(6, seed=3)
     res = shortcut_ablation(s15, exs, batch_size=4)
     assert res["n"] == 6 and set(res) >= {"depth", "step", "both"}
     for name in ("depth", "step", "both"):
@@ -282,7 +279,7 @@ def test_shortcut_ablation_reports_each_shortcut():
 def test_grid_best_cell_is_deterministic():
     """The grid's best cell: highest accuracy, ties to the fewest decoder layers over the latent steps
     (λ_step × layers per step), then the first cell; latency never decides."""
-    from latentreason.analysis.system15_grid import best_cell
+    from latentreason.methods.system15.grid import best_cell
 
     acc = [[0.5, 0.9, 0.9], [0.9, 0.8, 0.9]]
     layers = [[1.0, 2.0, 1.5], [1.0, 1.0, 2.0]]

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from latentreason.errors import CheckpointError, ConfigError
-from latentreason.evaluation.training_run import run_training
 from latentreason.training.api import build_method
 from latentreason.training.checkpoint import load_method, save_method
+from latentreason.training.run import run_training
 from latentreason.training.run_config import load_run_config
 
 
@@ -96,12 +96,13 @@ def test_config_errors_name_the_field():
         load_run_config(overrides=["train.batch_size=abc"])
     with pytest.raises(ConfigError, match=r"train.batch_size must be >= 1"):
         load_run_config(overrides=["train.batch_size=0"])
-    cfg = load_run_config(overrides=["method=nope"])
-    with pytest.raises(ConfigError, match=r"unknown method 'nope'; valid methods: .*cot, nocot"):
-        build_method(cfg)
-    cfg = load_run_config(overrides=["method_args.bogus=1"])
-    with pytest.raises(ConfigError, match=r"method_args.bogus: unknown key"):
-        build_method(cfg)
+    # the method and its options are checked when the config is read (before any data or model)
+    with pytest.raises(ConfigError, match=r"--set method=nope: .*unknown method 'nope'; valid methods: .*cot, nocot"):
+        load_run_config(overrides=["method=nope"])
+    with pytest.raises(ConfigError, match=r"--set method_args.bogus=1: method_args.bogus: unknown key"):
+        load_run_config(overrides=["method_args.bogus=1"])
+    with pytest.raises(ConfigError, match=r"method_args.n_latent must be >= 0"):
+        load_run_config(overrides=["method=codi", "method_args.n_latent=-1"])
 
 
 @pytest.mark.slow
@@ -130,16 +131,13 @@ def test_recipe_configs_load_and_validate():
     from latentreason.methods.registry import get_method_class
 
     from latentreason.config import from_dict, load_yaml
-    from latentreason.evaluation.bench import BenchConfig
-    from latentreason.evaluation.demo import demo_config
+    from latentreason.experiments.bench_config import BenchConfig
 
     files = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
     assert len(files) >= 5
     for f in files:
-        if "entries" in load_yaml(f):  # a benchmark config; bench_default.yaml is the demo's
-            bench = from_dict(BenchConfig, load_yaml(f))
-            if f.name == "bench_default.yaml":
-                assert bench == demo_config(False)
+        if "entries" in load_yaml(f):  # a benchmark config
+            from_dict(BenchConfig, load_yaml(f))
             continue
         cfg = load_run_config(f)
         method_config(get_method_class(cfg.method), cfg.method_args)  # presets and options are valid
@@ -159,7 +157,8 @@ def test_tiny_cot_model_learns_the_task_and_nocot_does_not(tmp_path):
 
 
 def test_bench_rejects_an_unknown_latency_protocol(tmp_path):
-    from latentreason.evaluation.bench import BenchConfig, BenchEntry, run_bench
+    from latentreason.experiments.bench import run_bench
+    from latentreason.experiments.bench_config import BenchConfig, BenchEntry
 
     cfg = BenchConfig(entries=[BenchEntry("cot", "cot")], latency_protocol="fastest")
     with pytest.raises(ConfigError, match="latency_protocol"):
@@ -168,7 +167,7 @@ def test_bench_rejects_an_unknown_latency_protocol(tmp_path):
 
 
 def test_wsd_schedule_and_early_decay_at_a_validation_target(tmp_path):
-    from latentreason.training.trainer import lr_factor
+    from latentreason.training.optim import lr_factor
 
     lrs = [lr_factor(s, 2, 10, "wsd", 4) for s in range(10)]
     assert lrs[:6] == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0] and lrs[6] > lrs[7] > lrs[8] > lrs[9] > 0  # cosine over the last 4
@@ -189,7 +188,7 @@ def test_wsd_schedule_and_early_decay_at_a_validation_target(tmp_path):
 
 def test_turn_order_rotates_every_question_and_round():
     """At batch 1 every entry goes first equally often over a round, and a round starts where the last began + 1."""
-    from latentreason.evaluation.latency import turn_order
+    from latentreason.experiments.latency import turn_order
 
     names = ["a", "b", "c"]
     firsts = [turn_order(names, i, 0)[0] for i in range(6)]

@@ -6,8 +6,9 @@ Python traceback instead.
 This module holds the root app, ``train``, ``eval``, ``demo``, ``bench``, ``methods`` and
 :func:`main`; ``latentreason data`` is in :mod:`~latentreason.cli_data`, ``latentreason analyze`` in
 :mod:`~latentreason.cli_analyze`, ``soft-think`` in :mod:`~latentreason.cli_soft`, ``report`` in
-:mod:`~latentreason.cli_report`. The commands reach the library through
-:mod:`~latentreason.cli_lib`, imported on first use, so that ``--help`` starts without torch.
+:mod:`~latentreason.cli_report`, ``repro`` in :mod:`~latentreason.cli_repro`. A command imports the
+library it calls (torch, transformers: seconds) inside its body, on first use, so that ``--help``, a
+mistyped option or ``latentreason data list`` start without it.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from latentreason.cli_data import data_app
 from latentreason.cli_report import report_app
 from latentreason.cli_repro import repro_app
 from latentreason.cli_soft import soft_app
+from latentreason.config import from_dict, load_yaml, parse_override
+from latentreason.data.registry import load_dataset
 from latentreason.errors import CheckpointError, ConfigError, LatentReasonError, TrainingInterrupted
-from latentreason.evaluation.display import err, out
-from latentreason.evaluation.display import print_soft_table as _print_soft_table
-from latentreason.evaluation.display import print_table as _print_table
+from latentreason.experiments.seeds import parse_seeds, seed_note
+from latentreason.reporting.display import err, out, print_soft_table, print_table
 
 app = typer.Typer(
     name="latentreason",
@@ -49,14 +51,6 @@ app.add_typer(report_app)  # latentreason report RUN_DIR [--output FILE]
 app.add_typer(repro_app)  # latentreason repro [NAME --seeds N]
 
 _STATE = {"debug": False}
-
-
-def _lib():
-    """:mod:`latentreason.cli_lib`, imported on first use."""
-    # startup cost: the library imports torch and transformers (seconds); `--help` should not wait for them
-    from latentreason import cli_lib
-
-    return cli_lib
 
 
 def _quiet_libraries() -> None:
@@ -104,7 +98,10 @@ def train(
     * `latentreason train --out runs/cot --resume` (continue an interrupted run)
     * multi-GPU: `accelerate launch --num_processes 4 -m latentreason train --config ...`
     """
-    lib = _lib()
+    # start-up cost (torch, transformers): imported when the command runs, not for `--help`
+    from latentreason.training.run import run_training
+    from latentreason.training.run_config import load_run_config
+
     overrides = list(set_)
     for key, val in (
         ("method", method), ("model.name", model), ("data.dataset", dataset), ("out_dir", out_dir),
@@ -124,14 +121,14 @@ def train(
             raise ConfigError(f"{saved_cfg}: unreadable run config ({e}); remove it or pass --config") from None
         if not isinstance(base, dict):
             raise ConfigError(f"{saved_cfg}: expected a JSON object")
-    cfg = lib.load_run_config(config, overrides, base=base)
+    cfg = load_run_config(config, overrides, base=base)
     if cfg.out_dir == "runs/train":
         cfg.out_dir = f"runs/{cfg.method}"
-    res = lib.run_training(cfg, resume=resume, progress=not no_progress, log=lambda s: err.print(s, highlight=False, markup=False))
+    res = run_training(cfg, resume=resume, progress=not no_progress, log=lambda s: err.print(s, highlight=False, markup=False))
     if not res.get("_main_process", True):
         return
     if "test" in res:
-        _print_table({cfg.method: {**res["test"], "train_seconds": res["train"]["train_seconds"]}}, "test results")
+        print_table({cfg.method: {**res["test"], "train_seconds": res["train"]["train_seconds"]}}, "test results")
     err.print(f"run directory: {cfg.out_dir} (model in {cfg.out_dir}/model, results.json beside it)", markup=False, highlight=False)
 
 
@@ -147,7 +144,7 @@ def eval_(
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Data directory for named data sets."),
     answer_mode: Optional[str] = typer.Option(None, "--answer-mode", help="tolerant | round:K | icot | coconut | codi | math_verify."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Generation limit."),
-    set_: list[str] = typer.Option([], "--set", "-s", help="Inference-time method options, e.g. --set n_latent=4."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Inference-time method options, spelled as in train: --set method_args.n_latent=4."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     output: Optional[Path] = typer.Option(None, "--output", help="Where to write the JSON results (default: beside the checkpoint)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow a Hub model's own code to run."),
@@ -171,38 +168,49 @@ def eval_(
     * `latentreason eval --checkpoint runs/cot --dataset svamp` (after `latentreason data download svamp`)
     * `latentreason eval --checkpoint runs/cot --dataset SVAMP.json --too-long skip`
     * `latentreason eval --checkpoint runs/codi --method codi` (fails unless it is a CODI checkpoint)
+    * `latentreason eval --checkpoint runs/codi --set method_args.n_latent=4` (a method option at inference)
     """
-    lib = _lib()
+    # start-up cost (torch, transformers): imported when the command runs, not for `--help`
+    from latentreason.experiments.ood import TOO_LONG_POLICIES, evaluate_ood
+    from latentreason.training.checkpoint import checkpoint_task, load_method, read_method_meta, resolve_checkpoint
+    from latentreason.utils import atomic_write_json, check_output_file, env_info, pick_device
+
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     if limit is not None and limit < 0:
         raise ConfigError(f"--limit must be >= 0, got {limit}")
     if max_new_tokens is not None and max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
-    if too_long not in lib.TOO_LONG_POLICIES:
-        raise ConfigError(f"--too-long must be one of {', '.join(lib.TOO_LONG_POLICIES)}, got {too_long!r}")
+    if too_long not in TOO_LONG_POLICIES:
+        raise ConfigError(f"--too-long must be one of {', '.join(TOO_LONG_POLICIES)}, got {too_long!r}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
-    overrides = {".".join(k).removeprefix("method_args."): v for k, v in (lib.parse_override(s) for s in set_)}
+    overrides = {}
+    for item in set_:
+        keys, value = parse_override(item)
+        if len(keys) != 2 or keys[0] != "method_args":
+            raise ConfigError(f"--set {item}: eval changes the checkpoint's method options, spelled as in train: "
+                              f"--set method_args.{keys[-1]}=...")
+        overrides[keys[1]] = value
     if answer_mode:
         overrides["answer_mode"] = answer_mode
     if max_new_tokens:
         overrides["max_new_tokens"] = max_new_tokens
-    ckpt = lib.resolve_checkpoint(checkpoint)
-    meta = lib.read_method_meta(ckpt)
+    ckpt = resolve_checkpoint(checkpoint)
+    meta = read_method_meta(ckpt)
     if expect_method is not None and meta["method"] != expect_method:
         raise CheckpointError(f"{ckpt}: checkpoint is of method {meta['method']!r}, expected {expect_method!r} (--method)")
     name = Path(dataset).stem if os.sep in dataset or Path(dataset).suffix else dataset
     target = output or (ckpt.parent if ckpt.name == "model" else ckpt) / f"eval-{name}-{split}.json"
-    lib.check_output_file(target, "results file (--output)")
-    examples = lib.load_dataset(dataset, split, data_dir=data_dir, fmt=fmt, task=lib.task_of(ckpt, dataset), limit=limit)
-    dev = lib.pick_device(device)
-    method = lib.load_method(ckpt, device=dev, trust_remote_code=trust_remote_code, config_overrides=overrides)
-    metrics, records = lib.evaluate_ood(method, examples, batch_size=batch_size, progress=not no_progress,
+    check_output_file(target, "results file (--output)")
+    examples = load_dataset(dataset, split, data_dir=data_dir, fmt=fmt, task=checkpoint_task(ckpt, dataset), limit=limit)
+    dev = pick_device(device)
+    method = load_method(ckpt, device=dev, trust_remote_code=trust_remote_code, config_overrides=overrides)
+    metrics, records = evaluate_ood(method, examples, batch_size=batch_size, progress=not no_progress,
                                     description=f"eval {meta['method']}", too_long=too_long)
-    lib.atomic_write_json(target, {"checkpoint": str(ckpt), "method": meta["method"], "dataset": dataset, "split": split,
-                                   "metrics": metrics, "env": lib.env_info(dev), "records": records})
-    _print_table({meta["method"]: metrics}, f"{dataset} [{split}]")
+    atomic_write_json(target, {"checkpoint": str(ckpt), "method": meta["method"], "dataset": dataset, "split": split,
+                                   "metrics": metrics, "env": env_info(dev), "records": records})
+    print_table({meta["method"]: metrics}, f"{dataset} [{split}]")
     if metrics["too_long"]:
         what = "counted as wrong" if too_long == "count" else "skipped (not in n or accuracy)"
         err.print(f"{metrics['too_long']} of {len(examples)} questions are too long for the model's context of "
@@ -247,9 +255,11 @@ def demo(
     * `latentreason demo --out runs/demo5 --seeds 5` (every method on seeds 0..4: mean ± std, min per row)
     * `latentreason demo --out runs/d3 --seeds 3 --methods cot,nocot,codi,coconut`
     """
-    lib = _lib()
-    lib.run_demo(out_dir, quick=quick, only=methods.split(",") if methods else None, fresh=fresh, progress=not no_progress,
-                 eval_sets=eval_set, data_dir=data_dir, seeds=lib.parse_seeds(seeds) if seeds is not None else None,
+    # start-up cost (torch, transformers): imported when the command runs, not for `--help`
+    from latentreason.experiments.demo import run_demo
+
+    run_demo(out_dir, quick=quick, only=methods.split(",") if methods else None, fresh=fresh, progress=not no_progress,
+                 eval_sets=eval_set, data_dir=data_dir, seeds=parse_seeds(seeds) if seeds is not None else None,
                  reuse_stale=reuse_stale)
 
 
@@ -275,17 +285,22 @@ def bench(
     * `latentreason bench --config configs/bench_default.yaml --eval-set svamp=data/SVAMP.json --eval-set gsm_hard=data/gsmhardv2.jsonl`
     * `latentreason bench --config configs/bench_default.yaml --out runs/bench5 --seeds 5`
     """
-    lib = _lib()
-    cfg = lib.from_dict(lib.BenchConfig, lib.load_yaml(config))
+    # start-up cost (torch, transformers): imported when the command runs, not for `--help`
+    from latentreason.experiments.bench import run_bench
+    from latentreason.experiments.bench_config import BenchConfig
+    from latentreason.experiments.ood import parse_eval_sets
+    from latentreason.reporting.report import write_report
+
+    cfg = from_dict(BenchConfig, load_yaml(config))
     if eval_set:
-        cfg.eval_sets = list(cfg.eval_sets) + lib.parse_eval_sets(eval_set, data_dir)
-    results = lib.run_bench(cfg, out_dir, only=methods.split(",") if methods else None, fresh=fresh, progress=not no_progress,
+        cfg.eval_sets = list(cfg.eval_sets) + parse_eval_sets(eval_set, data_dir)
+    results = run_bench(cfg, out_dir, only=methods.split(",") if methods else None, fresh=fresh, progress=not no_progress,
                             log=lambda s: err.print(s, highlight=False, markup=False),
-                            seeds=lib.parse_seeds(seeds) if seeds is not None else None, reuse_stale=reuse_stale)
-    _print_table(results["methods"], f"benchmark {config}, {lib.seed_note(results)}")
+                            seeds=parse_seeds(seeds) if seeds is not None else None, reuse_stale=reuse_stale)
+    print_table(results["methods"], f"benchmark {config}, {seed_note(results)}")
     if "soft_thinking" in results:
-        _print_soft_table(results["soft_thinking"])
-    err.print(f"results: {Path(out_dir) / 'results.json'}; report: {lib.write_report(out_dir)}", markup=False)
+        print_soft_table(results["soft_thinking"])
+    err.print(f"results: {Path(out_dir) / 'results.json'}; report: {write_report(out_dir)}", markup=False)
 
 
 @app.command("methods")
@@ -294,14 +309,15 @@ def methods_() -> None:
 
     Example: `latentreason methods`
     """
-    lib = _lib()
-    lib.get_method_class("cot")
+    # start-up cost (torch, transformers): imported when the command runs, not for `--help`
+    from latentreason.methods.registry import METHODS
+
     t = Table(title="methods")
     t.add_column("name")
     t.add_column("summary")
     t.add_column("options (method_args)")
     t.add_column("presets")
-    for name, cls in sorted(lib.METHODS.items()):
+    for name, cls in sorted(METHODS.items()):
         opts = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls.Config) if f.default is not dataclasses.MISSING)
         t.add_row(name, cls.summary, opts, ", ".join(getattr(cls, "presets", {})))
     out.print(t)

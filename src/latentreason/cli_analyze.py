@@ -23,19 +23,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from latentreason.cli_soft import build_config, fmt_value, load_inputs, parse_ints, parse_modes, wide_err, wide_out
+from latentreason.data.registry import load_dataset
 from latentreason.errors import LatentReasonError
-from latentreason.evaluation.display import err, out
-from latentreason.evaluation.display import fmt as _fmt
+from latentreason.reporting.display import err, fmt, out
 
 analyze_app = typer.Typer(help="Analyses: thought probing, soft-thinking study, System-1.5 grid.", no_args_is_help=True)
-
-
-def _lib():
-    """:mod:`latentreason.cli_lib`, imported on first use."""
-    # startup cost: the library imports torch and transformers (seconds); `--help` should not wait for them
-    from latentreason import cli_lib
-
-    return cli_lib
 
 
 @analyze_app.command("probe")
@@ -56,13 +48,17 @@ def analyze_probe(
     * `latentreason analyze probe --checkpoint runs/demo/codi --limit 200 --top-k 5`
     * `latentreason analyze probe --checkpoint runs/codi --dataset gsm8k_aug --data-dir ../shared/data`
     """
-    lib = _lib()
-    ckpt = lib.resolve_checkpoint(checkpoint)
-    method = lib.load_method(ckpt)
+    # start-up cost (torch, transformers): imported when the command runs, not for `--help`
+    from latentreason.analysis.probe import probe_thoughts
+    from latentreason.training.checkpoint import checkpoint_task, load_method, resolve_checkpoint
+    from latentreason.utils import atomic_write_json
+
+    ckpt = resolve_checkpoint(checkpoint)
+    method = load_method(ckpt)
     if not hasattr(method, "latent_prompts"):
         raise LatentReasonError(f"{ckpt}: method {method.name!r} has no continuous thoughts to probe")
-    examples = lib.load_dataset(dataset, split, data_dir=data_dir, task=lib.task_of(ckpt, dataset), limit=limit)
-    res = lib.probe_thoughts(method, examples, top_k=top_k)
+    examples = load_dataset(dataset, split, data_dir=data_dir, task=checkpoint_task(ckpt, dataset), limit=limit)
+    res = probe_thoughts(method, examples, top_k=top_k)
     for r in res["examples"][:show]:
         out.print(f"[bold]{r['question']}[/bold]  results {r['results']}  -> {r['output']}", highlight=False)
         for th in r["thoughts"]:
@@ -72,11 +68,11 @@ def analyze_probe(
     t.add_column("measure")
     t.add_column("value", justify="right")
     for k, v in res["summary"].items():
-        t.add_row(k, json.dumps(v) if isinstance(v, dict) else _fmt(v))
+        t.add_row(k, json.dumps(v) if isinstance(v, dict) else fmt(v))
     out.print(t)
     name = Path(dataset).stem if os.sep in dataset or Path(dataset).suffix else dataset
     target = output or (ckpt.parent if ckpt.name == "model" else ckpt) / f"probe-{name}.json"
-    lib.atomic_write_json(target, res)
+    atomic_write_json(target, res)
     err.print(f"written to {target}")
 
 
@@ -106,16 +102,20 @@ def analyze_system15_grid(
         raise LatentReasonError("--lambda-depth takes numbers and --lambda-step integers, comma-separated") from None
     if not depths or not steps or any(not 0 <= d <= 1 for d in depths) or any(s < 0 for s in steps):
         raise LatentReasonError("--lambda-depth values must lie in [0, 1] and --lambda-step values be >= 0")
-    lib = _lib()
-    ckpt = lib.resolve_checkpoint(checkpoint)
-    method = lib.load_method(ckpt)
+    # start-up cost (torch, transformers): imported when the command runs, not for `--help`
+    from latentreason.methods.system15.grid import plot_grid, system15_grid
+    from latentreason.training.checkpoint import checkpoint_task, load_method, resolve_checkpoint
+    from latentreason.utils import atomic_write_json
+
+    ckpt = resolve_checkpoint(checkpoint)
+    method = load_method(ckpt)
     if method.name != "system15":
         raise LatentReasonError(f"{ckpt}: a {method.name!r} checkpoint; the grid needs a system15 one")
-    examples = lib.load_dataset(dataset, split, data_dir=data_dir, task=lib.task_of(ckpt, dataset), limit=limit)
-    grid = lib.system15_grid(method, examples, depths, steps, batch_size)
+    examples = load_dataset(dataset, split, data_dir=data_dir, task=checkpoint_task(ckpt, dataset), limit=limit)
+    grid = system15_grid(method, examples, depths, steps, batch_size)
     base = output or (ckpt.parent if ckpt.name == "model" else ckpt) / "system15-grid.json"
-    lib.atomic_write_json(base, grid)
-    png = lib.plot_grid(grid, Path(base).with_suffix(".png"))
+    atomic_write_json(base, grid)
+    png = plot_grid(grid, Path(base).with_suffix(".png"))
     t = Table(title=f"System-1.5 grid: accuracy (ms/question) on {len(examples)} questions")
     t.add_column("λ_depth \\ λ_step")
     for s_ in steps:
@@ -162,12 +162,15 @@ def analyze_soft_thinking_cmd(
     * `latentreason analyze soft-thinking --checkpoint runs/cot --limit 100 --modes vanilla,gumbel --horizons 1,2 --out runs/soft`
     * `latentreason analyze soft-thinking --checkpoint runs/cot --preset stochastic --set gumbel_tau=0.6 --out runs/soft-tau06`
     """
+    # start-up cost (torch, transformers): imported when the command runs, not for `--help`
+    from latentreason.soft_thinking.study import soft_thinking_study
+
     mode_list = parse_modes(modes)
     ks = parse_ints(k, "--k")
     hs = parse_ints(horizons, "--horizons")
     base = build_config(preset, set_)
     ckpt, meta, method, examples = load_inputs(checkpoint, dataset, split, limit, data_dir, device, threads)
-    res = _lib().soft_thinking_study(method, examples, modes=mode_list, samples=samples, ks=ks, seed=seed, out_dir=out_dir,
+    res = soft_thinking_study(method, examples, modes=mode_list, samples=samples, ks=ks, seed=seed, out_dir=out_dir,
                               config=base, batch_size=batch_size, rouge_tokens=rouge_tokens, js_limit=js_limit,
                               lens_limit=lens_limit, horizons=hs, log=lambda s: wide_err.print(s, highlight=False),
                               model_info={"checkpoint": str(ckpt), "method": meta.get("method")})
@@ -185,5 +188,3 @@ def analyze_soft_thinking_cmd(
                "softness / randomness (SPEC §4.2): entropy of the soft inputs' weights / JS to the un-noised soft token")
     wide_err.print(f"results and plots written to {out_dir} (soft_thinking.json)")
 
-
-__all__ = ["analyze_app", "analyze_probe", "analyze_soft_thinking_cmd", "analyze_system15_grid"]

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from latentreason.data.registry import NAMED, PROCEDURAL, data_dirs, load_dataset
-from latentreason.evaluation.display import err, out
+from latentreason.reporting.display import err, out
 
 data_app = typer.Typer(help="Data sets: list the named ones, download them, show parsed examples.", no_args_is_help=True)
 

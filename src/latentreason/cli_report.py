@@ -33,7 +33,7 @@ def report_cmd(
     * `latentreason report runs/demo --output /tmp/demo-report.html`
     """
     # startup cost: the report code imports torch (through utils); `--help` should not wait for it
-    from latentreason.evaluation.report import write_report
+    from latentreason.reporting.report import write_report
 
     path = write_report(run_dir, output)
     typer.echo(str(path))

@@ -1,4 +1,4 @@
-"""``latentreason repro``: list the reproductions, or run one on several seeds (:mod:`latentreason.evaluation.repro`)."""
+"""``latentreason repro``: list the reproductions, or run one on several seeds (:mod:`latentreason.experiments.repro`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from latentreason.evaluation.display import err, out
+from latentreason.experiments.seeds import parse_seeds
+from latentreason.reporting.display import err, out
 
 repro_app = typer.Typer()
 
@@ -41,16 +42,16 @@ def repro(
     * `latentreason repro icot-mult --seeds 2 --jobs 2 --out runs/repro/icot-mult`
     * `latentreason repro icot-mult --seeds 0,3 --set bench.train.lr=5e-4`
     """
-    import torch  # startup cost: torch only once a reproduction runs (listing stays instant)
+    # start-up cost (torch, transformers): imported when the command runs, not for `--help`
+    import torch
 
-    from latentreason.evaluation import repro as lib  # the library (torch, transformers), imported on first use
-    from latentreason.evaluation.seeds import parse_seeds
+    from latentreason.experiments.repro import list_reproductions, run_repro
 
     if name is None:
         t = Table(title="reproductions (latentreason repro NAME --seeds N)")
         for col in ("name", "finding", "source", "budget / seed"):
             t.add_column(col)
-        for key, r in lib.list_reproductions().items():
+        for key, r in list_reproductions().items():
             t.add_row(key, r.finding, r.source, f"{r.budget_minutes_per_seed:g} min")
         out.print(t)
         return
@@ -64,7 +65,7 @@ def repro(
         overrides = [f"bench.data.data_dir={Path(data_dir).resolve()}", *overrides]
     target = out_dir or str(Path("runs") / "repro" / Path(name).stem)
     command = "latentreason " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    results = lib.run_repro(name, target, parse_seeds(seeds), jobs=jobs, threads=threads, overrides=overrides, fresh=fresh,
+    results = run_repro(name, target, parse_seeds(seeds), jobs=jobs, threads=threads, overrides=overrides, fresh=fresh,
                             reuse_stale=reuse_stale, progress=not no_progress,
                             log=lambda s: err.print(s, highlight=False, markup=False), command=command)
     out.print((Path(target) / "table.md").read_text(encoding="utf-8"), markup=False, highlight=False)

@@ -21,6 +21,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from latentreason.config import parse_override
+from latentreason.data.registry import load_dataset
 from latentreason.errors import ConfigError
 
 soft_app = typer.Typer(help="Soft Thinking decoding (training-free) on any trained CoT checkpoint.", add_completion=False,
@@ -32,17 +34,11 @@ wide_err = Console(stderr=True, width=160)
 
 
 # --------------------------------------------------------------------------- helpers
-def _lib():
-    """:mod:`latentreason.cli_lib`, imported on first use."""
-    # startup cost: the library imports torch and transformers (seconds); `--help` should not wait for them
-    from latentreason import cli_lib
-
-    return cli_lib
-
-
 def parse_modes(text: str) -> list[str]:
     """``"greedy,vanilla"`` -> ``["greedy", "vanilla"]``; ``"all"`` -> every mode."""
-    MODES = _lib().MODES
+    # start-up cost (torch, transformers): imported when the command runs, not for `--help`
+    from latentreason.soft_thinking.config import MODES
+
     if text.strip() == "all":
         return list(MODES)
     modes = [m.strip() for m in text.split(",") if m.strip()]
@@ -68,29 +64,36 @@ def parse_ints(text: str, option: str) -> list[int]:
 
 def build_config(preset: Optional[str], set_: list[str], **options: Any):
     """A validated :class:`SoftThinkingConfig` from a preset, explicit options (None = unset) and ``--set``."""
-    lib = _lib()
+    # start-up cost (torch, transformers): imported when the command runs, not for `--help`
+    from latentreason.soft_thinking.config import soft_config
+
     overrides = {k: v for k, v in options.items() if v is not None}
     for item in set_:
-        keys, value = lib.parse_override(item)
+        keys, value = parse_override(item)
         key = ".".join(keys).removeprefix("soft.")
         overrides[key] = value
-    return lib.soft_config(preset, **overrides)
+    return soft_config(preset, **overrides)
 
 
 def load_inputs(checkpoint: str, dataset: str, split: str, limit: Optional[int], data_dir: Optional[str], device: str,
                 threads: Optional[int]):
     """Load the method (on ``device``) and the examples; the procedural task follows the checkpoint's config."""
-    lib = _lib()
+    # start-up cost (torch, transformers): imported when the command runs, not for `--help`
+    import torch
+
+    from latentreason.training.checkpoint import checkpoint_task, load_method, read_method_meta, resolve_checkpoint
+    from latentreason.utils import pick_device
+
     if threads is not None:
         if threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {threads}")
-        lib.torch.set_num_threads(threads)
-    ckpt = lib.resolve_checkpoint(checkpoint)
-    meta = lib.read_method_meta(ckpt)
-    examples = lib.load_dataset(dataset, split, data_dir=data_dir, task=lib.task_of(ckpt, dataset), limit=limit)
+        torch.set_num_threads(threads)
+    ckpt = resolve_checkpoint(checkpoint)
+    meta = read_method_meta(ckpt)
+    examples = load_dataset(dataset, split, data_dir=data_dir, task=checkpoint_task(ckpt, dataset), limit=limit)
     if not examples:
         raise ConfigError(f"--dataset {dataset} [{split}]: no examples")
-    method = lib.load_method(ckpt, device=lib.pick_device(device))
+    method = load_method(ckpt, device=pick_device(device))
     return ckpt, meta, method, examples
 
 
@@ -147,6 +150,10 @@ def soft_think_cmd(
     * `latentreason soft-think --checkpoint runs/cot --mode gumbel --tau 0.5 --max-topk 15 --seed 1`
     * `latentreason soft-think --checkpoint runs/cot --mode vanilla --preset soft_thinking --cold-stop-steps 8`
     """
+    # start-up cost (torch, transformers): imported when the command runs, not for `--help`
+    from latentreason.soft_thinking.method import soft_think
+    from latentreason.utils import atomic_write_json, env_info
+
     modes = parse_modes(mode)
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
@@ -156,8 +163,7 @@ def soft_think_cmd(
                         max_thinking_tokens=max_thinking_tokens, after_thinking=after_thinking,
                         after_thinking_temperature=after_thinking_temperature, max_new_tokens=max_new_tokens)
     ckpt, meta, method, examples = load_inputs(checkpoint, dataset, split, limit, data_dir, device, threads)
-    lib = _lib()
-    lib.soft_think(method, examples[: min(8, len(examples))], base.replace(mode=modes[0]))  # warm-up
+    soft_think(method, examples[: min(8, len(examples))], base.replace(mode=modes[0]))  # warm-up
     rows, records = _decode_modes(method, examples, base, modes, seed, batch_size)
     t = Table(title=escape(f"soft thinking — {dataset} [{split}], {len(examples)} questions, seed {seed}"))
     heads = {"accuracy": "accuracy", "mean_reasoning_tokens": "reasoning tok", "mean_generated_tokens": "generated tok",
@@ -169,20 +175,23 @@ def soft_think_cmd(
         t.add_row(m, *[fmt_value(r[k]) for k in heads])
     wide_out.print(t)
     if output is not None:
-        lib.atomic_write_json(output, {"checkpoint": str(ckpt), "method": meta["method"], "dataset": dataset, "split": split,
+        atomic_write_json(output, {"checkpoint": str(ckpt), "method": meta["method"], "dataset": dataset, "split": split,
                                        "seed": seed, "config": dataclasses.asdict(base), "metrics": rows, "records": records,
-                                       "env": lib.env_info(method.device)})
+                                       "env": env_info(method.device)})
         wide_err.print(f"results written to {output}")
 
 
 def _decode_modes(method, examples, base, modes: list[str], seed: int,
                   batch_size: int) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     """Each mode's metrics row and per-question records (one pass over the questions per mode)."""
+    # start-up cost (torch, transformers): imported when the command runs, not for `--help`
+    from latentreason.soft_thinking.study import run_mode
+
     rows: dict[str, dict[str, Any]] = {}
     records: dict[str, list[dict[str, Any]]] = {}
     for m in modes:
         cfg = base.replace(mode=m)
-        outs, secs = _lib().run_mode(method, examples, cfg, seed, batch_size)
+        outs, secs = run_mode(method, examples, cfg, seed, batch_size)
         verdicts = [method.judge(ex, o.generation()) for ex, o in zip(examples, outs)]
         rows[m] = {
             "accuracy": float(mean(float(v.correct) for v in verdicts)),

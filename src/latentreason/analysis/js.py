@@ -3,7 +3,7 @@
 ``JS(P, Q) = ½ KL(P‖M) + ½ KL(Q‖M)``, ``M = ½ (P + Q)``, natural log, ``ε = 1e-10`` inside the
 logs, so ``0 ≤ JS ≤ ln 2``.
 
-:class:`JSProbe` plugs into :func:`latentreason.decoding.soft_thinking.soft_generate`: at every
+:class:`JSProbe` plugs into soft thinking's loop (:func:`latentreason.soft_thinking.loop.soft_generate`): at every
 step where a row is fed a soft token with at least two nonzero components it runs, from the same
 cache prefix, the one-hot top-1 component and the one-hot top-2 component (each forward pass is
 cropped from the cache again), then lets the real soft step run last, so the cache keeps the soft
@@ -18,19 +18,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from statistics import mean
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
 from latentreason.decoding.generate import DecodeState
-from latentreason.methods.soft_thinking import soft_think
 from latentreason.models.kv_cache import cached_forward
-
-if TYPE_CHECKING:  # pragma: no cover
-    from latentreason.data.example import Example
-    from latentreason.decoding.soft_thinking import SoftThinkingConfig, SoftThinkingOutput
-    from latentreason.methods.base import Method
 
 LN2 = math.log(2.0)
 EPS = 1e-10
@@ -208,30 +202,3 @@ class JSProbe:
                          **{f"mean_{k}": (mean(r[k] for r in sel) if sel else None)
                             for k in ("js_st_top1", "js_st_top2", "js_top1_top2")}})
         return bins
-
-
-def js_study(
-    method: "Method",
-    examples: list["Example"],
-    config: "SoftThinkingConfig",
-    *,
-    seed: int = 0,
-    row_ids: Sequence[int] | None = None,
-    batch_size: int = 100,
-    horizon: int = 1,
-) -> tuple[JSProbe, list["SoftThinkingOutput"]]:
-    """Run soft thinking with a :class:`JSProbe` (at ``horizon``) attached; returns the probe and the outputs.
-
-    The probe does not change the trajectory (same seed, same outputs as a run without it).
-    """
-    cfg = config.validate()
-    probe = JSProbe(temperature=cfg.temperature, horizon=horizon)
-    ids = list(row_ids) if row_ids is not None else list(range(len(examples)))
-    outs: list[SoftThinkingOutput] = []
-    for i in range(0, len(examples), batch_size):
-        outs.extend(soft_think(method, examples[i : i + batch_size], cfg, seed=seed, row_ids=ids[i : i + batch_size], probe=probe))
-    return probe, outs
-
-
-__all__ = ["EPS", "LN2", "JSProbe", "js_divergence", "js_study", "kl_divergence", "randomness", "soft_input_measures",
-           "softness"]

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from latentreason.data.example import Example
-from latentreason.methods.base import Generation, Method
+from latentreason.decoding.generate import Generation
+from latentreason.methods.base import Method
 from latentreason.progress import progress_bar
 
 
@@ -132,7 +133,7 @@ def evaluate(
 
 
 def validation_metrics(method: Method, examples: list[Example], batch_size: int) -> dict[str, Any]:
-    """The trainer's validator (:class:`~latentreason.training.trainer.Trainer`): accuracy and lengths of
+    """What the trainer validates with (:class:`~latentreason.training.trainer.Trainer`): accuracy and lengths of
     ``method`` on ``examples``, without records or warm-up."""
     return evaluate(method, examples, batch_size=batch_size, keep_records=False, warmup=False).metrics
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from latentreason.config import from_dict
 from latentreason.data.answers import judge
 from latentreason.data.example import Example
-from latentreason.decoding.generate import Generation  # noqa: F401  (re-exported: methods answer with it)
+from latentreason.decoding.generate import Generation
 from latentreason.errors import ConfigError, ContextOverflowError, DataError
 from latentreason.models.backbone import Backbone
 from latentreason.models.tokenizer import LAYOUTS, check_known
@@ -366,17 +366,6 @@ class Method(nn.Module):
     def extra_modules(self) -> dict[str, nn.Module]:
         """Modules beyond the backbone whose weights go into ``extra.safetensors``."""
         return {n: m for n, m in self.named_children() if n != "model"}
-
-
-# ---------------------------------------------------------------------- registry
-#: every method class by name: each method module registers its class when imported
-#: (:func:`latentreason.methods.registry.get_method_class` imports them all first)
-METHODS: dict[str, type[Method]] = {}
-
-
-def register(cls: type[Method]) -> type[Method]:
-    METHODS[cls.name] = cls
-    return cls
 
 
 def method_config(cls: type[Method], args: dict[str, Any] | MethodConfig | None) -> MethodConfig:

@@ -31,25 +31,25 @@ import torch
 from torch import Tensor
 
 from latentreason.data.example import Example
-from latentreason.decoding.generate import hit_limit, left_pad, trim_at_stop
+from latentreason.decoding.generate import Generation, hit_limit, left_pad, trim_at_stop
 from latentreason.decoding.latent import identity_thought, latent_forward, latent_generate, right_pad
 from latentreason.errors import ConfigError
-from latentreason.methods.base import Generation, Method, MethodConfig, TokExample, collate_lm, register
-from latentreason.methods.latent_common import (
-    causal_lm_loss,
-    gather_aligned,
-    layerwise_distance,
+from latentreason.methods.base import Method, TokExample, collate_lm
+from latentreason.methods.objective import (
+    LatentObjectiveConfig,
+    StepAnchors,
+    answer_kd,
     shifted_ce,
-    soft_token_embedding,
-    step_anchor,
-    step_result_ce,
+    step_alignment,
+    step_ce,
+    teacher_pass,
 )
-from latentreason.models.projection import LatentProjection
+from latentreason.models.projection import LatentProjection, soft_token_embedding
 from latentreason.models.tokenizer import require_ids
 
 
 @dataclass
-class CoconutConfig(MethodConfig):
+class CoconutConfig(LatentObjectiveConfig):
     #: continuous thoughts per replaced step (c)
     thoughts_per_step: int = 2
     #: last curriculum stage K (thoughts at the end: c·K)
@@ -69,17 +69,16 @@ class CoconutConfig(MethodConfig):
     #: paper variants
     no_curriculum: bool = False
     pause_as_thought: bool = False
-    #: project additions
+    #: project additions; the step alignment (``align_steps``, ``align_weight``), the step CE (``step_ce_weight``)
+    #: and the distance are the shared terms' options (:class:`~latentreason.methods.objective.LatentObjectiveConfig`)
     projection: bool = False
-    align_steps: bool = False
-    align_weight: float = 1.0
-    align_skip_embedding: bool = True
-    #: CODI's distillation at the answer: the state before the answer value aligned with the teacher's
+    #: CODI's distillation at the answer: the state before the answer value aligned with the teacher's (weighted
+    #: by ``align_weight``)
     answer_align: bool = False
+    #: the answer distillation leaves the embedding output out, as the step alignment does
+    distill_skip_embedding: bool = True
     #: weight of a CoT-SFT loss on the full explicit CoT (the alignment teacher keeps its CoT skill); 0 = none
     teacher_weight: float = 0.0
-    #: as CODI's: the LM head on thought j's aligned state must predict step j's result token (0 = off)
-    step_ce_weight: float = 0.0
     #: as CODI's: a thought is the state's soft token plus the projection (whose output gain starts at 0)
     soft_token_thought: bool = False
     max_new_tokens: int | None = None  # None: follow the training data (MethodConfig)
@@ -110,7 +109,6 @@ PAPER_GSM = dict(thoughts_per_step=2, max_latent_stage=3, epochs_per_stage=3.0, 
                  micro_batch_weighting="equal")
 
 
-@register
 class Coconut(Method):
     name = "coconut"
     Config = CoconutConfig
@@ -143,7 +141,7 @@ class Coconut(Method):
                 torch.nn.init.zeros_(self.projection.norm.weight)
         # a loaded model answers at the final stage; training sets the stage from the step (on_train_step)
         self.stage = self.final_stage
-        self._anchor_cache: dict[tuple[int, ...], int] = {}
+        self.anchors = StepAnchors(self.tokenizer)
         self._rng = torch.Generator().manual_seed(0)
 
     # ------------------------------------------------------------------ curriculum
@@ -206,12 +204,6 @@ class Coconut(Method):
             return int(torch.randint(0, self.stage + 1, (), generator=self._rng))
         return self.stage
 
-    def _anchor(self, step: list[int]) -> int:
-        key = tuple(step)
-        if key not in self._anchor_cache:
-            self._anchor_cache[key] = step_anchor(self.tokenizer, step)
-        return self._anchor_cache[key]
-
     def features(self, t: TokExample) -> dict[str, Any]:
         stage = getattr(self, "_batch_stage", self.stage)
         k = len(t.steps) if stage > self.config.max_latent_stage else min(stage, len(t.steps))
@@ -223,10 +215,7 @@ class Coconut(Method):
         if self.config.align_steps or self.config.answer_align or self.config.teacher_weight > 0 or self.config.step_ce_weight > 0:
             # the same model reading the full CoT is the (detached) teacher; thought j·c + c (j < k)
             # is aligned with its state predicting step j's result
-            anchors, off = [], len(t.prompt)
-            for s in t.steps:
-                anchors.append(off + self._anchor(s))
-                off += len(s)
+            anchors = self.anchors(len(t.prompt), t.steps)
             feat["teacher"] = (t.prompt + t.cot + t.answer, [-100] * len(t.prompt) + t.cot + t.answer)
             c = max(1, self.config.thoughts_per_step)
             feat["align"] = [(j * c + c, anchors[j]) for j in range(min(k, len(anchors))) if j * c + c <= n]
@@ -253,6 +242,8 @@ class Coconut(Method):
 
     # ------------------------------------------------------------------ loss
     def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """The LM loss on the remaining language steps and the answer (+ the project's terms when on)."""
+        cfg = self.config
         n = int(batch["n_latent"])
         s = latent_forward(self.model, batch["prompt_ids"], batch["prompt_mask"], n, self.thought,
                            batch["suffix_ids"], batch["suffix_mask"])
@@ -260,40 +251,38 @@ class Coconut(Method):
         out = {"loss_lm": loss_lm.detach()}
         loss = loss_lm
         t_out = None
-        if self.config.teacher_weight > 0:
-            t_out = self.model(input_ids=batch["teacher_ids"], attention_mask=batch["teacher_mask"],
-                               output_hidden_states=True)
-            loss_teacher = causal_lm_loss(t_out.logits, batch["teacher_labels"])
-            loss = loss + self.config.teacher_weight * loss_teacher
+        if cfg.teacher_weight > 0:
+            t_out, loss_teacher = teacher_pass(self.model, batch["teacher_ids"], batch["teacher_mask"], batch["teacher_labels"])
+            loss = loss + cfg.teacher_weight * loss_teacher
             out["loss_teacher"] = loss_teacher.detach()
-        if self.config.step_ce_weight > 0:
-            pairs = [(i, m, a) for i, ps in enumerate(batch["align"]) for m, a in ps]
-            states = [s.latent_hidden[m][-1][i : i + 1] for i, m, _ in pairs]
-            targets = [batch["teacher_ids"][i, a + 1 : a + 2] for i, _, a in pairs]
-            loss_step = step_result_ce(self.model, states, targets)
+        groups = self.step_groups(batch, s.latent_hidden[0][0].device) if "align" in batch else []
+        if cfg.step_ce_weight > 0:
+            loss_step = step_ce(self.model, s.latent_hidden, batch["teacher_ids"], groups)
             if loss_step is not None:
-                loss = loss + self.config.step_ce_weight * loss_step
+                loss = loss + cfg.step_ce_weight * loss_step
                 out["loss_step_ce"] = loss_step.detach()
-        if self.config.align_steps or self.config.answer_align:
-            if t_out is None:
+        if cfg.align_steps or cfg.answer_align:
+            if t_out is None:  # a detached teacher: its states are only targets
                 with torch.no_grad():
-                    t_out = self.model(input_ids=batch["teacher_ids"], attention_mask=batch["teacher_mask"], output_hidden_states=True)
-            first = 1 if self.config.align_skip_embedding else 0
-            pairs = [(i, m, a) for i, ps in enumerate(batch["align"]) for m, a in ps]
-            if self.config.align_steps and pairs:
-                s_layers, t_layers = gather_aligned(s.latent_hidden, t_out.hidden_states, pairs, first)
-                loss_align = layerwise_distance(s_layers, t_layers, "smooth_l1", True)
-                loss = loss + self.config.align_weight * loss_align
+                    t_out, _ = teacher_pass(self.model, batch["teacher_ids"], batch["teacher_mask"])
+            if cfg.align_steps and groups:
+                loss_align = step_alignment(s.latent_hidden, t_out.hidden_states, groups, cfg.align_from_layer, cfg)
+                loss = loss + cfg.align_weight * loss_align
                 out["loss_align"] = loss_align.detach()
-            if self.config.answer_align:
+            if cfg.answer_align:
                 rows = torch.arange(len(batch["align"]), device=s.suffix_logits.device)
-                s_states = [h[rows, batch["p_s"]] for h in s.suffix_hidden[first:]]
-                t_states = [h[rows, batch["p_t"]] for h in t_out.hidden_states[first:]]
-                loss_kd = layerwise_distance(s_states, t_states, "smooth_l1", True)
-                loss = loss + self.config.align_weight * loss_kd
+                loss_kd = answer_kd(s.suffix_hidden, t_out.hidden_states, rows, batch["p_s"], batch["p_t"], cfg)
+                loss = loss + cfg.align_weight * loss_kd
                 out["loss_kd"] = loss_kd.detach()
         out["loss"] = loss
         return out
+
+    @staticmethod
+    def step_groups(batch: dict[str, Any], device) -> list[tuple[int, Tensor, Tensor]]:
+        """Thought j·c + c (j < the stage's replaced steps) ↔ the teacher position predicting step j's result, one
+        group per (row, thought), rows first."""
+        return [(m, torch.tensor([i], device=device), torch.tensor([a], device=device))
+                for i, ps in enumerate(batch["align"]) for m, a in ps]
 
     # ------------------------------------------------------------------ inference
     def latent_prompts(self, examples: list[Example]) -> list[list[int]]:

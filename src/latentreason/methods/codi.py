@@ -36,42 +36,37 @@ import torch
 from torch import Tensor
 
 from latentreason.data.example import Example
-from latentreason.decoding.generate import hit_limit, left_pad, trim_at_stop
+from latentreason.decoding.generate import Generation, hit_limit, left_pad, trim_at_stop
 from latentreason.decoding.latent import identity_thought, latent_forward, latent_generate, right_pad
 from latentreason.errors import ConfigError, DataError
-from latentreason.methods.base import Generation, Method, MethodConfig, TokExample, collate_lm, register
-from latentreason.methods.latent_common import (
-    DISTANCES,
-    causal_lm_loss,
-    layerwise_distance,
+from latentreason.methods.base import Method, TokExample, collate_lm
+from latentreason.methods.objective import (
+    Group,
+    LatentObjectiveConfig,
+    StepAnchors,
+    answer_kd,
     shifted_ce,
-    soft_token_embedding,
-    step_anchor,
-    step_result_ce,
+    step_alignment,
+    step_ce,
+    teacher_pass,
 )
-from latentreason.models.projection import LatentProjection
+from latentreason.models.projection import LatentProjection, soft_token_embedding
 from latentreason.models.tokenizer import require_ids
 
 
 @dataclass
-class CODIConfig(MethodConfig):
+class CODIConfig(LatentObjectiveConfig):
     #: number of continuous thoughts (changeable at inference: ``eval --set n_latent=4``)
     n_latent: int = 6
     #: 2-layer MLP + LayerNorm on the thoughts (False: feed the raw last-layer state)
     projection: bool = True
     #: hidden width of the projection (default: the model width)
     projection_dim: int | None = None
-    #: loss weights: student CE, distillation, teacher CE
+    #: loss weights: student CE, distillation, teacher CE (the shared terms' options — distance, step alignment,
+    #: step CE — are :class:`~latentreason.methods.objective.LatentObjectiveConfig`'s)
     alpha: float = 1.0
     beta: float = 1.0
     gamma: float = 1.0
-    #: smooth_l1 (code) | l1 (paper text) | mse
-    distill_loss: str = "smooth_l1"
-    #: divide each layer's distance by the teacher's std at that layer
-    distill_normalize: bool = True
-    #: leave the embedding output (layer 0) out of the answer-position distillation; with absolute
-    #: position embeddings (GPT-2) it only pulls the student's position vectors towards the teacher's
-    distill_skip_embedding: bool = False
     #: the teacher sees C⁻ (its last CoT step dropped), as in the paper
     teacher_drop_last_step: bool = True
     #: the text written before the answer value (default: the serialisation's own, "#### " / "The answer is: ");
@@ -90,22 +85,10 @@ class CODIConfig(MethodConfig):
     #: drop training examples whose answer does not start with a digit (negative numbers), as the official
     #: training script does
     digit_answers_only: bool = False
-    #: project addition: align thought states with the teacher's step-result positions
-    align_steps: bool = False
-    align_weight: float = 1.0
+    #: step alignment: thought ``align_offset + j·thoughts_per_step`` is paired with step j
     thoughts_per_step: int = 1
     #: latent position aligned with the first step (0 = <bot>, 1 = first thought)
     align_offset: int = 1
-    #: skip the embedding output (layer 0) in the step alignment: at a thought position it is the
-    #: thought itself, which the teacher's token embedding there must not overwrite
-    align_skip_embedding: bool = True
-    #: first hidden-state output (0 = embeddings, 1 = first layer's, ...) the step alignment covers; overrides
-    #: ``align_skip_embedding`` when set. 2 leaves the first layer free too: there a thought's state is mostly its
-    #: own input, which must carry the previous step's value rather than look like the teacher's "=" token
-    align_first_layer: int | None = None
-    #: project addition (SIM-CoT-style step supervision): weight of a cross-entropy loss making the LM head read
-    #: step j's result token off the latent state the step alignment pairs with step j (0 = off)
-    step_ce_weight: float = 0.0
     #: project addition: a thought is Soft Thinking's concept token of the state (LM-head distribution times the
     #: embedding matrix) plus the projection, whose output gain starts at 0 (so a fresh thought is the soft token)
     soft_token_thought: bool = False
@@ -120,17 +103,13 @@ class CODIConfig(MethodConfig):
         super().validate()
         if self.n_latent < 0:
             raise ConfigError(f"method_args.n_latent must be >= 0, got {self.n_latent}")
-        if self.distill_loss not in DISTANCES:
-            raise ConfigError(f"method_args.distill_loss must be one of {', '.join(DISTANCES)}, got {self.distill_loss!r}")
         if self.forced_thoughts_steps < 0:
             raise ConfigError(f"method_args.forced_thoughts_steps must be >= 0, got {self.forced_thoughts_steps}")
         if self.forced_thoughts_steps and self.thoughts_per_step != 1:
             raise ConfigError("method_args.forced_thoughts_steps needs method_args.thoughts_per_step = 1")
-        if self.align_first_layer is not None and self.align_first_layer < 0:
-            raise ConfigError(f"method_args.align_first_layer must be >= 0, got {self.align_first_layer}")
         if self.thoughts_per_step < 1:
             raise ConfigError(f"method_args.thoughts_per_step must be >= 1, got {self.thoughts_per_step}")
-        for k in ("alpha", "beta", "gamma", "align_weight", "step_ce_weight"):
+        for k in ("alpha", "beta", "gamma"):
             if getattr(self, k) < 0:
                 raise ConfigError(f"method_args.{k} must be >= 0, got {getattr(self, k)}")
 
@@ -147,7 +126,6 @@ PAPER = dict(OBJECTIVE, serialization="codi", answer_mode="codi", max_new_tokens
              digit_answers_only=True, eval_question_cleanup=True, weight_decay_on="hf", micro_batch_weighting="equal")
 
 
-@register
 class CODI(Method):
     name = "codi"
     Config = CODIConfig
@@ -184,7 +162,7 @@ class CODI(Method):
             self.projection.to(dtype=self.model.get_input_embeddings().weight.dtype)
             if self.config.soft_token_thought:
                 torch.nn.init.zeros_(self.projection.norm.weight)
-        self._anchor_cache: dict[tuple[int, ...], int] = {}
+        self.anchors = StepAnchors(self.tokenizer)
 
     # ------------------------------------------------------------------ thoughts
     def thought(self, hidden: Tensor, step: Tensor, rows: Tensor | None = None) -> Tensor:
@@ -209,22 +187,13 @@ class CODI(Method):
     def sequence_length(self, t: TokExample) -> int:
         return max(len(t.prompt) + len(t.cot) + len(t.answer), len(t.prompt) + self.config.n_latent + 2 + len(t.answer))
 
-    def _anchor(self, step: list[int]) -> int:
-        key = tuple(step)
-        if key not in self._anchor_cache:
-            self._anchor_cache[key] = step_anchor(self.tokenizer, step)
-        return self._anchor_cache[key]
-
     def features(self, t: TokExample) -> dict[str, Any]:
         steps = self._teacher_steps(t)
         cot = [x for s in steps for x in s] + (t.cot_close if steps else self.serializer.empty_cot)
         teacher = t.prompt + cot + t.answer
         t_labels = [-100] * len(t.prompt) + cot + t.answer
         p_t = len(t.prompt) + len(cot) + len(t.answer_prefix) - 1
-        anchors, off = [], len(t.prompt)
-        for s in steps:
-            anchors.append(off + self._anchor(s))
-            off += len(s)
+        anchors = self.anchors(len(t.prompt), steps)
         suffix = [self.ids.eot] + t.answer
         return {
             "teacher": (teacher, t_labels),
@@ -257,34 +226,51 @@ class CODI(Method):
 
     # ------------------------------------------------------------------ loss
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """L = α·L_student + β·L_KD + γ·L_teacher (+ the step alignment and step CE when on)."""
         cfg = self.config
         B = batch["input_ids"].shape[0]
         rows = torch.arange(B, device=batch["input_ids"].device)
-        t_out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
-        loss_teacher = causal_lm_loss(t_out.logits, batch["labels"])
+        t_out, loss_teacher = teacher_pass(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"])
         override = self._forced_thoughts(batch) if self.training and self._forcing > 0 else None
         s = latent_forward(self.model, batch["prompt_ids"], batch["prompt_mask"], cfg.n_latent, self.thought,
                            batch["suffix_ids"], batch["suffix_mask"], count_padding=cfg.official_padding,
                            thought_override=override)
         loss_student = shifted_ce(s.suffix_logits, batch["suffix_labels"])
-        first = 1 if cfg.distill_skip_embedding else 0
-        t_states = [hs[rows, batch["p_t"]] for hs in t_out.hidden_states[first:]]
-        s_states = [hs[rows, batch["p_s"]] for hs in s.suffix_hidden[first:]]
-        loss_kd = layerwise_distance(s_states, t_states, cfg.distill_loss, cfg.distill_normalize)
+        loss_kd = answer_kd(s.suffix_hidden, t_out.hidden_states, rows, batch["p_s"], batch["p_t"], cfg)
         loss = cfg.alpha * loss_student + cfg.beta * loss_kd + cfg.gamma * loss_teacher
         out = {"loss_student": loss_student.detach(), "loss_kd": loss_kd.detach(), "loss_teacher": loss_teacher.detach()}
+        out["loss"] = self.add_step_terms(loss, out, batch, t_out.hidden_states, s.latent_hidden)
+        return out
+
+    def add_step_terms(self, loss: Tensor, out: dict[str, Tensor], batch, teacher_hidden, latent_hidden) -> Tensor:
+        """``loss`` plus the weighted step alignment and step CE (when on), each logged in ``out``."""
+        cfg = self.config
+        groups = self.step_groups(batch, latent_hidden) if cfg.align_steps or cfg.step_ce_weight > 0 else []
         if cfg.align_steps:
-            loss_align = self._align_loss(batch, t_out.hidden_states, s.latent_hidden)
+            loss_align = step_alignment(latent_hidden, teacher_hidden, groups, cfg.align_from_layer, cfg)
             if loss_align is not None:
                 loss = loss + cfg.align_weight * loss_align
                 out["loss_align"] = loss_align.detach()
         if cfg.step_ce_weight > 0:
-            loss_step = self._step_ce(batch, s.latent_hidden)
+            loss_step = step_ce(self.model, latent_hidden, batch["input_ids"], groups)
             if loss_step is not None:
                 loss = loss + cfg.step_ce_weight * loss_step
                 out["loss_step_ce"] = loss_step.detach()
-        out["loss"] = loss
-        return out
+        return loss
+
+    def step_groups(self, batch, latent_hidden) -> list[Group]:
+        """Latent position ``align_offset + j·c`` (0 = <bot>) ↔ the teacher position predicting step j's result,
+        for the rows that have a step j."""
+        c, anchors = self.config.thoughts_per_step, batch["anchors"]
+        groups = []
+        for j in range(anchors.shape[1]):
+            m = self.config.align_offset + j * c
+            if m >= len(latent_hidden):
+                break
+            idx = (anchors[:, j] >= 0).nonzero(as_tuple=True)[0]
+            if idx.numel():
+                groups.append((m, idx, anchors[idx, j]))
+        return groups
 
     # ------------------------------------------------------------------ scheduled teacher forcing of thoughts
     @property
@@ -324,46 +310,6 @@ class CODI(Method):
             return torch.where(has[:, None], mixed, e)
 
         return override
-
-    def _align_loss(self, batch, teacher_hidden, latent_hidden) -> Tensor | None:
-        """Latent position offset + j·c (0 = <bot>) ↔ teacher state predicting step j's result, every layer."""
-        c = self.config.thoughts_per_step
-        anchors = batch["anchors"]
-        s_list, t_list = [], []
-        for j in range(anchors.shape[1]):
-            m = self.config.align_offset + j * c
-            if m >= len(latent_hidden):
-                break
-            valid = anchors[:, j] >= 0
-            if not bool(valid.any()):
-                continue
-            idx = valid.nonzero(as_tuple=True)[0]
-            s_list.append([layer[idx] for layer in latent_hidden[m]])
-            t_list.append([hs[idx, anchors[idx, j]] for hs in teacher_hidden])
-        if not s_list:
-            return None
-        n_layers = len(s_list[0])
-        first = 1 if self.config.align_skip_embedding else 0
-        if self.config.align_first_layer is not None:
-            first = self.config.align_first_layer
-        s_layers = [torch.cat([s[l] for s in s_list]) for l in range(first, n_layers)]
-        t_layers = [torch.cat([t[l] for t in t_list]) for l in range(first, n_layers)]
-        return layerwise_distance(s_layers, t_layers, self.config.distill_loss, self.config.distill_normalize)
-
-    def _step_ce(self, batch, latent_hidden) -> Tensor | None:
-        """The LM head on the last-layer state paired with step j (as in ``_align_loss``) must predict the
-        token the teacher writes right after step j's anchor: the step's result."""
-        c, anchors, ids = self.config.thoughts_per_step, batch["anchors"], batch["input_ids"]
-        states, targets = [], []
-        for j in range(anchors.shape[1]):
-            m = self.config.align_offset + j * c
-            if m >= len(latent_hidden):
-                break
-            idx = (anchors[:, j] >= 0).nonzero(as_tuple=True)[0]
-            if idx.numel():
-                states.append(latent_hidden[m][-1][idx])
-                targets.append(ids[idx, anchors[idx, j] + 1])
-        return step_result_ce(self.model, states, targets)
 
     # ------------------------------------------------------------------ inference
     def latent_prompts(self, examples: list[Example]) -> list[list[int]]:

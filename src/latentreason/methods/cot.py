@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 
 from latentreason.data.example import Example
-from latentreason.decoding.generate import greedy_generate, hit_limit, trim_at_stop
-from latentreason.methods.base import Generation, Method, MethodConfig, TokExample, register
-from latentreason.methods.latent_common import causal_lm_loss
+from latentreason.decoding.generate import Generation, greedy_generate, hit_limit, trim_at_stop
+from latentreason.methods.base import Method, MethodConfig, TokExample
+from latentreason.methods.objective import causal_lm_loss
 
 
 @dataclass
@@ -22,7 +22,6 @@ class CoTConfig(MethodConfig):
     pass
 
 
-@register
 class CoT(Method):
     name = "cot"
     Config = CoTConfig

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from latentreason.errors import ConfigError
-from latentreason.methods.base import MethodConfig, TokExample, register
+from latentreason.methods.base import MethodConfig, TokExample
 from latentreason.methods.cot import CoT
 
 INF = math.inf
@@ -96,7 +96,6 @@ PAPER = dict(serialization="icot", answer_mode="icot", remove_per_epoch=8.0, smo
              weight_decay_on="all", micro_batch_weighting="equal")
 
 
-@register
 class ICoT(CoT):
     name = "icot"
     Config = ICoTConfig

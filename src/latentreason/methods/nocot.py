@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from latentreason.methods.base import MethodConfig, register
+from latentreason.methods.base import MethodConfig
 from latentreason.methods.cot import CoT
 
 
@@ -16,7 +16,6 @@ class NoCoTConfig(MethodConfig):
     max_new_tokens: int | None = None  # None: follow the training data (MethodConfig)
 
 
-@register
 class NoCoT(CoT):
     name = "nocot"
     Config = NoCoTConfig

@@ -1,7 +1,8 @@
-"""The latent projection of CODI (SPEC §3.4): P(h) = LayerNorm(W2 GELU(W1 h + b1) + b2)."""
+"""The latent projection of CODI (SPEC §3.4): P(h) = LayerNorm(W2 GELU(W1 h + b1) + b2); the soft-token thought."""
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 
@@ -16,3 +17,13 @@ class LatentProjection(nn.Module):
 
     def forward(self, h: Tensor) -> Tensor:
         return self.norm(self.fc2(self.act(self.fc1(h))))
+
+
+def soft_token_embedding(model, hidden: Tensor) -> Tensor:
+    """Soft Thinking's concept token for states ``hidden`` (R, d): the LM head's distribution over the
+    vocabulary times the input embedding matrix (SPEC §3.6.1 without filtering). CODI and Coconut add it
+    to the projection with ``soft_token_thought``."""
+    logits = model.get_output_embeddings()(hidden)
+    weight = model.get_input_embeddings().weight
+    probs = torch.softmax(logits, -1, dtype=torch.promote_types(logits.dtype, torch.float32))  # fp32 at least
+    return (probs.to(weight.dtype) @ weight).to(hidden.dtype)

@@ -3,8 +3,7 @@
 :func:`build_method` builds the configured method (fresh, or from ``init_from``'s weights),
 :func:`convert_method` views trained weights through another method, :func:`load_split` loads a
 split of the configured data. The whole run (train, validate, evaluate on the test split, write
-``results.json``) is :func:`latentreason.evaluation.training_run.run_training`, which validates
-through the evaluation code this layer does not import."""
+``results.json``) is :func:`latentreason.training.run.run_training`."""
 
 from __future__ import annotations
 

@@ -31,6 +31,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from latentreason.config import from_dict
+from latentreason.data.procedural import TaskConfig
 from latentreason.errors import CheckpointError
 from latentreason.methods.base import Method, config_dict, method_config
 from latentreason.methods.registry import get_method_class
@@ -166,6 +168,20 @@ def read_method_meta(directory: Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or "method" not in meta:
         raise CheckpointError(f"{directory / 'method.json'}: not a latentreason checkpoint description")
     return meta
+
+
+#: data set names whose procedural task a checkpoint's own run config decides (``--dataset modchain``)
+PROCEDURAL_NAMES = ("modchain", "default", "modchain_mixed")
+
+
+def checkpoint_task(ckpt: Path, dataset: str) -> TaskConfig | None:
+    """The procedural task a checkpoint was trained on, so that ``--dataset modchain`` means the same task;
+    None for any other data set."""
+    if dataset not in PROCEDURAL_NAMES:
+        return None
+    rc = read_method_meta(ckpt).get("run_config") or {}
+    task = rc.get("data", {}).get("task")
+    return from_dict(TaskConfig, task, "task") if task else None
 
 
 def load_method(

@@ -13,6 +13,8 @@ import yaml
 from latentreason.config import apply_overrides, from_dict, load_yaml, to_dict
 from latentreason.data.procedural import TaskConfig
 from latentreason.errors import ConfigError
+from latentreason.methods.base import method_config
+from latentreason.methods.registry import get_method_class
 from latentreason.models.backbone import ModelConfig
 
 
@@ -134,6 +136,10 @@ class RunConfig:
     out_dir: str = "runs/train"
     #: start from the weights of this checkpoint (e.g. a CoT-SFT model for iCoT / Coconut / CODI)
     init_from: str | None = None
+
+    def validate(self) -> None:
+        """The method and its options (``method_args``, preset included), checked before any data is loaded."""
+        method_config(get_method_class(self.method), self.method_args)
 
 
 def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict[str, Any] | None = None) -> RunConfig:

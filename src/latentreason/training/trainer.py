@@ -21,10 +21,9 @@
 * The optimiser and schedule are in :mod:`~latentreason.training.optim`, the accelerator and signal
   handling in :mod:`~latentreason.training.runtime`, the run directory and resume checks in
   :mod:`~latentreason.training.resume`.
-* Validation goes through the ``validator`` the caller passes (``validator(method, examples,
-  batch_size) -> metrics`` with ``accuracy``, ``n``, ``mean_latent_steps``, ``mean_reasoning_tokens``;
-  :func:`latentreason.evaluation.evaluate.validation_metrics` for a training run): the trainer
-  does not depend on the evaluation code. Without a validator nothing is validated.
+* Validation (on the main process) is :func:`latentreason.evaluation.evaluate.validation_metrics`:
+  accuracy and lengths on the validation examples, without records. Without validation examples
+  nothing is validated.
 * Metrics go to ``metrics.jsonl`` (one JSON object per line); periodic resumable checkpoints to
   ``checkpoints/step-NNNNNNNN/`` (model, optimiser, RNG, step, the method's curriculum state;
   written atomically); the final model to ``model/``. A non-finite loss or gradient norm stops
@@ -49,6 +48,7 @@ from accelerate.utils import DistributedType
 
 from latentreason.data.example import Example
 from latentreason.errors import CheckpointError, ConfigError, NonFiniteLossError, TrainingInterrupted
+from latentreason.evaluation.evaluate import validation_metrics
 from latentreason.methods.base import Method, TokExample
 from latentreason.progress import progress_bar
 from latentreason.training.checkpoint import (
@@ -59,7 +59,7 @@ from latentreason.training.checkpoint import (
     save_training_checkpoint,
     set_rng_state,
 )
-from latentreason.training.optim import (  # noqa: F401  (lr_factor: re-exported)
+from latentreason.training.optim import (
     build_optimizer,
     decay_parameter_ids,
     first_line,
@@ -67,16 +67,10 @@ from latentreason.training.optim import (  # noqa: F401  (lr_factor: re-exported
     lr_factor,
     optimizer_state,
 )
-from latentreason.training.resume import check_resumable, prepare_run_dir, read_metrics, truncate_metrics
+from latentreason.training.resume import check_resumable, prepare_run_dir, truncate_metrics
 from latentreason.training.run_config import RunConfig, run_config_dict
 from latentreason.training.runtime import StopSignals, make_accelerator
 from latentreason.utils import seed_everything
-
-__all__ = ["Trainer", "TrainSummary", "TrainingInterrupted", "Validator", "build_optimizer", "decay_parameter_ids",
-           "lr_factor", "make_accelerator", "read_metrics"]
-
-#: ``validator(method, examples, batch_size) -> metrics``: the validation accuracy and lengths of a method
-Validator = Callable[[Method, list[Example], int], dict[str, Any]]
 
 #: run-config fields that must not change between a checkpoint and ``--resume`` (they decide
 #: which examples make up each batch and what the model is)
@@ -108,7 +102,6 @@ class Trainer:
         out_dir: str | Path | None = None,
         progress: bool = True,
         log: Callable[[str], None] | None = None,
-        validator: Validator | None = None,
     ):
         self.cfg = cfg
         self.tcfg = cfg.train
@@ -133,7 +126,6 @@ class Trainer:
         self.train_toks: list[TokExample] = method.prepare(train_examples, "training data")
         method.fit_to_data(self.train_toks)
         self.valid_examples = valid_examples or []
-        self.validator = validator
         n = len(self.train_toks)
         # a training set smaller than the batch: every step is the whole set (split the same way)
         self.batch = min(B, n)
@@ -203,7 +195,7 @@ class Trainer:
         return self.accelerator.reduce(t, reduction="sum").tolist()
 
     def _validate(self, step: int, stage: str | None, kind: str = "eval") -> float | None:
-        if not self.valid_examples or self.validator is None:
+        if not self.valid_examples:
             return None
         if self.fsdp:  # the main process alone cannot run a sharded model; test evaluation uses model/
             return None
@@ -213,7 +205,7 @@ class Trainer:
             was_training = m.training
             m.eval()
             try:
-                metrics = self.validator(m, self.valid_examples, self.tcfg.eval_batch_size)
+                metrics = validation_metrics(m, self.valid_examples, self.tcfg.eval_batch_size)
             finally:
                 m.train(was_training)
             acc = metrics["accuracy"]
