@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from latentreason.methods.base import method_config
     from latentreason.methods.system15.method import System15
     from latentreason.models.backbone import ModelConfig, load_backbone
+    from latentreason.models.kv_cache import decoder_of
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n-layer", type=int, default=12)
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     qs = load_dataset("modchain", "test", limit=args.questions)
 
     latent = {"s": 0.0, "n": 0}
-    inner = m.model.forward
+    stack = decoder_of(m.model) or m.model  # thoughts run the decoder stack alone (no LM head)
+    inner = stack.forward
 
     def timed_forward(*a, **kw):  # the latent passes are those fed an embedding and no token ids
         is_latent = kw.get("inputs_embeds") is not None and kw.get("input_ids") is None
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             latent["n"] += 1
         return out
 
-    m.model.forward = timed_forward
+    stack.forward = timed_forward
     runs = {"shortcuts off (CODI)": False, "System-1.5": True}
     for use in runs.values():
         m.generate(qs[:2], shortcuts=use)  # warm-up

@@ -1,20 +1,36 @@
 """The project next to the OFFICIAL Coconut and CODI code on the same model, batch and questions.
 
-    python benchmarks/vs_official.py --official-dir /path/to/official \
-        [--python-coconut /venv-coconut/bin/python] [--python-codi /venv-codi/bin/python] [--rounds 3]
+    python benchmarks/vs_official.py --setup /work/official          # once: checkouts + the two environments
+    python benchmarks/vs_official.py --official-dir /work/official/src \
+        --python-coconut /work/official/venv-coconut/bin/python --python-codi /work/official/venv-codi/bin/python \
+        [--rounds 3] [--threads 1]
 
-``--official-dir`` and the two Python environments are those of ``benchmarks/parity/make_golden.py``
-(checkouts of facebookresearch/coconut and zhenyi4/codi; their pinned transformers versions). This
-script runs under the project's own environment and starts the official parts as subprocesses.
+The official code needs its own transformers: under the project's (5.24+) the official Coconut fails
+on the cache object (transformers 5 returns a ``Cache`` where it indexes a tuple of tuples) and the
+official CODI on a private method transformers removed. ``--setup DIR`` makes what it needs (it needs
+git, ``python3.11`` and internet access; nothing else on the machine changes):
 
-Measured, all on CPU with one thread, float32, on a 4-layer GPT-2 (d = 128, the demo's size) with the
+* ``DIR/src/coconut`` and ``DIR/src/codi``: checkouts of github.com/facebookresearch/coconut at
+  27273cb and github.com/zhenyi4/codi at 4fd88d4 (the commits the parity fixtures were made with);
+* ``DIR/venv-coconut``: torch 2.13.0 (CPU build), transformers 4.46.2, datasets 3.1.0 (Coconut's pins);
+* ``DIR/venv-codi``: torch 2.13.0 (CPU build), transformers 4.52.4, peft 0.15.2, datasets (CODI's pins);
+  both also get safetensors and tokenizers, which ``benchmarks/parity/make_golden.py`` uses.
+
+``--setup`` prints every command before running it; ``--setup DIR --dry-run`` only prints them.
+This script runs under the project's own environment and starts the official parts as subprocesses
+in those environments.
+
+Measured, all on CPU with ``--threads`` threads per process (default 1; run once with 1 and once with the
+machine's cores to report both), float32, on a 4-layer GPT-2 (d = 128, the demo's size) with the
 parity fixtures' GPT-2-style BPE tokenizer and GSM8k-Aug validation questions (``--data-dir``):
 
 * training step (forward + backward + AdamW) of Coconut at its final stage (c = 2, K = 3: 6 thoughts)
   and of CODI (6 thoughts, teacher + student), batch 32, the same examples on both sides;
 * answers per second of greedy generation after the thoughts, at batch 1 and batch 64, 64 questions.
   The official Coconut ``generate`` handles one question at a time and recomputes the whole prefix
-  for every thought and every token (no cache), so its batch-64 figure is its batch-1 loop. The
+  for every thought and every token (no cache), so its batch-64 figure is its batch-1 loop. Shapes, as the
+  table names them: GSM8k-Aug validation questions as prompts (their mean length in tokens is printed),
+  6 thoughts, then up to 32 new tokens (Coconut) or 256 (CODI). The
   official CODI test loop (``test.py``) is batched and cached; its greedy step fails at batch 1 (it
   squeezes the batch dimension away), so its batch-1 figure uses the script's sampling path
   (temperature 0.1, top-k 40, top-p 0.95), which runs the same forward passes. Both sides decode
@@ -94,9 +110,11 @@ def _median_time(fn, repeats: int) -> float:
 
 
 # ----------------------------------------------------------------------------------------- official parts
-def official_coconut(official: Path, work: Path, repeats: int) -> dict:
+def official_coconut(official: Path, work: Path, repeats: int, threads: int = 1) -> dict:
     import make_golden as mg
     import torch
+
+    torch.set_num_threads(threads)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     sys.path.insert(0, str(official / "coconut"))
@@ -154,11 +172,11 @@ def official_coconut(official: Path, work: Path, repeats: int) -> dict:
             "tokens_b1": statistics.mean(n_tok), "tokens_b64": statistics.mean(n_tok)}
 
 
-def official_codi(official: Path, work: Path, repeats: int) -> dict:
+def official_codi(official: Path, work: Path, repeats: int, threads: int = 1) -> dict:
     import make_golden as mg
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     mg._codi_patches(torch, torch.float32)
     import transformers
 
@@ -241,7 +259,7 @@ def official_codi(official: Path, work: Path, repeats: int) -> dict:
 
 
 # ----------------------------------------------------------------------------------------- project part
-def project_part(work: Path, repeats: int) -> dict:
+def project_part(work: Path, repeats: int, threads: int = 1) -> dict:
     import torch
     from safetensors.torch import load_file
 
@@ -253,7 +271,7 @@ def project_part(work: Path, repeats: int) -> dict:
     from latentreason.models.backbone import ModelConfig, load_backbone
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     mdir = Path(tempfile.mkdtemp()) / "tiny-gpt2"
     cfg = GPT2Config.from_json_file(str(work / "config.json"))
     w = load_file(str(work / "weights.safetensors"))
@@ -315,14 +333,49 @@ def project_part(work: Path, repeats: int) -> dict:
             r["gen_b64_s"] = _median_time(lambda: gen(N_GEN), repeats)
             r["tokens_b64"] = statistics.mean(n_tok)
         r["n_questions"] = len(exs)
+        r["prompt_tokens"] = statistics.mean(len(p) for p in m.latent_prompts(exs))
         res[name] = r
     return res
+
+
+# ----------------------------------------------------------------------------------------- set-up
+OFFICIAL = {"coconut": ("https://github.com/facebookresearch/coconut", "27273cb"),
+            "codi": ("https://github.com/zhenyi4/codi", "4fd88d4")}
+ENVS = {"coconut": ["transformers==4.46.2", "datasets==3.1.0", "safetensors", "tokenizers"],
+        "codi": ["transformers==4.52.4", "peft==0.15.2", "datasets", "safetensors", "tokenizers"]}
+TORCH = ["torch==2.13.0", "--index-url", "https://download.pytorch.org/whl/cpu"]
+
+
+def setup_commands(root: Path) -> list[list[str]]:
+    """The commands that make the official checkouts and their two Python environments under ``root``."""
+    cmds: list[list[str]] = []
+    for name, (url, commit) in OFFICIAL.items():
+        dest = root / "src" / name
+        cmds += [["git", "clone", "--quiet", url, str(dest)], ["git", "-C", str(dest), "checkout", "--quiet", commit]]
+    for name, pins in ENVS.items():
+        venv = root / f"venv-{name}"
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+        cmds += [["python3.11", "-m", "venv", str(venv)], [*pip, *TORCH], [*pip, *pins]]
+    return cmds
+
+
+def setup(root: Path, dry_run: bool) -> None:
+    for cmd in setup_commands(root.resolve()):
+        print("+ " + " ".join(cmd), flush=True)
+        if not dry_run:
+            subprocess.run(cmd, check=True)
+    if not dry_run:
+        print(f"done: --official-dir {root / 'src'} --python-coconut {root / 'venv-coconut/bin/python'} "
+              f"--python-codi {root / 'venv-codi/bin/python'}")
 
 
 # ----------------------------------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--official-dir", required=True, type=Path)
+    ap.add_argument("--official-dir", type=Path, help="checkouts of facebookresearch/coconut and zhenyi4/codi")
+    ap.add_argument("--setup", type=Path, metavar="DIR", help="make the checkouts and the two environments in DIR")
+    ap.add_argument("--dry-run", action="store_true", help="with --setup: print the commands only")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads of every process (official and project)")
     ap.add_argument("--python-coconut", default=sys.executable)
     ap.add_argument("--python-codi", default=sys.executable)
     ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
@@ -331,29 +384,35 @@ def main() -> None:
     ap.add_argument("--part", choices=["coconut", "codi"], help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.setup:
+        setup(args.setup, args.dry_run)
+        return
+    if args.official_dir is None:
+        ap.error("--official-dir is required (make it with --setup DIR)")
     if args.part:
         fn = official_coconut if args.part == "coconut" else official_codi
-        sys.stdout.write("\n" + json.dumps(fn(args.official_dir.resolve(), args.work, args.repeats)) + "\n")
+        sys.stdout.write("\n" + json.dumps(fn(args.official_dir.resolve(), args.work, args.repeats, args.threads)) + "\n")
         return
     for name in ("coconut", "codi"):
         if not (args.official_dir / name).is_dir():
             sys.exit(f"--official-dir: {args.official_dir / name} is missing (a checkout of the official repository)")
     work = Path(tempfile.mkdtemp())
     make_model(work, args.data_dir)
-    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
                PYTHONWARNINGS="ignore", PYTHONBREAKPOINT="0", PYTHONPATH=str(HERE / "parity"))
     rounds: dict[str, list[dict]] = {"official_coconut": [], "official_codi": [], "project": []}
     for r in range(args.rounds):
         for part, py in (("coconut", args.python_coconut), ("codi", args.python_codi)):
             print(f"round {r + 1}: official {part} ...", flush=True)
             proc = subprocess.run([py, str(Path(__file__).resolve()), "--official-dir", str(args.official_dir),
-                                   "--part", part, "--work", str(work), "--repeats", str(args.repeats)],
+                                   "--part", part, "--work", str(work), "--repeats", str(args.repeats),
+                                   "--threads", str(args.threads)],
                                   capture_output=True, text=True, env=env)
             if proc.returncode:
                 sys.exit(f"official {part} failed:\n{proc.stderr[-5000:]}")
             rounds[f"official_{part}"].append(json.loads(proc.stdout.strip().split("\n")[-1]))
         print(f"round {r + 1}: project ...", flush=True)
-        rounds["project"].append(project_part(work, args.repeats))
+        rounds["project"].append(project_part(work, args.repeats, args.threads))
 
     def med(rows, key):
         return statistics.median(x[key] for x in rows)
@@ -362,9 +421,10 @@ def main() -> None:
     for name in ("coconut", "codi"):
         off, proj = rounds[f"official_{name}"], [x[name] for x in rounds["project"]]
         n = proj[0]["n_questions"]
+        shape = f"prompt + 6 thoughts + {COCONUT_NEW if name == 'coconut' else 256} new tokens"
         for what, key, unit in (("training step, batch 32 (ms)", "train_step_s", "ms"),
-                                ("generation, batch 1 (answers/s)", "gen_b1_s", "aps"),
-                                ("generation, batch 64 (answers/s)", "gen_b64_s", "aps")):
+                                (f"generation, batch 1, {shape} (answers/s)", "gen_b1_s", "aps"),
+                                (f"generation, batch 64, {shape} (answers/s)", "gen_b64_s", "aps")):
             o, p = med(off, key), med(proj, key)
             if unit == "ms":
                 table.append((name, what, f"{1000 * o:.1f}", f"{1000 * p:.1f}", o / p))
@@ -373,7 +433,9 @@ def main() -> None:
         for b in ("b1", "b64"):
             table.append((name, f"mean new tokens per answer, {b.replace('b', 'batch ')}", f"{med(off, 'tokens_' + b):.1f}",
                           f"{med(proj, 'tokens_' + b):.1f}", None))
-    print(f"\n{args.rounds} rounds x {args.repeats} repeats; GPT-2 {N_LAYER} layers d={N_EMBD}, CPU 1 thread, float32")
+    print(f"\n{args.rounds} rounds x {args.repeats} repeats; GPT-2 {N_LAYER} layers d={N_EMBD}, CPU {args.threads} thread(s), "
+          f"float32; prompts: {N_GEN} GSM8k-Aug validation questions, mean "
+          f"{rounds['project'][0]['codi']['prompt_tokens']:.0f} tokens (CODI's layout)")
     print("| method | measure | official | project | official time / project time |")
     print("|---|---|---|---|---|")
     for name, what, o, p, ratio in table:

@@ -13,7 +13,8 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("script,args,ratios", [
-    ("codi_cost.py", ["--batch-size", "2", "--repeats", "1", "--n-latent", "2"], ["CODI / CoT", "thought / token"]),
+    ("codi_cost.py", ["--batch-size", "2", "--repeats", "1", "--n-latent", "2", "--infer-batch", "1,2"],
+     ["CODI / CoT", "thought / bare", "token / bare"]),
     ("coconut_cost.py", ["--batch-size", "2", "--repeats", "1"], ["Coconut / CoT"]),
     ("decode_speed.py", ["--batch-size", "4", "--questions", "8", "--new-tokens", "6", "--repeats", "1"], []),
 ])
@@ -25,6 +26,27 @@ def test_benchmark_script_prints_ratios(script, args, ratios):
         assert m and float(m.group(1)) > 0, (name, r.stdout)
     if script == "decode_speed.py":  # the cached batched decoder gives the same tokens as model.generate
         assert re.search(r"ratio \(ours / generate\): \d+\.\d+x\s+identical tokens: True", r.stdout), r.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_scale_prints_a_row_per_configuration_and_refuses_checkpointed_codi():
+    """One-layer GPT-2-small shape: CoT-SFT and CODI, LoRA, float32, checkpointing off and on. Every
+    measured row has a step time and a peak memory; CODI under checkpointing is refused with its reason
+    (transformers' checkpointed layers drop the KV cache the latent loop needs)."""
+    r = subprocess.run([sys.executable, str(BENCH / "scale.py"), "--models", "gpt2-small", "--tuning", "lora",
+                        "--precision", "fp32", "--layers", "1", "--batch-size", "1", "--steps", "1", "--threads", "1"],
+                       capture_output=True, text=True, timeout=500)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "CODI loss changes under gradient checkpointing: True" in r.stdout
+    rows = [ln for ln in r.stdout.splitlines() if ln.startswith("| gpt2-small")]
+    assert len(rows) == 4, r.stdout
+    for ln in rows:
+        cells = [c.strip() for c in ln.strip("|").split("|")]
+        if cells[1] == "CODI" and cells[4] == "on":
+            assert "n/a" in ln and "KV cache" in ln
+        else:
+            assert float(cells[7]) > 0 and float(cells[8]) > 0, ln
 
 
 @pytest.mark.parametrize("script", ["vs_official.py", "parity/make_golden.py"])

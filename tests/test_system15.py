@@ -161,11 +161,11 @@ def test_projected_kv_makes_inference_equal_the_trained_soft_path():
         hook = s15.model.get_output_embeddings().register_forward_hook(lambda m, i, o: logits.append(o[:, -1]))
         try:
             gens, hard = _thoughts(s15, exs)
-            after_eot = logits[1 + 3]  # prefill, 3 thoughts, then <eot>
+            after_eot = logits[0]  # the prompt and the 3 thoughts run without the LM head: <eot> is its first call
             s15.config.kv_rule = "copy"
             logits.clear()
             _, copied = _thoughts(s15, exs)
-            after_eot_copy = logits[1 + 3]
+            after_eot_copy = logits[0]
         finally:
             hook.remove()
         assert all(g.extra["exit_layers"] == [0, 0, 0] for g in gens)

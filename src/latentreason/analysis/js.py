@@ -121,8 +121,7 @@ class JSProbe:
         """Logits of every new position after feeding ``x`` (B, n, d); the cache is restored."""
         model = state.model
         n = x.shape[1]
-        mask = torch.cat([state.mask, torch.ones_like(state.mask[:, :1]).expand(-1, n)], dim=1)
-        out, state.cache = cached_forward(model, state.cache, inputs_embeds=x, attention_mask=mask,
+        out, state.cache = cached_forward(model, state.cache, inputs_embeds=x, attention_mask=state.mask_with(n),
                                           position_ids=state.positions(n))
         state.cache.crop(-n)  # remove the probe's positions again
         return out.logits

@@ -10,14 +10,16 @@ they stop costing compute.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
-from latentreason.models.kv_cache import cached_forward, new_cache
+from latentreason.models.kv_cache import cached_forward, decoder_of, new_cache
 
 
 @dataclass
@@ -46,64 +48,110 @@ def left_pad(seqs: list[list[int]], pad_id: int, device: torch.device | str = "c
     return ids.to(device), mask.to(device)
 
 
-@dataclass
 class DecodeState:
-    """Cache + attention mask of the *active* rows; ``rows`` maps active index -> original row."""
+    """Cache, attention mask and next positions of the *active* rows; ``rows`` maps active index -> original row.
 
-    model: PreTrainedModel
-    cache: Any  # a transformers Cache
-    mask: Tensor
-    rows: Tensor
-    forward_passes: int = 0
-    #: per original row, the number of forward passes that included it (prefill counts 1)
-    row_passes: Tensor | None = None
-    #: added to every position from the prompt's last token on (iCoT's ``keep_position``: the removed CoT
-    #: tokens keep their places, so the answer sits where it sat behind the full CoT)
-    position_shift: int = 0
+    The mask lives in a buffer allocated once (every slot past the prompt is a real position once
+    written: ``mask`` is a view of the filled part), the next position of every row is kept (not
+    recounted from the mask), and a row's forward passes are the state's count when it leaves, so
+    a step costs the model's forward and no bookkeeping of its own.
+    ``position_shift`` is added to every position from the prompt's last token on (iCoT's
+    ``keep_position``: the removed CoT tokens keep their places, so the answer sits where it sat
+    behind the full CoT)."""
+
+    def __init__(self, model: PreTrainedModel, cache: Any, mask: Tensor, reserve: int = 0, position_shift: int = 0):
+        self.model, self.cache, self.position_shift = model, cache, position_shift
+        b, width = mask.shape
+        self._mask = mask.new_ones((b, width + max(reserve, 1)))
+        self._mask[:, :width] = mask
+        self.length = width
+        self._pos = mask.sum(-1, keepdim=True) + position_shift  # the next position of each active row
+        self.rows = torch.arange(b, device=mask.device)
+        self.forward_passes = 1  # the prefill
+        self._left = torch.zeros(b, dtype=torch.long)  # per original row: passes when it left the batch
+        self._decoder = decoder_of(model)
 
     @property
     def batch_size(self) -> int:
-        return int(self.rows.numel())
+        return int(self.rows.shape[0])
+
+    @property
+    def mask(self) -> Tensor:
+        """The 2-D attention mask over every cached position of the active rows."""
+        return self._mask[:, : self.length]
+
+    @property
+    def row_passes(self) -> Tensor:
+        """Per original row, the number of forward passes that included it (prefill counts 1)."""
+        out = self._left.clone()
+        out[self.rows.cpu()] = self.forward_passes
+        return out
 
     def positions(self, n_new: int) -> Tensor:
-        start = self.mask.sum(-1, keepdim=True) + self.position_shift
-        return start + torch.arange(n_new, device=self.mask.device)[None, :]
+        if n_new == 1:
+            return self._pos
+        return self._pos + torch.arange(n_new, device=self._pos.device)[None, :]
 
-    def step(
-        self,
-        input_ids: Tensor | None = None,
-        inputs_embeds: Tensor | None = None,
-        output_hidden_states: bool = False,
-        new_mask: Tensor | None = None,
-    ):
+    def mask_with(self, n_new: int) -> Tensor:
+        """The mask over the cached positions plus ``n_new`` new ones."""
+        end = self.length + n_new
+        if end > self._mask.shape[1]:
+            grow = self._mask.new_ones((self._mask.shape[0], max(end, 2 * self._mask.shape[1])))
+            grow[:, : self.length] = self.mask
+            self._mask = grow
+        return self._mask[:, :end]
+
+    def _forward(self, model: Any, n_new: int, **inputs: Any):
+        out, self.cache = cached_forward(model, self.cache, attention_mask=self.mask_with(n_new),
+                                         position_ids=self.positions(n_new), **inputs)
+        self.length += n_new
+        self._pos = self._pos + n_new
+        self.forward_passes += 1
+        return out
+
+    def step(self, input_ids: Tensor | None = None, inputs_embeds: Tensor | None = None,
+             output_hidden_states: bool = False):
         """Run the model on new positions of every active row; returns the model output."""
         n_new = (input_ids if input_ids is not None else inputs_embeds).shape[1]
-        if new_mask is None:
-            new_mask = torch.ones((self.batch_size, n_new), dtype=self.mask.dtype, device=self.mask.device)
-        pos = self.positions(n_new)
-        # positions of padded new slots do not matter (masked); keep them in range
-        self.mask = torch.cat([self.mask, new_mask], dim=1)
-        out, self.cache = cached_forward(
-            self.model,
-            self.cache,
-            input_ids=input_ids,
-            inputs_embeds=inputs_embeds,
-            attention_mask=self.mask,
-            position_ids=pos,
-            output_hidden_states=output_hidden_states,
-        )
-        self.forward_passes += 1
-        self.row_passes[self.rows] += 1
-        return out
+        return self._forward(self.model, n_new, input_ids=input_ids, inputs_embeds=inputs_embeds,
+                             output_hidden_states=output_hidden_states)
+
+    def step_hidden(self, inputs_embeds: Tensor):
+        """A step whose caller needs the last layer's states only (a continuous thought): through the
+        decoder stack without the LM head or every layer's states where the model has one; the output
+        has ``last_hidden_state`` (and ``hidden_states`` when the whole model ran)."""
+        if self._decoder is None:
+            return self.step(inputs_embeds=inputs_embeds, output_hidden_states=True)
+        return self._forward(self._decoder, inputs_embeds.shape[1], inputs_embeds=inputs_embeds)
 
     def keep(self, active: Tensor) -> None:
         """Keep only the active rows given by a boolean mask over the current active rows."""
         if bool(active.all()):
             return
-        idx = active.nonzero(as_tuple=True)[0]
+        self.select(active.nonzero(as_tuple=True)[0], left=(~active).nonzero(as_tuple=True)[0])
+
+    def select(self, idx: Tensor, left: Tensor | None = None) -> None:
+        """Keep the active rows ``idx`` (ascending); ``left`` (the others) records their passes."""
+        if left is None:
+            gone = torch.ones(self.batch_size, dtype=torch.bool, device=idx.device)
+            gone[idx] = False
+            left = gone.nonzero(as_tuple=True)[0]
+        self._left[self.rows[left].cpu()] = self.forward_passes
         self.cache.batch_select_indices(idx)
-        self.mask = self.mask[idx]
+        self._mask = self._mask[idx]
+        self._pos = self._pos[idx]
         self.rows = self.rows[idx]
+
+
+@lru_cache(maxsize=None)
+def _keeps_logits(cls: type) -> bool:
+    return "logits_to_keep" in inspect.signature(cls.forward).parameters
+
+
+def last_logits_only(model: Any) -> dict[str, int]:
+    """The forward keyword that computes the LM head at the last position only, where the model has it."""
+    inner = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model  # peft
+    return {"logits_to_keep": 1} if _keeps_logits(type(inner)) else {}
 
 
 def padded_prompt_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
@@ -120,36 +168,38 @@ def padded_prompt_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 def prefill(model: PreTrainedModel, ids: Tensor, mask: Tensor, output_hidden_states: bool = False,
-            count_padding: bool = False, position_shift: int = 0):
+            count_padding: bool = False, position_shift: int = 0, reserve: int = 0, hidden_only: bool = False):
     """Run the left-padded prompt; returns ``(state, output)``.
 
+    ``reserve``: the positions the caller will append (thoughts, answer tokens): the cache and the
+    mask are preallocated for the prompt plus these (more still fit, by growing once).
+    The output has the LM head's logits at the last prompt position only; ``hidden_only``: no
+    logits at all, the last layer's states (``last_hidden_state``) through the decoder stack (a
+    latent prompt, whose first thought is the state at ``<bot>``).
     ``count_padding``: reproduce a model called without position ids and, after the prompt,
     without an attention mask (the official CODI code's default): prompt positions count the
     padding, and every later position attends to it (the state's mask is all ones afterwards).
     ``position_shift``: moves the prompt's last token and everything after it right (``DecodeState``).
     """
-    state = DecodeState(
-        model=model,
-        cache=new_cache(model),
-        mask=mask,
-        rows=torch.arange(ids.shape[0], device=ids.device),
-        forward_passes=1,
-        row_passes=torch.ones(ids.shape[0], dtype=torch.long, device=ids.device),
-        position_shift=position_shift,
-    )
+    cache = new_cache(model, capacity=ids.shape[1] + reserve)
     if count_padding:
         pos = torch.arange(ids.shape[1], device=ids.device)[None].expand(ids.shape[0], -1)
         attn = padded_prompt_mask(mask, model.get_input_embeddings().weight.dtype)
-        state.mask = torch.ones_like(mask)
+        state = DecodeState(model, cache, torch.ones_like(mask), reserve=reserve, position_shift=position_shift)
     else:
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         attn = mask
+        state = DecodeState(model, cache, mask, reserve=reserve, position_shift=position_shift)
     if position_shift:
         pos = pos.clone()
         pos[:, -1] += position_shift
-    out, state.cache = cached_forward(
-        model, state.cache, input_ids=ids, attention_mask=attn, position_ids=pos, output_hidden_states=output_hidden_states
-    )
+    inputs = dict(input_ids=ids, attention_mask=attn, position_ids=pos)
+    if hidden_only and state._decoder is not None:
+        out, state.cache = cached_forward(state._decoder, cache, **inputs)
+    elif hidden_only or output_hidden_states:
+        out, state.cache = cached_forward(model, cache, output_hidden_states=True, **inputs)
+    else:
+        out, state.cache = cached_forward(model, cache, **inputs, **last_logits_only(model))
     return state, out
 
 
@@ -164,24 +214,39 @@ def greedy_continue(
     """Greedy decoding from ``next_logits`` (one row per active row) until EOS or the limit.
 
     Returns the generated tokens of each original row (the stopping EOS included). Rows leave the
-    active batch as soon as they stop.
+    active batch as soon as they stop; a step in which none stops costs the forward pass, an
+    argmax, a column write and one comparison (one host sync).
     """
-    n_total = int(state.row_passes.numel())
+    out: list[list[int]] = [[] for _ in range(int(state._left.numel()))]
+    if max_new_tokens <= 0:
+        return out
     device = next_logits.device
-    buf = torch.full((n_total, max(max_new_tokens, 0)), -1, dtype=torch.long, device=device)
-    eos_seen = torch.zeros(state.batch_size, dtype=torch.long, device=device)
+    gen = torch.empty((state.batch_size, max_new_tokens), dtype=torch.long, device=device)  # tokens of active rows
+    eos_seen = None if stop_after_eos == 1 else torch.zeros(state.batch_size, dtype=torch.long, device=device)
     logits = next_logits
     for t in range(max_new_tokens):
         tok = logits.argmax(-1)
-        buf[state.rows, t] = tok
-        eos_seen = eos_seen + (tok == eos_id).long()
-        active = eos_seen < stop_after_eos
-        if t == max_new_tokens - 1 or not bool(active.any()):
-            break
-        state.keep(active)
-        tok, eos_seen = tok[active], eos_seen[active]
+        gen[:, t] = tok
+        if eos_seen is None:
+            active = tok != eos_id
+        else:
+            eos_seen = eos_seen + (tok == eos_id).long()
+            active = eos_seen < stop_after_eos
+        last = t == max_new_tokens - 1
+        n_active = int(active.sum())
+        if n_active < active.shape[0] or last:
+            done = (~active).nonzero(as_tuple=True)[0] if not last else torch.arange(active.shape[0], device=device)
+            for r, toks in zip(state.rows[done].tolist(), gen[done, : t + 1].tolist()):
+                out[r] = toks
+            if last or n_active == 0:
+                break
+            idx = active.nonzero(as_tuple=True)[0]
+            state.select(idx, left=done)
+            gen, tok = gen[idx], tok[idx]
+            if eos_seen is not None:
+                eos_seen = eos_seen[idx]
         logits = state.step(input_ids=tok[:, None]).logits[:, -1, :]
-    return [[k for k in row if k >= 0] for row in buf.tolist()]
+    return out
 
 
 @torch.no_grad()
@@ -198,7 +263,7 @@ def greedy_generate(
     ``position_shift``: see :class:`DecodeState`."""
     device = next(model.parameters()).device
     ids, mask = left_pad(prompts, pad_id, device)
-    state, out = prefill(model, ids, mask, position_shift=position_shift)
+    state, out = prefill(model, ids, mask, position_shift=position_shift, reserve=max_new_tokens)
     tokens = greedy_continue(state, out.logits[:, -1, :], eos_id, max_new_tokens, stop_after_eos)
     return tokens, state.row_passes.tolist()
 

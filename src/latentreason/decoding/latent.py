@@ -22,7 +22,9 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
+from latentreason.decoding.compiled import compiled_latent_generate
 from latentreason.decoding.generate import DecodeState, greedy_continue, left_pad, padded_prompt_mask, prefill
+from latentreason.errors import ConfigError
 from latentreason.models.kv_cache import cached_forward, new_cache
 
 
@@ -67,19 +69,32 @@ def latent_generate(
     record_hidden: bool = False,
     last_hidden: Callable[[object], Tensor] | None = None,
     count_padding: bool = False,
+    compiled: bool = False,
 ) -> LatentGeneration:
     """Batched cached latent decoding; ``prompts`` end with ``<bot>``.
 
     Each row thinks ``n_latent`` thoughts (or until ``halt_fn`` says stop, after at least
     ``min_latent``), then ``<eot>`` is fed and the answer decoded greedily until EOS.
-    ``last_hidden(output)`` returns the (B, d) last-layer states of a forward pass (default:
-    ``output.hidden_states[-1][:, -1]``). ``count_padding``: the official CODI code's padding
-    handling (see :func:`~latentreason.decoding.generate.prefill`).
+    ``last_hidden(output)`` returns the (B, d) last-layer states of a forward pass (default: the
+    last position of ``output.last_hidden_state`` for a pass through the decoder stack alone, as the
+    prompt and the thoughts run, else of ``output.hidden_states[-1]``). ``count_padding``: the official CODI code's padding
+    handling (see :func:`~latentreason.decoding.generate.prefill`). ``compiled``: the fixed-shape compiled
+    steps of :mod:`~latentreason.decoding.compiled` (fixed thoughts: no ``halt_fn`` or ``last_hidden``).
     """
-    last_hidden = last_hidden or _default_last_hidden
     device = next(model.parameters()).device
     ids, mask = left_pad(prompts, pad_id, device)
-    state, out = prefill(model, ids, mask, output_hidden_states=True, count_padding=count_padding)
+    if compiled:
+        if halt_fn is not None or last_hidden is not None:
+            raise ConfigError("method_args.compile_decode: the compiled path runs a fixed number of thoughts on the "
+                              "plain model (no halting rule, no System-1.5 shortcuts); leave it off for this method")
+        tokens, passes, hidden = compiled_latent_generate(
+            model, ids, mask, n_latent=n_latent, thought_fn=thought_fn, eot_id=eot_id, eos_id=eos_id,
+            max_new_tokens=max_new_tokens, stop_after_eos=stop_after_eos, record_hidden=record_hidden,
+            count_padding=count_padding)
+        return LatentGeneration(tokens, [n_latent] * len(prompts), passes, hidden)
+    last_hidden = last_hidden or _default_last_hidden
+    state, out = prefill(model, ids, mask, hidden_only=True, count_padding=count_padding,
+                         reserve=n_latent + 1 + max_new_tokens)
     n = len(prompts)
     h = last_hidden(out)
     hidden: list[list[Tensor]] = [[h[i].detach().clone()] if record_hidden else [] for i in range(n)]
@@ -101,7 +116,7 @@ def _lockstep(state: DecodeState, h: Tensor, hidden: list[list[Tensor]], *, n_la
     for kk in range(n_latent):
         step = torch.full((n,), kk, dtype=torch.long, device=device)
         e = thought_fn(h, step, rows=state.rows).to(h.dtype)
-        out = state.step(inputs_embeds=e[:, None, :], output_hidden_states=True)
+        out = state.step_hidden(e[:, None, :])
         h = last_hidden(out)
         if record_hidden:
             for i in range(n):
@@ -140,15 +155,19 @@ def _halting(state: DecodeState, h: Tensor, hidden: list[list[Tensor]], emb: tor
         answering = ~thinking
         if bool(answering.any()):
             inputs[answering] = emb(last_tok[answering]).to(h.dtype)
-        out = state.step(inputs_embeds=inputs[:, None, :], output_hidden_states=True)
+        produce = ~think_now  # rows that feed <eot> or an answer token predict the next token
+        producing = bool(produce.any())
+        if producing:
+            out = state.step(inputs_embeds=inputs[:, None, :], output_hidden_states=True)
+        else:  # every row thinks: no LM head
+            out = state.step_hidden(inputs[:, None, :])
         h = last_hidden(out)
         rows = state.rows.tolist()
         if record_hidden:
             for j in think_now.nonzero(as_tuple=True)[0].tolist():
                 hidden[rows[j]].append(h[j].detach().clone())
         k = k + think_now.long()
-        produce = ~think_now  # rows that fed <eot> or an answer token predict the next token
-        tok = out.logits[:, -1].argmax(-1)
+        tok = out.logits[:, -1].argmax(-1) if producing else last_tok
         done = torch.zeros_like(thinking)
         for j in produce.nonzero(as_tuple=True)[0].tolist():
             tokens[rows[j]].append(int(tok[j]))
@@ -168,7 +187,10 @@ def _halting(state: DecodeState, h: Tensor, hidden: list[list[Tensor]], emb: tor
 
 
 def _default_last_hidden(out) -> Tensor:
-    return out.hidden_states[-1][:, -1]
+    """The last layer's state at the last position: the decoder's ``last_hidden_state`` (a thought
+    step without the LM head) or the full model's ``hidden_states[-1]`` (the same tensor)."""
+    h = getattr(out, "last_hidden_state", None)
+    return (h if h is not None else out.hidden_states[-1])[:, -1]
 
 
 @dataclass

@@ -51,6 +51,10 @@ class MethodConfig:
     #: by target tokens, so the gradient is the per-token mean over the global batch) | equal (official code:
     #: each micro-batch's mean loss counts the same, as gradient accumulation / DDP averaging do there)
     micro_batch_weighting: str = "tokens"
+    #: generation through ``torch.compile``d fixed-shape steps on a static cache (decoding/compiled.py): the same
+    #: tokens, faster per step where per-operation overhead dominates (small models, batch 1), after a one-off
+    #: compile per batch shape; plain token decoding and fixed thoughts only (``latentreason eval --compile``)
+    compile_decode: bool = False
 
     def validate(self) -> None:
         if self.serialization not in SERIALIZATIONS:

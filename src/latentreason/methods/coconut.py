@@ -295,7 +295,8 @@ class Coconut(Method):
         budget = self.generation_budget(prompts, reserved=n + 1)
         res = latent_generate(self.model, prompts, n_latent=n, thought_fn=self.thought, eot_id=self.ids.eot,
                               eos_id=self.ids.eos, pad_id=self.ids.pad, max_new_tokens=budget,
-                              stop_after_eos=self.serializer.stop_after_eos, record_hidden=record_hidden)
+                              stop_after_eos=self.serializer.stop_after_eos, record_hidden=record_hidden,
+                              compiled=self.config.compile_decode)
         out = []
         for i, seq in enumerate(res.tokens):
             body = trim_at_stop(seq, self.ids.eos, self.serializer.stop_after_eos)

@@ -328,6 +328,7 @@ class CODI(Method):
             eos_id=self.ids.eos, pad_id=self.ids.pad, max_new_tokens=budget,
             stop_after_eos=self.serializer.stop_after_eos, halt_fn=halt_fn, min_latent=min_latent,
             record_hidden=record_hidden, last_hidden=last_hidden, count_padding=self.config.official_padding,
+            compiled=self.config.compile_decode,
         )
         out = []
         for i, seq in enumerate(res.tokens):

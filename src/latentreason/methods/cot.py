@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from latentreason.data.example import Example
+from latentreason.decoding.compiled import compiled_greedy_generate
 from latentreason.decoding.generate import Generation, greedy_generate, hit_limit, trim_at_stop
 from latentreason.methods.base import Method, MethodConfig, TokExample
 from latentreason.methods.objective import causal_lm_loss
@@ -65,8 +66,9 @@ class CoT(Method):
         stop = self.serializer.stop_after_eos
         shift = self.generation_position_shift()
         budget = self.generation_budget(prompts, reserved=shift)  # shifted positions must stay inside the context
-        tokens, passes = greedy_generate(self.model, prompts, self.ids.pad, self.ids.eos, budget, stop_after_eos=stop,
-                                         position_shift=shift)
+        decode = compiled_greedy_generate if self.config.compile_decode else greedy_generate
+        tokens, passes = decode(self.model, prompts, self.ids.pad, self.ids.eos, budget, stop_after_eos=stop,
+                                position_shift=shift)
         out = []
         for seq, n_pass in zip(tokens, passes):
             body = trim_at_stop(seq, self.ids.eos, stop)

@@ -4,7 +4,16 @@ transformers 5.24 renamed the forward keyword and the output field ``past_key_va
 ``cache`` (the old keyword warns and is removed in 5.40; the old output field logs a deprecation).
 Every cached forward pass of this package goes through :func:`cached_forward`, caches are created
 by :func:`new_cache`, and reading one layer's cached keys/values (System-1.5's ``copy`` rule) goes
-through :func:`layer_kv`. With a transformers outside the supported range these fail with one line
+through :func:`layer_kv`.
+
+Inference caches are **preallocated** (``new_cache(model, capacity=N)``): each full-attention layer
+writes its new keys/values into buffers allocated once for N positions and hands the attention a
+view of the filled part, where transformers' ``DynamicLayer`` concatenates (copies) the whole cache
+at every step. Rows can still leave the batch (``batch_select_indices`` compacts the filled part in
+place), the cache can be cropped, and a write past N grows the buffers (so a capacity is a size
+hint, never a limit). The attention sees the same keys/values, mask and positions as with a
+dynamic cache. Training keeps the dynamic cache: autograd saves the views an in-place write would
+overwrite. With a transformers outside the supported range these fail with one line
 naming the range: an older release would silently ignore the ``cache`` keyword and decode without
 a cache (wrong positions), which must never pass unnoticed.
 """
@@ -44,10 +53,96 @@ def check_transformers(version: str | None = None) -> None:
         )
 
 
-def new_cache(model: Any):
-    """An empty dynamic cache laid out for ``model`` (sliding-window / hybrid layers included)."""
+class PreallocatedLayer(transformers.DynamicLayer):
+    """A full-attention layer cache whose keys/values live in buffers of ``capacity`` positions.
+
+    ``keys`` / ``values`` are views of the filled part (batch, heads, length, head_dim), so the
+    model and :func:`layer_kv` read it as a ``DynamicLayer``; ``update`` copies only the new
+    positions. For inference only (the in-place writes would overwrite tensors autograd saved)."""
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity = max(int(capacity), 1)
+        self.length = 0
+        self._k: Tensor | None = None
+        self._v: Tensor | None = None
+
+    def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        b, h, _, dk = key_states.shape
+        self._k = key_states.new_empty((b, h, self.capacity, dk))
+        self._v = value_states.new_empty((b, h, self.capacity, value_states.shape[-1]))
+
+    def _grow(self, need: int) -> None:
+        cap = max(need, 2 * self._k.shape[2])
+        k, v = self._k.new_empty((*self._k.shape[:2], cap, self._k.shape[3])), \
+            self._v.new_empty((*self._v.shape[:2], cap, self._v.shape[3]))
+        k[:, :, : self.length] = self._k[:, :, : self.length]
+        v[:, :, : self.length] = self._v[:, :, : self.length]
+        self._k, self._v = k, v
+
+    def _views(self) -> None:
+        self.keys, self.values = self._k[:, :, : self.length], self._v[:, :, : self.length]
+
+    def update(self, key_states: Tensor, value_states: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.length + key_states.shape[-2]
+        if end > self._k.shape[2]:
+            self._grow(end)
+        self._k[:, :, self.length : end] = key_states
+        self._v[:, :, self.length : end] = value_states
+        self.length = end
+        self._views()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def crop(self, tokens_to_remove: int) -> None:
+        """Forget the last ``-tokens_to_remove`` positions (transformers' convention: a negative count)."""
+        if tokens_to_remove > 0:
+            raise ValueError(f"crop takes a negative number of positions to remove, got {tokens_to_remove}")
+        if tokens_to_remove and self.is_initialized:
+            self.length = max(self.length + tokens_to_remove, 0)
+            self._views()
+
+    def batch_select_indices(self, indices: Tensor) -> None:
+        """Keep the rows ``indices`` (ascending): the filled part is compacted into the buffer's first rows."""
+        if not self.is_initialized:
+            return
+        n, end = indices.shape[0], self.length
+        self._k[:n, :, :end] = self._k[indices, :, :end]
+        self._v[:n, :, :end] = self._v[indices, :, :end]
+        self._k, self._v = self._k[:n], self._v[:n]
+        self._views()
+
+    def reset(self) -> None:
+        self.length = 0
+        self._k = self._v = None
+        super().reset()
+
+
+def new_cache(model: Any, capacity: int | None = None):
+    """An empty cache laid out for ``model`` (sliding-window / hybrid layers included).
+
+    ``capacity``: positions to preallocate (prompt plus everything a loop will append): every
+    plain full-attention layer becomes a :class:`PreallocatedLayer` (inference only); None: the
+    dynamic cache (training, where autograd needs the concatenating cache)."""
     check_transformers()
-    return transformers.DynamicCache(config=model.config)
+    cache = transformers.DynamicCache(config=model.config)
+    if capacity is not None:
+        for i, layer in enumerate(cache.layers):
+            if type(layer) is transformers.DynamicLayer:  # sliding / hybrid / dummy layers keep their own logic
+                cache.layers[i] = PreallocatedLayer(capacity)
+    return cache
+
+
+def static_cache(model: Any, capacity: int):
+    """transformers' static cache of ``capacity`` positions for ``model``: fixed shapes, written in place at
+    one column for every row (the compiled decode path, ``decoding/compiled.py``)."""
+    check_transformers()
+    return transformers.StaticCache(config=model.config, max_cache_len=capacity)
 
 
 def is_cache(x: Any) -> bool:
@@ -64,6 +159,25 @@ def cached_forward(model: Any, cache: Any, **inputs: Any) -> tuple[Any, Any]:
     check_transformers()
     out = model(**inputs, cache=cache, use_cache=True)
     return out, out.cache
+
+
+def decoder_of(model: Any) -> Any:
+    """The decoder stack of a causal LM (embeddings, layers, final norm; no LM head), or None.
+
+    A peft model is unwrapped first (its LoRA layers live in the wrapped model). Calling the decoder
+    returns ``last_hidden_state``, the same tensor as the full model's ``hidden_states[-1]``, without
+    the LM head's product over the vocabulary or every layer's states."""
+    inner = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+    decoder = getattr(inner, "base_model", None)
+    if decoder is None or decoder is inner or not callable(getattr(decoder, "get_input_embeddings", None)):
+        return None
+    return decoder
+
+
+def static_forward(model: Any, cache: Any, **inputs: Any) -> Any:
+    """``model(**inputs)`` on a :func:`static_cache` (checked when it was made): the body of a compiled step,
+    which must not call the version check (a cached function dynamo would warn about)."""
+    return model(**inputs, cache=cache, use_cache=True)
 
 
 def layer_kv(cache: Any, layer_idx: int) -> tuple[Tensor, Tensor]:

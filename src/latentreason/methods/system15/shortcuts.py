@@ -179,8 +179,9 @@ class ShortcutController:
         wrappers), else the model output's last hidden state (a pass that was not routed, e.g. the
         prompt at inference)."""
         normed, self._normed = self._normed, None
-        if normed is None:
-            return output.hidden_states[-1][:, -1]
+        if normed is None:  # the decoder stack's output (no LM head), else the whole model's hidden states
+            normed = getattr(output, "last_hidden_state", None)
+            return (normed if normed is not None else output.hidden_states[-1])[:, -1]
         return normed[:, -1]
 
     def _on_final_norm(self, module: nn.Module, inputs: Any, normed: Tensor) -> None:
