@@ -130,12 +130,8 @@ class DecodeState:
             return
         self.select(active.nonzero(as_tuple=True)[0], left=(~active).nonzero(as_tuple=True)[0])
 
-    def select(self, idx: Tensor, left: Tensor | None = None) -> None:
+    def select(self, idx: Tensor, left: Tensor) -> None:
         """Keep the active rows ``idx`` (ascending); ``left`` (the others) records their passes."""
-        if left is None:
-            gone = torch.ones(self.batch_size, dtype=torch.bool, device=idx.device)
-            gone[idx] = False
-            left = gone.nonzero(as_tuple=True)[0]
         self._left[self.rows[left].cpu()] = self.forward_passes
         self.cache.batch_select_indices(idx)
         self._mask = self._mask[idx]
