@@ -100,7 +100,11 @@ def spread(vals: list[float]) -> str:
 
 
 def shortcut_table(per: list[tuple[int, dict[str, Any]]]) -> list[str]:
-    rows = {k: [] for k in ("depth", "step", "both")}
+    """The System-1.5 shortcut ablation over seeds (mean ± std (min)), then per seed with issue 29's checks: both
+    shortcuts within 2 points of depth-only with fewer decoder-layer forwards per latent step; the step shortcut
+    alone within 5 points of the stage-1 model (shortcuts off)."""
+    names = ("none", "depth", "step", "both")
+    rows = {k: [] for k in names}
     for _, res in per:
         abl = (res.get("system15_grid") or {}).get("shortcut_ablation") or {}
         for k in rows:
@@ -108,14 +112,32 @@ def shortcut_table(per: list[tuple[int, dict[str, Any]]]) -> list[str]:
                 rows[k].append(abl[k])
     if not any(rows.values()):
         return []
-    out = ["| shortcuts | seeds | accuracy | layers per latent step | ms / question | identical consecutive thoughts |",
-           "|---|---|---|---|---|---|"]
+    out = ["| shortcuts | seeds | accuracy | layers per latent step | layers reused per latent step "
+           "| ms / question (batch) | ms / question (batch 1) | identical consecutive thoughts |",
+           "|---|---|---|---|---|---|---|---|"]
     for k, vals in rows.items():
         if vals:
             out.append(f"| {k} | {len(vals)} | {spread([v['accuracy'] for v in vals])} "
                        f"| {spread([v['layers_per_latent_step'] for v in vals])} "
+                       f"| {spread([v.get('reused_layers_per_latent_step', 0.0) for v in vals])} "
                        f"| {spread([v['latency_ms_per_question'] for v in vals])} "
+                       f"| {spread([v['batch1_ms_per_question'] for v in vals if 'batch1_ms_per_question' in v])} "
                        f"| {max(v['identical_consecutive_thoughts'] for v in vals):.3f} (max) |")
+    out += ["", "| seed | off (stage 1) | depth | step | both | both vs depth: points, layers | step vs off: points "
+            "| batch-1 ms / question: off / depth / both |", "|---|---|---|---|---|---|---|---|"]
+    for seed, res in per:
+        abl = (res.get("system15_grid") or {}).get("shortcut_ablation") or {}
+        if not all(k in abl for k in names):
+            continue
+        cell = {k: f"{abl[k]['accuracy']:.3f} ({abl[k]['layers_per_latent_step']:.2f} layers)" for k in names}
+        d_pts = 100 * (abl["both"]["accuracy"] - abl["depth"]["accuracy"])
+        fewer = abl["both"]["layers_per_latent_step"] < abl["depth"]["layers_per_latent_step"]
+        ok_both = d_pts >= -2.0 and fewer
+        s_pts = 100 * (abl["step"]["accuracy"] - abl["none"]["accuracy"])
+        ms = " / ".join(f"{abl[k].get('batch1_ms_per_question', float('nan')):.2f}" for k in ("none", "depth", "both"))
+        out.append(f"| {seed} | {cell['none']} | {cell['depth']} | {cell['step']} | {cell['both']} "
+                   f"| {'✓' if ok_both else '✗'} {d_pts:+.1f} pt, {abl['both']['layers_per_latent_step']:.2f} vs "
+                   f"{abl['depth']['layers_per_latent_step']:.2f} | {'✓' if s_pts >= -5.0 else '✗'} {s_pts:+.1f} pt | {ms} |")
     return out
 
 

@@ -20,7 +20,7 @@ def _pair(kind="tiny-gpt2", **cfg):
     s15 = System15(bb, System15Config(**base, **cfg)).to(torch.float64).eval()
     s15.projection.load_state_dict(codi.projection.state_dict())
     with torch.no_grad():  # routers and adapters that really do something
-        for p in list(s15.routers.parameters()) + list(s15.adapters.parameters()):
+        for p in s15.shortcut_parameters():
             p.normal_(0, 0.5)
     return codi, s15
 
@@ -31,6 +31,7 @@ def test_routers_at_zero_equal_the_stage1_model():
         exs = train_examples(5)
         ref = codi.generate(exs)
         s15.ctl.force_weight = 0.0  # routers forced to 0: never exit
+        s15.ctl.force_step_weight = 0.0  # and never reuse
         got = s15.generate(exs)
         assert [g.text for g in got] == [g.text for g in ref]
         assert all(g.extra["layers_per_latent_step"] == 3 for g in got)
@@ -51,13 +52,13 @@ def test_lambda_depth_zero_exits_at_the_first_layer():
     assert all(g.extra["layers_per_latent_step"] == 0.0 for g in gens)
 
 
-def test_step_shortcut_moves_on_and_saves_layers_without_repeating_thoughts():
+def test_exit_carry_step_shortcut_moves_on_and_saves_layers_without_repeating_thoughts():
     """A step that exits at layer l hands its post-exit state to the next step, which starts at layer
     l + 1 and runs it: with every router firing, step 1 leaves at layer 0, step 2 runs layer 1 and
     leaves at layer 2 (the last: step 3 restarts at 0), instead of repeating the same layer on the
     same state (the old fixed point: identical thoughts, exits [l, l, l], no layer ever run)."""
     exs = train_examples(5, seed=2)
-    _, s15 = _pair(step_shortcut=True)
+    _, s15 = _pair(step_shortcut=True, step_rule="exit_carry")
     gens, th = _thoughts(s15, exs, lambda_depth=0.0)
     assert all(g.extra["exit_layers"] == [0, 2, 0] for g in gens)
     assert all(g.extra["layers_per_latent_step"] == pytest.approx(1 / 3) for g in gens)  # step 2 ran layer 1
@@ -67,7 +68,7 @@ def test_step_shortcut_moves_on_and_saves_layers_without_repeating_thoughts():
     # router 1 always fires, routers 0 and 2 never: with the step shortcut alone (exits decided, the step
     # still runs all its layers) step 1 runs 3 layers and step 2 starts at layer 2: 1 layer instead of 3
     for kind in ("tiny-gpt2", "tiny-llama"):
-        _, s15 = _pair(kind, step_shortcut=True, depth_shortcut=False)
+        _, s15 = _pair(kind, step_shortcut=True, depth_shortcut=False, step_rule="exit_carry")
         with torch.no_grad():
             for l, r in enumerate(s15.routers):
                 r.net[-1].weight.zero_()
@@ -87,6 +88,7 @@ def test_exit_loss_targets_live_in_the_residual_space_at_every_layer():
     for kind in ("tiny-gpt2", "tiny-llama"):
         _, s15 = _pair(kind)
         s15.ctl.force_weight = 0.0
+        s15.ctl.force_step_weight = 0.0
         batch = s15.collate([s15.features(t) for t in s15.prepare(train_examples(4))])
         s15.train()
         out = s15(batch)
@@ -109,17 +111,44 @@ def test_learned_router_targets():
 
 
 def test_batched_mixed_exits_equal_one_by_one():
-    for kind, ss, kv, ld in (("tiny-gpt2", False, "project", 0.5), ("tiny-gpt2", True, "project", 0.5),
+    for kind, ss, kv, ld in (("tiny-gpt2", False, "project", 0.5), ("tiny-gpt2", True, "project", 0.95),
                              ("tiny-gpt2", False, "copy", 0.5), ("tiny-llama", False, "project", 0.5),
-                             ("tiny-llama", True, "project", 0.5), ("tiny-qwen3", False, "project", 0.5),
-                             ("tiny-qwen3", True, "copy", 0.7)):
-        _, s15 = _pair(kind, step_shortcut=ss, lambda_depth=ld, kv_rule=kv)
+                             ("tiny-llama", True, "project", 0.5), ("tiny-qwen3", False, "project", 0.7),
+                             ("tiny-qwen3", True, "copy", 0.7), ("tiny-gpt2", "exit_carry", "project", 0.5)):
+        rule = {"step_rule": ss} if isinstance(ss, str) else {}
+        _, s15 = _pair(kind, step_shortcut=bool(ss), lambda_depth=ld, kv_rule=kv, **rule)
         exs = train_examples(6, seed=3)
+        if ss is True:
+            _split_step_router(s15, exs)
         b = s15.generate(exs)
         one = [s15.generate([e])[0] for e in exs]
-        assert [(g.text, g.extra["exit_layers"]) for g in b] == [(g.text, g.extra["exit_layers"]) for g in one], (kind, ss, kv)
+        def paths(gens):
+            return [(g.text, g.extra["exit_layers"], g.extra.get("reused_layers")) for g in gens]
+
+        assert paths(b) == paths(one), (kind, ss, kv)
         exits = {tuple(g.extra["exit_layers"]) for g in b}
-        assert len(exits) >= 2, exits  # rows really exited at different layers
+        assert len(exits) >= 2, (kind, ss, kv, exits)  # rows really exited at different layers
+        if ss is True:  # and reused different numbers of layers from the previous thought
+            assert len({tuple(g.extra["reused_layers"]) for g in b}) >= 2, (kind, ss, kv, paths(b))
+
+
+def _split_step_router(s15, exs) -> None:
+    """Make the random step router part the rows of ``exs``: one output for every layer (so a row reuses all
+    layers or none), and the threshold between the middle two of its outputs on the second thought."""
+    with torch.no_grad():
+        last = s15.step_router.net[-1]
+        last.weight.copy_(last.weight[:1].expand_as(last.weight))
+        last.bias.zero_()
+    seen, orig = [], s15.ctl.step_weights
+    s15.ctl.step_weights = lambda prev: seen.append(orig(prev)) or seen[-1]
+    try:
+        s15.generate(exs)
+    finally:
+        del s15.ctl.step_weights
+    v = seen[0][:, 0].sort().values  # between the two middle rows: no row sits on the threshold
+    s15.config.step_threshold = float(v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
+    patterns = {tuple(g.extra["reused_layers"]) for g in s15.generate(exs)}
+    assert len(patterns) >= 2 and any(3 in p for p in patterns), patterns
 
 
 def _thoughts(s15, exs, **kw):
@@ -219,9 +248,12 @@ def test_router_targets_follow_criticality():
 
 
 def test_stage2_trains_only_shortcuts():
-    _, s15 = _pair()
+    _, s15 = _pair(step_adapter=True)
+    with torch.no_grad():  # thoughts 2.. reuse layer 0 and compute the rest from q_0 of the reused state
+        s15.step_router.net[-1].weight.zero_()
+        s15.step_router.net[-1].bias.copy_(torch.tensor([40.0, -40.0, -40.0]))
     s15.train()
-    before = {k: v.clone() for k, v in s15.state_dict().items() if not k.startswith(("routers", "adapters"))}
+    before = {k: v.clone() for k, v in s15.state_dict().items() if not k.startswith(("routers", "adapters", "step_"))}
     routers_before = [p.detach().clone() for p in s15.routers.parameters()]
     opt = torch.optim.AdamW([p for p in s15.parameters() if p.requires_grad], lr=1e-2)
     batch = s15.collate([s15.features(t) for t in s15.prepare(train_examples(4))])
@@ -234,7 +266,11 @@ def test_stage2_trains_only_shortcuts():
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert any(not torch.equal(a, b) for a, b in zip(routers_before, s15.routers.parameters()))  # the shortcuts did train
     trainable = {n.split(".")[0] for n, p in s15.named_parameters() if p.requires_grad}
-    assert trainable == {"routers", "adapters"}
+    assert trainable == {"routers", "adapters", "step_router", "step_adapters"}
+    assert float(out["reused_layers"]) > 0 and torch.isfinite(out["loss_step_router"])
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in s15.step_adapters[0].parameters()), \
+        "the answer loss reaches the step adapter at the first computed layer"
+    assert all(p.grad is not None for p in s15.step_router.parameters())
 
 
 def test_flops_counter_matches_hand_count():
@@ -267,13 +303,27 @@ def test_shortcut_ablation_reports_each_shortcut():
 
     _, s15 = _pair(lambda_depth=0.5)
     exs = train_examples(6, seed=3)
-    res = shortcut_ablation(s15, exs, batch_size=4)
-    assert res["n"] == 6 and set(res) >= {"depth", "step", "both"}
+    s15.config.depth_shortcut = False
+    _split_step_router(s15, exs)
+    s15.config.depth_shortcut = True
+    res = shortcut_ablation(s15, exs, batch_size=4, batch1_questions=2)
+    assert res["n"] == 6 and set(res) >= {"none", "depth", "step", "both"} and res["batch1_questions"] == 2
+    assert res["none"]["layers_per_latent_step"] == 3 and res["none"]["reused_layers_per_latent_step"] == 0
+    assert res["depth"]["reused_layers_per_latent_step"] == 0 < res["step"]["reused_layers_per_latent_step"]
+    assert all(res[k]["batch1_ms_per_question"] > 0 for k in ("none", "depth", "step", "both"))
     for name in ("depth", "step", "both"):
         r = res[name]
         assert 0 <= r["accuracy"] <= 1 and 0 <= r["layers_per_latent_step"] <= 3 and r["latency_ms_per_question"] > 0
-        assert r["identical_consecutive_thoughts"] == 0.0  # no shortcut repeats a thought
-    assert s15.config.depth_shortcut and s15.config.step_shortcut  # the model's own setting is restored
+    assert res["depth"]["identical_consecutive_thoughts"] == 0.0  # exits never repeat a thought
+    # Eq. 4: a thought that reuses every layer ends in the previous thought's final state, so the thought fed
+    # after it repeats the one fed before it; the ablation counts exactly those pairs
+    s15.config.depth_shortcut = False
+    gens = s15.generate(exs)
+    n = s15.config.n_latent
+    repeats = sum(g.extra["reused_layers"][t] == 3 for g in gens for t in range(1, n - 1))
+    assert res["step"]["identical_consecutive_thoughts"] == pytest.approx(repeats / (len(exs) * (n - 1)))
+    assert 0 < repeats  # some thoughts reuse every layer
+    assert res["step"]["layers_per_latent_step"] < 3
 
 
 def test_grid_best_cell_is_deterministic():
@@ -292,3 +342,85 @@ def test_grid_best_cell_is_deterministic():
     assert best_cell(acc, layers, steps) == (0, 1)
     acc[1][2] = 0.95  # accuracy first, whatever the cost
     assert best_cell(acc, layers, steps) == (1, 2)
+
+
+def _soft_and_hard(s15, exs, n=3):
+    """The training-time soft pass and hard inference of the same questions: (soft, thoughts fed at inference,
+    logits after <eot> at inference, generations)."""
+    from latentreason.decoding.latent import latent_forward
+
+    batch = s15.collate([s15.features(t) for t in s15.prepare(exs)])
+    ctl = s15.ctl
+
+    def thought(h, step, rows=None):
+        e = s15.thought(h, step)
+        ctl.arm()
+        return e
+
+    with torch.no_grad(), ctl.installed("soft"):
+        soft = latent_forward(s15.model, batch["prompt_ids"], batch["prompt_mask"], n, thought,
+                              batch["suffix_ids"], batch["suffix_mask"], last_hidden=ctl.last_hidden)
+    logits = []
+    hook = s15.model.get_output_embeddings().register_forward_hook(lambda m, i, o: logits.append(o[:, -1]))
+    try:
+        gens, hard = _thoughts(s15, exs)
+    finally:
+        hook.remove()
+    return soft, hard, logits[0], gens
+
+
+def test_trained_step_shortcut_inference_equals_the_soft_path():
+    """Step rule "reuse" with the step routers forced to a 0/1 pattern: hard inference (reused layers not run,
+    their keys/values projected from the reused state entering them, q_{k-1} at the first computed layer)
+    computes exactly what the soft mixture computes in training — the thoughts and the logits after <eot> —
+    with the depth shortcut on or off, for reuse of every layer (k = L) and of the first layer only (k = 1)."""
+    exs = [e for e in train_examples(12, seed=5) if len(e.question) == 9][:4]  # one prompt length: no padding
+    for kind, adapter in (("tiny-gpt2", True), ("tiny-llama", True), ("tiny-gpt2", False)):
+        for depth, pattern in ((False, "all"), (True, "all"), (False, "first"), (True, "first")):
+            _, s15 = _pair(kind, step_shortcut=True, depth_shortcut=depth, step_adapter=adapter)
+            if pattern == "all":
+                s15.ctl.force_step_weight = 1.0
+            else:  # S_0 fires, S_1 and S_2 never: thoughts 2 and 3 reuse layer 0 and compute layers 1 and 2
+                with torch.no_grad():
+                    s15.step_router.net[-1].weight.zero_()
+                    s15.step_router.net[-1].bias.copy_(torch.tensor([40.0, -40.0, -40.0]))
+            if not depth:  # the soft path always mixes the depth branch in: its routers at 0 are the full layers
+                s15.ctl.force_weight = 0.0
+            else:  # the depth routers fire from layer 1 on: a computed thought exits there, mixed with reuse
+                with torch.no_grad():
+                    for l, r in enumerate(s15.routers):
+                        r.net[-1].weight.zero_()
+                        r.net[-1].bias.fill_(40.0 if l >= 1 else -40.0)
+            soft, hard, after_eot, gens = _soft_and_hard(s15, exs)
+            k = 3 if pattern == "all" else 1
+            assert all(g.extra["reused_layers"] == [0, k, k] for g in gens), (kind, depth, pattern)
+            assert all(g.extra["adapters_per_latent_step"] >= (2 / 3 if adapter else 0) for g in gens)
+            ran = [3 if not depth else 1] + [max(0, (3 if not depth else 1) - k) if depth else 3 - k] * 2
+            assert all(g.extra["layers_per_latent_step"] == pytest.approx(sum(ran) / 3) for g in gens), \
+                (kind, depth, pattern, gens[0].extra)
+            assert torch.allclose(hard, soft.thoughts, atol=1e-9), (kind, depth, pattern)
+            assert torch.allclose(after_eot, soft.suffix_logits[:, 0], atol=1e-8), (kind, depth, pattern)
+            gap = (hard[:, 1:] - hard[:, :-1]).abs().amax(-1).min()
+            if adapter or (pattern == "first" and not depth):  # q_{k-1}, or computed layers, move the state on
+                assert gap > 1e-6
+            else:  # Eq. 4 with nothing computed: the thought's final state is the previous one's, fed again
+                assert gap == 0
+
+
+def test_step_router_targets_follow_criticality():
+    _, s15 = _pair()
+    crit = torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64)
+    assert s15.step_targets_for(crit).tolist() == [0.0, 1.0, 0.0]  # non-critical thoughts reuse
+    # the loss: thoughts 2..n have a step router; its BCE enters with step_router_bce and is all that trains it
+    batch = s15.collate([s15.features(t) for t in s15.prepare(train_examples(4))])
+    s15.train()
+    with torch.no_grad():
+        out = s15(batch)
+        s15.config.step_router_bce = 0.0
+        out_none = s15(batch)
+    assert float(out["loss"] - out_none["loss"]) == pytest.approx(5 * float(out["loss_step_router"]), rel=1e-6)
+    for p in s15.parameters():
+        p.grad = None
+    s15(batch)["loss"].backward()  # every other term: none reaches the step router
+    assert all(p.grad is None or not p.grad.any() for p in s15.step_router.parameters())
+

@@ -34,7 +34,9 @@ def run_system15_grid(cfg: BenchConfig, e: BenchEntry, out: Path, device, log) -
                 test_layers_per_latent_step=sum(layers) / len(layers) if layers else None)
     log(f"[{e.name}] grid: best cell on validation λ_depth {best['lambda_depth']}, λ_step {best['lambda_step']}; "
         f"test accuracy {best['test_accuracy']:.3f}")
-    grid["shortcut_ablation"] = shortcut_ablation(method, load_split(rc, "test"), batch_size=cfg.eval_batch_size)
+    # batch-1 timings on the latency protocol's questions (the quick demo sets none: 20)
+    grid["shortcut_ablation"] = shortcut_ablation(method, load_split(rc, "test"), batch_size=cfg.eval_batch_size,
+                                                  batch1_questions=cfg.latency_questions or 20)
     atomic_write_json(out / e.name / "system15-grid.json", grid)
     plot_grid(grid, out / e.name / "system15-grid.png")
     return grid

@@ -62,30 +62,38 @@ def best_cell(acc: list[list[float]], layers: list[list[float]], lambda_steps: S
 
 
 @torch.no_grad()
-def shortcut_ablation(method, examples, batch_size: int = 100) -> dict[str, Any]:
-    """The two shortcuts of a trained System-1.5 model alone and together, on the same questions: accuracy,
-    layers run per latent step, latency, and how often two consecutive thoughts are the same vector (the
-    step shortcut must save layers without repeating a thought)."""
+def shortcut_ablation(method, examples, batch_size: int = 100, batch1_questions: int = 100) -> dict[str, Any]:
+    """The shortcuts of a trained System-1.5 model off (the stage-1 model it starts from), alone and together, on
+    the same questions: accuracy, decoder layers run and bottom layers reused per latent step, latency at
+    ``batch_size``, and at batch 1 on the first ``batch1_questions`` (the configurations taking turns per question,
+    median of 3 rounds), and how often two consecutive thoughts are the same vector (Eq. 4 repeats a thought after
+    one that reused every layer)."""
     cfg = method.config
     saved = (cfg.depth_shortcut, cfg.step_shortcut)
+    settings = (("none", False, False), ("depth", True, False), ("step", False, True), ("both", True, True))
     out: dict[str, Any] = {}
     method.eval()
-    try:
-        for name, ds, ss in (("depth", True, False), ("step", False, True), ("both", True, True)):
-            cfg.depth_shortcut, cfg.step_shortcut = ds, ss
-            gens, fed = [], []
+
+    def run(name, ds, ss, exs, bs):
+        cfg.depth_shortcut, cfg.step_shortcut = ds, ss
+        kw = {"shortcuts": False} if name == "none" else {}
+        gens, batches = [], []
+        for i in range(0, len(exs), bs):
+            seen: list = []
 
             def capture(h, step, rows=None):
                 e = method.thought(h, step, rows)
-                fed.append(e.detach())
+                seen.append(e.detach())
                 return e
 
+            gens += method.generate(exs[i : i + bs], thought_fn=capture, **kw)
+            batches.append(torch.stack(seen, 1) if seen else None)
+        return gens, batches
+
+    try:
+        for name, ds, ss in settings:
             t0 = time.perf_counter()
-            batches = []
-            for i in range(0, len(examples), batch_size):
-                fed.clear()
-                gens += method.generate(examples[i : i + batch_size], thought_fn=capture)
-                batches.append(torch.stack(fed, 1) if fed else None)
+            gens, batches = run(name, ds, ss, examples, batch_size)
             dt = time.perf_counter() - t0
             same = total = 0
             for th in batches:
@@ -94,12 +102,30 @@ def shortcut_ablation(method, examples, batch_size: int = 100) -> dict[str, Any]
                 diff = (th[:, 1:] - th[:, :-1]).abs().amax(-1)
                 same += int((diff == 0).sum())
                 total += diff.numel()
+            n_thoughts = [max(1, len(g.extra.get("exit_layers", [])) or 1) for g in gens]
             out[name] = {
                 "accuracy": sum(method.judge(e, g).correct for e, g in zip(examples, gens)) / len(examples),
                 "layers_per_latent_step": sum(g.extra.get("layers_per_latent_step", 0.0) for g in gens) / len(gens),
+                "reused_layers_per_latent_step": sum(sum(g.extra.get("reused_layers", [])) / k
+                                                     for g, k in zip(gens, n_thoughts)) / len(gens),
                 "latency_ms_per_question": 1000 * dt / len(examples),
                 "identical_consecutive_thoughts": same / total if total else 0.0,
             }
+        # batch 1, the configurations taking turns per question (SPEC §5's protocol), median of 3 rounds
+        few = examples[:batch1_questions]
+        times = {name: [] for name, _, _ in settings}
+        for _ in range(3):
+            spent = dict.fromkeys(times, 0.0)
+            for ex in few:
+                for name, ds, ss in settings:
+                    t0 = time.perf_counter()
+                    run(name, ds, ss, [ex], 1)
+                    spent[name] += time.perf_counter() - t0
+            for name in times:
+                times[name].append(1000 * spent[name] / max(1, len(few)))
+        for name in times:
+            out[name]["batch1_ms_per_question"] = sorted(times[name])[1]
+        out["batch1_questions"] = len(few)
     finally:
         cfg.depth_shortcut, cfg.step_shortcut = saved
     out["n"] = len(examples)

@@ -34,7 +34,7 @@ from latentreason.decoding.latent import latent_forward
 from latentreason.errors import ConfigError
 from latentreason.methods.codi import CODI, CODIConfig
 from latentreason.methods.objective import shifted_ce
-from latentreason.methods.system15.shortcuts import Adapter, Router, ShortcutController
+from latentreason.methods.system15.shortcuts import Adapter, Router, ShortcutController, StepRouter
 from latentreason.models.backbone import find_final_norm
 
 
@@ -50,6 +50,28 @@ class System15Config(CODIConfig):
     lambda_step: int | None = None
     depth_shortcut: bool = True
     step_shortcut: bool = True
+    #: open choice 4, the step shortcut's rule: "reuse" (trained; Eq. 4 as a prefix) — thought t reuses the
+    #: previous thought's states after layers 0..k-1 (h_{l,t} = h_{l,t-1}) and computes layers k..L-1 from a step
+    #: adapter's map of the reused state, q_{k-1}(h_{k-1,t-1}); k = the bottom layers whose step-router output S_l
+    #: fires (one router on the previous thought's state after the last layer, an output per layer; k = L: the
+    #: whole thought is the previous one's, through q).
+    #: Training mixes h_{l,t} = p_l·h_{l,t-1} + (1 - p_l)·(depth mixture) with p_l = S_0···S_l. "exit_carry"
+    #: (SPEC §3.5's inference algorithm, not trained): a thought that exited at layer l hands its post-exit state
+    #: to the next one, which starts at layer l + 1
+    step_rule: str = "reuse"
+    #: the step router fires where S_l > step_threshold, in training (the reuse pattern the layers learn with) as at
+    #: inference. High by default: reusing a critical thought costs the answer, missing a reusable one a few
+    #: layers, and the router cannot tell every non-critical thought from the previous one's state (identity
+    #: steps: it learns their base rate, ~0.3); at 0.5 its misfires on critical thoughts cost the step shortcut
+    #: alone 39 points, at 0.9 3 points (docs/system15.md)
+    step_threshold: float = 0.9
+    #: a step adapter q_l at the first computed layer (trained by the answer and exit losses); off: q = identity,
+    #: Eq. 4 exactly (the reused state enters the first computed layer as it is). Off in the demo: trained
+    #: adapters fitted the depth-mixed training path and cost the step shortcut alone 13 points (docs/system15.md)
+    step_adapter: bool = False
+    #: weight of the step router's BCE towards its targets (open choice 8's labels: reuse every layer of a
+    #: non-critical thought, none of a critical one); the router learns from this term only
+    step_router_bce: float = 5.0
     #: open choice 7: weights of the exit loss and of the direct router targets
     beta_exit: float = 1.0
     router_bce: float = 1.0
@@ -97,6 +119,12 @@ class System15Config(CODIConfig):
             raise ConfigError("method_args.exit_tolerance and method_args.adapter_distill must be >= 0")
         if self.critical_skip_layers < 0:
             raise ConfigError(f"method_args.critical_skip_layers must be >= 0, got {self.critical_skip_layers}")
+        if self.step_rule not in ("reuse", "exit_carry"):
+            raise ConfigError(f"method_args.step_rule must be 'reuse' or 'exit_carry', got {self.step_rule!r}")
+        if not 0.0 <= self.step_threshold <= 1.0:
+            raise ConfigError(f"method_args.step_threshold must be in [0, 1], got {self.step_threshold}")
+        if self.step_router_bce < 0:
+            raise ConfigError(f"method_args.step_router_bce must be >= 0, got {self.step_router_bce}")
         if self.criticality not in ("step",):
             raise ConfigError(f"method_args.criticality must be 'step', got {self.criticality!r}")
 
@@ -113,7 +141,10 @@ class System15(CODI):
         "stage1": {**STAGE1, "stage": 1},
         # the demo's setting (docs/system15.md): routers learn where the adapter branch reproduces the full path
         "default_task": {**STAGE1, "stage": 2, "lambda_depth": 0.5, "router_bce": 5.0, "router_targets": "learned",
-                         "exit_tolerance": 0.2, "step_shortcut": False},
+                         "exit_tolerance": 0.2, "step_shortcut": True, "step_rule": "reuse"},
+        # the same with the step shortcut off (depth only; the headline row before the step shortcut was trained)
+        "default_task_depth_only": {**STAGE1, "stage": 2, "lambda_depth": 0.5, "router_bce": 5.0,
+                                    "router_targets": "learned", "exit_tolerance": 0.2, "step_shortcut": False},
         # the first version's hand schedule (critical thoughts leave after layer 1, non-critical before it)
         "hand_schedule": {**STAGE1, "stage": 2, "lambda_depth": 0.5, "router_bce": 5.0, "router_targets": "hand",
                           "critical_skip_layers": 3, "step_shortcut": False},
@@ -126,8 +157,20 @@ class System15(CODI):
         dtype = self.model.get_input_embeddings().weight.dtype
         self.routers = nn.ModuleList([Router(d, self.config.router_hidden) for _ in range(L)]).to(dtype)
         self.adapters = nn.ModuleList([Adapter(d, self.config.adapter_width) for _ in range(L)]).to(dtype)
-        self.ctl = ShortcutController(self.model, self.routers, self.adapters)
+        if self.config.step_rule == "reuse":  # the trained step shortcut's routers S_l and step adapters q_l
+            self.step_router = StepRouter(d, L, self.config.router_hidden).to(dtype)
+            if self.config.step_adapter:
+                self.step_adapters = nn.ModuleList([Adapter(d, self.config.adapter_width) for _ in range(L)]).to(dtype)
+        self.ctl = ShortcutController(self.model, self.routers, self.adapters, getattr(self, "step_router", None),
+                                      getattr(self, "step_adapters", None))
+        self._configure_controller()
         self._freeze()
+
+    def _configure_controller(self) -> None:
+        """The controller routes by the config's current switches (tests and the ablation change them)."""
+        cfg, ctl = self.config, self.ctl
+        ctl.depth_shortcut, ctl.step_shortcut, ctl.kv_rule = cfg.depth_shortcut, cfg.step_shortcut, cfg.kv_rule
+        ctl.step_rule, ctl.step_threshold = cfg.step_rule, cfg.step_threshold
 
     def _freeze(self) -> None:
         stage2 = self.config.stage == 2
@@ -136,8 +179,13 @@ class System15(CODI):
         if self.config.projection:
             for p in self.projection.parameters():
                 p.requires_grad_(not stage2)
-        for p in list(self.routers.parameters()) + list(self.adapters.parameters()):
+        for p in self.shortcut_parameters():
             p.requires_grad_(stage2)
+
+    def shortcut_parameters(self) -> list[nn.Parameter]:
+        """What stage 2 trains: the routers and adapters of both shortcuts."""
+        mods = [self.routers, self.adapters] + [getattr(self, n) for n in ("step_router", "step_adapters") if hasattr(self, n)]
+        return [p for m in mods for p in m.parameters()]
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -196,6 +244,7 @@ class System15(CODI):
         finally:
             hook.remove()
         ctl = self.ctl
+        self._configure_controller()
 
         def thought(h, step, rows=None):
             e = self.thought(h, step)
@@ -216,8 +265,14 @@ class System15(CODI):
             full_in = [full.latent_hidden[t + 1][l] for l in range(L)] + [raw_last[t + 1]]  # entering layer l / output
             full_final = full.latent_hidden[t + 1][L]  # after the final norm
             err = self._exit_errors(full_in, full_final, final_norm)  # (B, L): relative error of exiting at l
+            # a layer the thought reuses from the previous one (step weight p_l) is not computed: its state is not
+            # pulled to the full path's (that would pull the previous thought's state), in proportion 1 - p_l
+            computed = 1 - ctl.step_log[t].detach().cumprod(1).to(c.dtype) if ctl.step_log[t] is not None else None
+            # (p_l carries no gradient: the step router learns from its targets, see ShortcutController.arm)
             for l in range(L):
                 mse = ((states[t][l][:, -1] - full_in[l + 1]) ** 2).mean(-1)
+                if computed is not None:
+                    mse = computed[:, l] * mse
                 exit_terms.append((self.depth_weight(c, l) * mse).mean())
                 distill_terms.append((self.depth_weight(c, l) * err[:, l]).mean())
             w = torch.stack([weights[t][l][:, -1] for l in range(L)], 1).clamp(1e-6, 1 - 1e-6)  # (B, L)
@@ -227,8 +282,25 @@ class System15(CODI):
         loss_bce = torch.stack(bce_terms).mean()
         loss_distill = torch.stack(distill_terms).mean()
         loss = loss_nll + cfg.beta_exit * loss_exit + cfg.router_bce * loss_bce + cfg.adapter_distill * loss_distill
-        return {"loss": loss, "loss_nll": loss_nll.detach(), "loss_exit": loss_exit.detach(), "loss_router": loss_bce.detach(),
-                "loss_adapter": loss_distill.detach()}
+        out = {"loss_nll": loss_nll.detach(), "loss_exit": loss_exit.detach(), "loss_router": loss_bce.detach(),
+               "loss_adapter": loss_distill.detach()}
+        # the step routers (thoughts 2..n: the first has no previous thought to reuse): towards their targets
+        step_w = [(t, sw) for t, sw in enumerate(ctl.step_log) if sw is not None]
+        if step_w:
+            terms, reused = [], []
+            for t, sw in step_w:
+                tgt = self.step_targets_for(crit[:, t]).unsqueeze(1).expand_as(sw)
+                terms.append(F.binary_cross_entropy(sw.float().clamp(1e-6, 1 - 1e-6), tgt.float()))
+                reused.append(sw.detach().float().cumprod(1).sum(1).mean())
+            loss_step = torch.stack(terms).mean()
+            loss = loss + cfg.step_router_bce * loss_step
+            out.update(loss_step_router=loss_step.detach(), reused_layers=torch.stack(reused).mean())
+        return {"loss": loss, **out}
+
+    def step_targets_for(self, critical: Tensor) -> Tensor:
+        """(B,) step-router targets of a thought (every layer the same): 1 = reuse the previous thought's states
+        (a non-critical thought), 0 = compute (a critical one)."""
+        return 1 - critical
 
     def depth_weight(self, critical: Tensor, layer: int) -> Tensor:
         """e_l(c) of the exit loss: 1 at every layer for a critical thought, (l + 1) / L for a non-critical one
@@ -282,7 +354,7 @@ class System15(CODI):
             return gens
         ctl = self.ctl
         ctl.lambda_depth = cfg.lambda_depth if lambda_depth is None else lambda_depth
-        ctl.depth_shortcut, ctl.step_shortcut, ctl.kv_rule = cfg.depth_shortcut, cfg.step_shortcut, cfg.kv_rule
+        self._configure_controller()
         base = thought_fn or self.thought
         ctl.reset(len(examples), self.device)
 
@@ -301,6 +373,9 @@ class System15(CODI):
         counts = {name: (total[attr].float() / per).tolist() for name, attr in (
             ("layers_per_latent_step", "layer_forwards"), ("routers_per_latent_step", "router_calls"),
             ("adapters_per_latent_step", "adapter_calls"), ("kv_projections_per_latent_step", "kv_projections"))}
+        reused = torch.stack(ctl.step_reused, 1).tolist() if ctl.step_reused else [[] for _ in gens]
         for i, g in enumerate(gens):
             g.extra.update({name: vals[i] for name, vals in counts.items()}, num_layers=L, exit_layers=exits[i])
+            if ctl.reusing:  # per thought, the bottom layers it reused from the previous one (L: all of them)
+                g.extra["reused_layers"] = reused[i]
         return gens

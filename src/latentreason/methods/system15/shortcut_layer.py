@@ -162,7 +162,16 @@ class ShortcutLayer(nn.Module):
         if ctl.mode == "soft" and ctl.armed:
             return self._soft(hidden_states, *args, **kwargs)
         if ctl.mode == "hard" and ctl.armed:
-            return self._hard(hidden_states, *args, **kwargs)
+            out = self._hard(hidden_states, *args, **kwargs)
+            if ctl.reusing:
+                l = self.index
+                ctl.cur[l] = out[:, -1].clone()  # this thought's state after layer l: the next thought may reuse it
+                if l == ctl.L - 1 and ctl.carry is not None:
+                    top = (ctl.start == ctl.L).nonzero(as_tuple=True)[0]
+                    if top.numel():  # rows that reused every layer leave with q_{L-1}(h_{L-1,t-1})
+                        out = out.clone()
+                        out[top, -1] = ctl.carry[top].to(out.dtype)
+            return out
         return self.layer(hidden_states, *args, **kwargs)
 
     @staticmethod
@@ -170,19 +179,38 @@ class ShortcutLayer(nn.Module):
         return x[0] if isinstance(x, tuple) else x
 
     def _soft(self, h: Tensor, *args, **kwargs):
+        """The training mixture at layer l. Depth: D = w·g_l(h) + (1 - w)·f_l(h), w = R_l(h). Step ("reuse", a
+        thought with a previous one): h_{l,t} = p_l·h_{l,t-1} + (1 - p_l)·D with p_l = S_0···S_l, and the state
+        passed on to layer l + 1 adds (p_l - p_{l+1})·(q_l(h_{l,t-1}) - h_{l,t-1}): with the step routers at 0/1
+        that is the copy below the first computed layer k, q_{k-1}(h_{k-1,t-1}) entering it, and layer l's keys
+        and values computed from the reused state entering it, as inference projects them."""
         ctl, l = self.ctl, self.index
         f = self._out(self.layer(h, *args, **kwargs))
         w = ctl.router_weight(l, h)  # (B, T)
         mixed = w.unsqueeze(-1) * ctl.adapters[l](h) + (1 - w.unsqueeze(-1)) * f
         ctl.weights.append(w)
-        ctl.states.append(mixed)
-        return mixed
+        if ctl.p is None:
+            ctl.states.append(mixed)
+            ctl.cur[l] = mixed[:, -1]
+            return mixed
+        if mixed.shape[1] != 1:
+            raise ValueError("the step shortcut routes one latent position per pass")
+        prev = ctl.prev[l][:, None, :].to(mixed.dtype)
+        p = ctl.p[:, l, None, None].to(mixed.dtype)
+        out = p * prev + (1 - p) * mixed
+        ctl.states.append(out)
+        ctl.cur[l] = out[:, -1]
+        p_next = ctl.p[:, l + 1, None, None].to(mixed.dtype) if l + 1 < ctl.L else torch.zeros_like(p)
+        return out + (p - p_next) * (ctl.junction(l, prev) - prev)
 
     def _hard(self, h: Tensor, *args, **kwargs):
         ctl, l = self.ctl, self.index
         if ctl.all_exited:  # the whole batch left the layer stack earlier in this step
             return self._exited_batch(h, args, kwargs)
-        if ctl.uniform and (ctl.depth_shortcut or ctl.step_shortcut):
+        if ctl.uniform and not ctl.ask_depth:  # nothing to route in this layer for any row
+            ctl._whole["layer_forwards"] += 1
+            return self._out(self.layer(h, *args, **kwargs))
+        if ctl.uniform:
             # fast path while every row is still running: one router call, then the layer or a whole-batch exit
             x = h[:, -1]
             ctl._whole["router_calls"] += 1
@@ -206,7 +234,7 @@ class ShortcutLayer(nn.Module):
                     ctl._whole["layer_forwards"] += 1
                     ctl.uniform = False
                     out = self._out(self.layer(h, *args, **kwargs))
-                if ctl.step_shortcut:
+                if ctl.step_shortcut and ctl.step_rule == "exit_carry":
                     ctl.carry_next = out[:, -1].detach().clone()
                 return out
             ctl.uniform = False  # rows part ways: the general path below from here on
@@ -242,7 +270,8 @@ class ShortcutLayer(nn.Module):
         ctl, l = self.ctl, self.index
         B = h.shape[0]
         h = h.clone()
-        if ctl.step_shortcut and ctl.carry_next is None:
+        carrying = ctl.step_shortcut and ctl.step_rule == "exit_carry"
+        if carrying and ctl.carry_next is None:
             ctl.carry_next = h[:, -1].detach().clone()  # rows that exit in this step overwrite theirs
         if ctl.carry is not None:  # step shortcut: rows starting at this layer take the carried state
             starting = (ctl.start == l) & (ctl.start > 0)
@@ -251,9 +280,11 @@ class ShortcutLayer(nn.Module):
                 h[idx, -1] = ctl.carry[idx].to(h.dtype)
         running = ctl.active & (ctl.start <= l)
         fire = fired
-        if fire is None and (ctl.depth_shortcut or ctl.step_shortcut):
-            # a row that starts here by the step shortcut runs this layer: leaving at once would compute nothing
-            cand = (running & ~((ctl.start == l) & (ctl.start > 0))).nonzero(as_tuple=True)[0]
+        if fire is None and ctl.ask_depth:
+            # exit_carry: a row that starts here by the step shortcut runs this layer (leaving at once would compute
+            # nothing); reuse: the first computed layer is routed like any other
+            cand = running & ~((ctl.start == l) & (ctl.start > 0)) if carrying else running
+            cand = cand.nonzero(as_tuple=True)[0]
             if cand.numel():
                 whole = cand.numel() == B
                 fires = self._fires(h[:, -1] if whole else h[cand, -1])
@@ -268,7 +299,7 @@ class ShortcutLayer(nn.Module):
         rows = running.nonzero(as_tuple=True)[0]
         n_run = rows.numel()
         _bump(ctl.layer_forwards, None if n_run == B else rows)
-        carry_fired = ctl.step_shortcut and fire is not None and bool(fire.numel())
+        carry_fired = carrying and fire is not None and bool(fire.numel())
         if n_run == B:  # nobody skips this layer
             out = self._out(self.layer(h, *args, **kwargs))
             if carry_fired:  # step shortcut alone: the next step starts after this layer, from its output
@@ -292,6 +323,25 @@ class ShortcutLayer(nn.Module):
         return h
 
     def _skipping_rows(self, h: Tensor, cache: Any, args, kwargs) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Rows that do not run this layer (:meth:`_exited_rows`); with the step rule "reuse", the rows that reuse
+        it from the previous thought then get its keys/values projected from the reused state entering it (what
+        the layer computes from that state in training; ``kv_rule: copy`` keeps the previous position's entry)
+        and leave it with the previous thought's state after it, h_{l,t-1}."""
+        h, fill_k, fill_v = self._exited_rows(h, cache, args, kwargs)
+        ctl = self.ctl
+        if not (ctl.reusing and ctl.carry is not None):
+            return h, fill_k, fill_v
+        reused = (ctl.active & (ctl.start > self.index)).nonzero(as_tuple=True)[0]
+        if not reused.numel():
+            return h, fill_k, fill_v
+        if cache is not None and ctl.kv_rule == "project":
+            k, v = self._project_kv(h[reused], reused, h.shape[0], args, kwargs)
+            fill_k[reused], fill_v[reused] = k.to(fill_k.dtype), v.to(fill_v.dtype)
+            _bump(ctl.kv_projections, reused)
+        h[reused, -1] = ctl.prev[self.index][reused].to(h.dtype)
+        return h, fill_k, fill_v
+
+    def _exited_rows(self, h: Tensor, cache: Any, args, kwargs) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """Rows that do not run this layer: the exited ones continue along the adapter branch (the soft
         mixture at w = 1, as trained) and, by the KV rule (open choice 3), get this layer's keys/values
         projected from the state entering it; rows skipping it by the step shortcut keep a copy of their

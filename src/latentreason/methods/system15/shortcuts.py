@@ -41,7 +41,7 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor, nn
 
-from latentreason.methods.system15.shortcut_layer import ShortcutLayer
+from latentreason.methods.system15.shortcut_layer import ShortcutLayer, _bump
 from latentreason.models.backbone import find_final_norm
 
 
@@ -53,6 +53,22 @@ class Router(nn.Module):
 
     def forward(self, h: Tensor) -> Tensor:
         return torch.sigmoid(self.net(h)).squeeze(-1)
+
+
+class StepRouter(nn.Module):
+    """The step shortcut's router (step rule "reuse"): Linear(d, d/4) → GELU → Linear(d/4, L) → sigmoid on the
+    previous thought's state after the last layer, one output per layer: S_l = "reuse layer l from the previous
+    thought". It reads the state that encodes where the chain of thoughts stands (the next thought's input is
+    its projection); the per-layer routers of the depth shortcut, given the previous thought's state at their own
+    layer, could not tell the thought past the last step from the others (docs/system15.md)."""
+
+    def __init__(self, d_model: int, num_layers: int, hidden: int | None = None):
+        super().__init__()
+        hidden = hidden or max(1, d_model // 4)
+        self.net = nn.Sequential(nn.Linear(d_model, hidden), nn.GELU(), nn.Linear(hidden, num_layers))
+
+    def forward(self, h: Tensor) -> Tensor:
+        return torch.sigmoid(self.net(h))
 
 
 class Adapter(nn.Module):
@@ -86,16 +102,21 @@ def find_decoder_layers(model: nn.Module) -> nn.ModuleList:
 class ShortcutController:
     """State of routed forward passes; owned by the System-1.5 method."""
 
-    def __init__(self, model: nn.Module, routers: nn.ModuleList, adapters: nn.ModuleList):
+    def __init__(self, model: nn.Module, routers: nn.ModuleList, adapters: nn.ModuleList,
+                 step_router: nn.Module | None = None, step_adapters: nn.ModuleList | None = None):
         self.model = model
         self.layers = find_decoder_layers(model)
         self.routers, self.adapters = routers, adapters
+        self.step_router, self.step_adapters = step_router, step_adapters  # step_rule "reuse"
         self.L = len(self.layers)
         self.mode = "off"  # off | soft | hard
         self.armed = False  # route the next forward pass (a latent step)
         self.lambda_depth = 0.5
         self.depth_shortcut = True
         self.step_shortcut = True
+        self.step_rule = "reuse"  # reuse (trained, Eq. 4 as a prefix) | exit_carry (SPEC's inference algorithm)
+        self.step_threshold = 0.5
+        self.force_step_weight: float | None = None  # tests: a fixed step-router output
         self.kv_rule = "project"  # project | copy (docs/system15.md, open choice 3)
         self.direct_kv = True  # GPT-2: project keys/values without calling the block (tests compare both)
         self.fast_paths = True  # whole-batch shortcuts of the routing bookkeeping (tests compare both)
@@ -123,8 +144,15 @@ class ShortcutController:
         self._whole_total = dict.fromkeys(self.COUNTS, 0)
         self._start_zero = True
         self.step_exits: list[Tensor] = []
+        self.step_reused: list[Tensor] = []  # hard mode, step_rule "reuse": per step, layers reused per row
         self.weights: list[Tensor] = []  # soft mode: router weights per layer of the current step
         self.states: list[Tensor] = []  # soft mode: mixed layer outputs of the current step
+        # step_rule "reuse": the previous thought's state after each layer (B, d), this thought's as it is computed,
+        # and in soft mode the prefix weights p_l of the current thought and the step routers' outputs per thought
+        self.prev: list[Tensor] | None = None
+        self.cur: list[Tensor | None] = [None] * self.L
+        self.p: Tensor | None = None
+        self.step_log: list[Tensor | None] = []
 
     @contextmanager
     def installed(self, mode: str) -> Iterator["ShortcutController"]:
@@ -136,6 +164,8 @@ class ShortcutController:
         self._originals = list(self.layers)
         self.mode = mode
         self.soft_log: list[tuple[list[Tensor], list[Tensor]]] = []
+        if mode == "soft":
+            self.prev, self.p, self.step_log = None, None, []
         if [w.layer for w in self._wrappers] != self._originals:  # built once, for these layers
             self._wrappers = [ShortcutLayer(layer, i, self) for i, layer in enumerate(self._originals)]
         if self._final_norm is None:
@@ -165,10 +195,45 @@ class ShortcutController:
         for key, layer in zip(list(registry), layers):
             registry[key] = layer
 
+    @property
+    def reusing(self) -> bool:
+        """The trained step shortcut is on (step_rule "reuse")."""
+        return self.step_shortcut and self.step_rule == "reuse" and self.step_router is not None
+
+    @property
+    def ask_depth(self) -> bool:
+        """Whether a latent step consults the depth routers: for the depth shortcut, and for the exit_carry step
+        rule, whose step shortcut is triggered by the depth routers' decisions."""
+        return self.depth_shortcut or (self.step_shortcut and self.step_rule == "exit_carry")
+
+    def step_weights(self, prev: list[Tensor]) -> Tensor:
+        """(B, L): the step router's outputs S_l on the previous thought's state after the last layer."""
+        if self.force_step_weight is not None:
+            return torch.full((prev[0].shape[0], self.L), float(self.force_step_weight), dtype=prev[0].dtype,
+                              device=prev[0].device)
+        return self.step_router(prev[-1])
+
+    def junction(self, l: int, prev: Tensor) -> Tensor:
+        """The state a thought that reused layers 0..l computes on from: q_l(h_{l,t-1})."""
+        return prev if self.step_adapters is None else self.step_adapters[l](prev)
+
     def arm(self) -> None:
         """Route the next forward pass (a latent step)."""
         if self.mode == "soft":
             self.weights, self.states = [], []
+            self.cur = [None] * self.L
+            if self.reusing and self.prev is not None:
+                s = self.step_weights([x.detach() for x in self.prev])
+                # the step router is a classifier trained by its targets alone (method.forward), and training takes
+                # its decisions as inference does: p_l = 1 where S_0..S_l all fire (the bottom layers reused), else 0.
+                # Its output as a soft weight with a gradient let the exit loss push every reuse back (reused inputs
+                # move the computed layers off the full path), and the router never fired; as a soft weight without
+                # one, the layers trained on 30 %-copied states of thoughts inference computes (docs/system15.md)
+                self.p = (s.detach() > self.step_threshold).to(s.dtype).cumprod(1)
+                self.step_log.append(s)
+            else:
+                self.p = None
+                self.step_log.append(None)
             self.armed = True
         elif self.mode == "hard":
             self.begin_step()
@@ -190,6 +255,7 @@ class ShortcutController:
             return
         if self.mode == "soft":
             self.soft_log.append((self.weights, self.states))
+            self.prev = list(self.cur)
             self.armed = False
         else:
             self._hook.remove()
@@ -238,11 +304,38 @@ class ShortcutController:
             # the batch-1 path's Python float compare alike
             self._threshold = torch.tensor(self.router_logit, dtype=key[1]).item()
             self._threshold_of = key
+        self._whole = self._whole_total  # whole-batch counts go straight into the running totals
+        if self.reusing:
+            self._plan_reuse()
         # whole-batch fast paths: every row still runs / every row has exited, plus counts for all rows
         self.uniform = self.carry is None and self.fast_paths
         self.carry_next: Tensor | None = None  # step shortcut: per row, the state the next step starts from
         self.all_exited = False
-        self._whole = self._whole_total  # whole-batch counts go straight into the running totals
+
+    def _plan_reuse(self) -> None:
+        """Step rule "reuse", before a latent step: per row, how many bottom layers k it reuses from the previous
+        thought (the layers whose step-router output fires, from layer 0 up to the first that does not), and the
+        state it computes on from,
+        q_{k-1}(h_{k-1,t-1}) (entering layer k; for k = L the thought's final state)."""
+        B, L = self.batch, self.L
+        k = torch.zeros(B, dtype=torch.long, device=self.start.device)
+        self.carry = None
+        if self.prev is not None:
+            fires = self.step_weights(self.prev) > self.step_threshold  # (B, L): one router call per row
+            _bump(self.router_calls, None)
+            k = fires.long().cumprod(1).sum(1)  # the bottom layers that fire without a gap
+            if bool((k > 0).any()):
+                carry = self.prev[0].new_zeros(self.prev[0].shape)
+                for kk in k.unique().tolist():
+                    if kk > 0:
+                        rows = (k == kk).nonzero(as_tuple=True)[0]
+                        carry[rows] = self.junction(kk - 1, self.prev[kk - 1][rows])
+                        if self.step_adapters is not None:
+                            _bump(self.adapter_calls, rows)
+                self.carry = carry
+                self._start_zero = False
+        self.start = k
+        self.step_reused.append(k)
 
     def end_step(self) -> None:
         """After a routed latent step: prepare the step shortcut for the next one.
@@ -256,6 +349,10 @@ class ShortcutController:
         self.armed = False
         self._swap(self._originals)
         self.step_exits.append(self.exit_layer)  # a new tensor every step (begin_step)
+        if self.reusing:  # the states of this thought are the next one's to reuse; its plan is made in begin_step
+            self.prev, self.cur = list(self.cur), [None] * self.L
+            self.start, self.carry, self.carry_next, self._start_zero = torch.zeros_like(self.start), None, None, True
+            return
         reuse = self.exit_layer < self.L - 1 if self.step_shortcut and self.carry_next is not None else None
         if reuse is not None and bool(reuse.any()):
             self.start = torch.where(reuse, self.exit_layer + 1, torch.zeros_like(self.start))
