@@ -51,6 +51,20 @@ def test_a_benchmark_entry_with_bad_method_args_fails_when_the_config_is_read():
         from_dict(BenchConfig, {"entries": entries})
 
 
+def test_a_subset_of_rows_runs_the_study_sections_only_when_named():
+    from latentreason.experiments.bench_config import entries_needed, section_wanted
+
+    cfg = demo_config()
+    five = ["cot", "nocot", "codi", "coconut", "system15"]
+    assert [e.name for e in entries_needed(cfg, five)] == five
+    assert not section_wanted("adaptive", five) and not section_wanted("soft_thinking", five)
+    assert section_wanted("adaptive", None) and section_wanted("soft_thinking", None)  # the whole demo: all
+    # a section named brings the entry it starts from (adaptive: codi; the study: cot)
+    assert {e.name for e in entries_needed(cfg, ["nocot", "adaptive"])} == {"cot", "nocot", "codi"}
+    with pytest.raises(ConfigError, match="unknown benchmark entries"):
+        entries_needed(cfg, ["cot", "adaptve"])
+
+
 def test_overlay_merges_mappings_and_entries_by_name():
     base = {"task": {"a": 1, "b": 2}, "entries": [{"name": "x", "train": {"lr": 1, "max_steps": 9}}, {"name": "y"}], "k": 1}
     out = overlay(base, {"task": {"b": 3}, "entries": {"x": {"train": {"max_steps": 2}}}, "k": None})

@@ -206,9 +206,17 @@ def test_projected_kv_makes_inference_equal_the_trained_soft_path():
 
 def test_whole_batch_fast_paths_and_direct_kv_change_nothing():
     for kind in ("tiny-gpt2", "tiny-llama"):
-        for ld in (0.0, 0.5, 1.0):
+        for ld, reuse in ((0.0, None), (0.5, None), (1.0, None), (0.5, "all"), (1.0, "first"), (0.5, "split")):
             _, s15 = _pair(kind, lambda_depth=ld)
             exs = train_examples(6, seed=3)
+            if reuse == "all":  # every row reuses every layer: the whole-batch reuse path
+                s15.ctl.force_step_weight = 1.0
+            elif reuse == "first":  # every row reuses layer 0 and computes from layer 1: the whole-batch junction
+                with torch.no_grad():
+                    s15.step_router.net[-1].weight.zero_()
+                    s15.step_router.net[-1].bias.copy_(torch.tensor([40.0, -40.0, -40.0]))
+            elif reuse == "split":  # rows part ways
+                _split_step_router(s15, exs)
             ref, ref_th = _thoughts(s15, exs)
             s15.ctl.fast_paths = False
             s15.ctl.direct_kv = False
@@ -216,8 +224,10 @@ def test_whole_batch_fast_paths_and_direct_kv_change_nothing():
             assert [g.text for g in got] == [g.text for g in ref]
             assert torch.allclose(got_th, ref_th, atol=1e-10)
             keys = ("exit_layers", "layers_per_latent_step", "routers_per_latent_step", "adapters_per_latent_step",
-                    "kv_projections_per_latent_step")
+                    "kv_projections_per_latent_step", "reused_layers")
             assert [[g.extra[k] for k in keys] for g in got] == [[g.extra[k] for k in keys] for g in ref], (kind, ld)
+            if reuse is not None:
+                assert any(sum(g.extra["reused_layers"]) for g in ref), (kind, ld, reuse)
 
 
 def test_gpt2_direct_kv_equals_the_layer_own_projection():

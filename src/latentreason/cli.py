@@ -229,7 +229,7 @@ def eval_(
 def demo(
     out_dir: str = typer.Option("runs/demo", "--out", "-o", help="Run directory: one sub-directory per method, results.json."),
     quick: bool = typer.Option(False, "--quick", help="A much smaller run (for tests and smoke checks)."),
-    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated subset of the demo's methods."),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated subset of the demo's methods; the study sections run with a subset only when named too (adaptive, soft_thinking); the System-1.5 grid runs with system15."),
     fresh: bool = typer.Option(False, "--fresh", help="Retrain everything instead of reusing finished methods."),
     eval_set: list[str] = typer.Option(
         [], "--eval-set",

@@ -45,6 +45,7 @@ from latentreason.experiments.bench_config import (
     entries_needed,
     entry_method,
     entry_run_config,
+    section_wanted,
     task_key,
 )
 from latentreason.experiments.flops import cot_cost, latent_cost
@@ -192,7 +193,7 @@ def run_bench_seed(
         apply_round_robin(results["methods"], cfg, entries, out, device, log)
     add_baseline_ratios(results["methods"], entries)
     run_sections(results, cfg, entries, out, device, ood_sets, progress=progress, log=log, fresh=fresh,
-                 reuse_stale=reuse_stale)
+                 reuse_stale=reuse_stale, only=only)
     results["total_seconds"] = round(time.perf_counter() - t0, 1)
     return results
 
@@ -248,9 +249,10 @@ def add_baseline_ratios(rows: dict[str, dict[str, Any]], entries: list[BenchEntr
 
 def run_sections(results: dict[str, Any], cfg: BenchConfig, entries: list[BenchEntry], out: Path, device,
                  ood_sets: dict[str, list[Example]], *, progress: bool, log: Callable[[str], None], fresh: bool,
-                 reuse_stale: bool) -> None:
+                 reuse_stale: bool, only: list[str] | None = None) -> None:
     """The sections after the comparison, each when configured and its entries ran: extra evaluation sets
-    (``ood``), the System-1.5 grid, adaptive thinking, the soft-thinking study."""
+    (``ood``), the System-1.5 grid, adaptive thinking, the soft-thinking study (with a subset of rows ``only``, the
+    last two when named there: ``adaptive``, ``soft_thinking``)."""
     names = {e.name for e in entries}
     cot = results["methods"].get(baselines(entries).get(task_key(None), {}).get("cot", ""))
     if ood_sets:
@@ -258,7 +260,7 @@ def run_sections(results: dict[str, Any], cfg: BenchConfig, entries: list[BenchE
     s15 = next((e for e in entries if e.method == "system15" and e.model_from is None), None)
     if s15 is not None and cfg.system15_grid:
         results["system15_grid"] = run_system15_grid(cfg, s15, out, device, log)
-    if cfg.adaptive_from and cfg.adaptive_from in names:
+    if cfg.adaptive_from and cfg.adaptive_from in names and section_wanted("adaptive", only):
         log("[adaptive] CODI with a per-question number of thoughts on the mixed-difficulty task")
         ad = run_adaptive(out / "adaptive", out / cfg.adaptive_from / "model", cfg.model, quick=cfg.adaptive_quick,
                           progress=progress, log=log, eval_batch_size=cfg.eval_batch_size,
@@ -274,7 +276,7 @@ def run_sections(results: dict[str, Any], cfg: BenchConfig, entries: list[BenchE
                 row["speedup_vs_cot"] = cot_ms / row["latency_ms_per_question"]
         results["adaptive"] = ad
     st = cfg.soft_thinking
-    if st is not None and st.entry in names:
+    if st is not None and st.entry in names and section_wanted("soft_thinking", only):
         results["soft_thinking"] = run_soft_study(cfg, st, out, names, device, log)
 
 

@@ -185,14 +185,27 @@ def baselines(entries: list[BenchEntry]) -> dict[str, dict[str, str]]:
     return refs
 
 
+#: the study sections a subset (``--methods``) may name besides entries: each runs with a subset only when named
+#: (a subset of rows is asked for; training adaptive CODI for it is not), and with the whole benchmark always
+SECTIONS = {"adaptive": "adaptive_from", "soft_thinking": "soft_thinking"}
+
+
+def section_wanted(name: str, only: list[str] | None) -> bool:
+    return not only or name in only
+
+
 def entries_needed(cfg: BenchConfig, only: list[str] | None) -> list[BenchEntry]:
     """The entries to run for the rows ``only`` (None: all): with their baselines and the entries they start from."""
     names = [e.name for e in cfg.entries]
     if only:
-        unknown = [n for n in only if n not in names]
+        unknown = [n for n in only if n not in names and n not in SECTIONS]
         if unknown:
             raise ConfigError(f"unknown benchmark entries {unknown}; valid: {', '.join(names)}")
-    wanted = set(only or names)
+    wanted = {n for n in (only or names) if n in names}
+    if only and section_wanted("adaptive", only) and cfg.adaptive_from:
+        wanted.add(cfg.adaptive_from)  # the section starts from this entry's model
+    if only and section_wanted("soft_thinking", only) and cfg.soft_thinking is not None:
+        wanted.add(cfg.soft_thinking.entry)
     # speed-ups are measured against CoT in the same run, the gap each row closes between No-CoT and CoT,
     # both on the row's own task variant
     refs = baselines(cfg.entries)

@@ -207,6 +207,12 @@ class ShortcutLayer(nn.Module):
         ctl, l = self.ctl, self.index
         if ctl.all_exited:  # the whole batch left the layer stack earlier in this step
             return self._exited_batch(h, args, kwargs)
+        if ctl.carry is not None and ctl.reusing and ctl.fast_paths and h.shape[1] == 1:
+            if l < ctl.min_start:  # every row reuses this layer from the previous thought
+                return self._reused_batch(h, args, kwargs)
+            if l == ctl.min_start == ctl.max_start:  # every row computes from here on, from the carried state
+                h = ctl.carry[:, None, :].to(h.dtype)
+                ctl.uniform = True
         if ctl.uniform and not ctl.ask_depth:  # nothing to route in this layer for any row
             ctl._whole["layer_forwards"] += 1
             return self._out(self.layer(h, *args, **kwargs))
@@ -240,6 +246,20 @@ class ShortcutLayer(nn.Module):
             ctl.uniform = False  # rows part ways: the general path below from here on
             return self._general(h, args, kwargs, fired=fire.nonzero(as_tuple=True)[0])
         return self._general(h, args, kwargs)
+
+    def _reused_batch(self, h: Tensor, args, kwargs) -> Tensor:
+        """Every row reuses this layer (step rule "reuse"): its keys/values from the reused state entering it
+        (by the KV rule), and the previous thought's state after it; nothing else is computed."""
+        ctl, l = self.ctl, self.index
+        cache = _find_cache(args, kwargs)
+        if cache is not None:
+            if ctl.kv_rule == "project":
+                k, v = self._project_kv(h, None, h.shape[0], args, kwargs)
+                ctl._whole["kv_projections"] += 1
+            else:
+                k, v = previous_kv(cache, self._layer_idx())
+            cache.update(k.to(h.dtype), v.to(h.dtype), self._layer_idx())
+        return ctl.prev[l][:, None, :].to(h.dtype)
 
     def _exited_batch(self, h: Tensor, args, kwargs) -> Tensor:
         """Every row has exited: this layer's keys/values by the KV rule, then the adapter."""

@@ -335,6 +335,7 @@ class ShortcutController:
                 self.carry = carry
                 self._start_zero = False
         self.start = k
+        self.min_start, self.max_start = (int(k.min()), int(k.max())) if self.carry is not None else (0, 0)
         self.step_reused.append(k)
 
     def end_step(self) -> None:
