@@ -139,12 +139,17 @@ def _split_step_router(s15, exs) -> None:
         last = s15.step_router.net[-1]
         last.weight.copy_(last.weight[:1].expand_as(last.weight))
         last.bias.zero_()
-    seen, orig = [], s15.ctl.step_weights
-    s15.ctl.step_weights = lambda prev: seen.append(orig(prev)) or seen[-1]
+    seen, orig = [], s15.ctl.step_fires
+
+    def record(last):
+        seen.append(s15.step_router(last))
+        return orig(last)
+
+    s15.ctl.step_fires = record
     try:
         s15.generate(exs)
     finally:
-        del s15.ctl.step_weights
+        del s15.ctl.step_fires
     v = seen[0][:, 0].sort().values  # between the two middle rows: no row sits on the threshold
     s15.config.step_threshold = float(v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
     patterns = {tuple(g.extra["reused_layers"]) for g in s15.generate(exs)}

@@ -165,7 +165,7 @@ class ShortcutLayer(nn.Module):
             out = self._hard(hidden_states, *args, **kwargs)
             if ctl.reusing:
                 l = self.index
-                ctl.cur[l] = out[:, -1].clone()  # this thought's state after layer l: the next thought may reuse it
+                ctl.cur[l] = out[:, -1]  # this thought's state after layer l, for the next thought (never written in place)
                 if l == ctl.L - 1 and ctl.carry is not None:
                     top = (ctl.start == ctl.L).nonzero(as_tuple=True)[0]
                     if top.numel():  # rows that reused every layer leave with q_{L-1}(h_{L-1,t-1})
@@ -253,7 +253,12 @@ class ShortcutLayer(nn.Module):
         ctl, l = self.ctl, self.index
         cache = _find_cache(args, kwargs)
         if cache is not None:
-            if ctl.kv_rule == "project":
+            if ctl.kv_rule == "project" and l >= 1 and ctl.step_adapters is None and self._heads is not None:
+                # the same entry as the previous position's: that one was computed from the same state entering
+                # this layer (h_{l-1,t-1}, whatever path it took), and a GPT-2 layer adds no position to its keys
+                keys, values = layer_kv(cache, self._layer_idx())
+                k, v = keys[:, :, -1:], values[:, :, -1:]
+            elif ctl.kv_rule == "project":
                 k, v = self._project_kv(h, None, h.shape[0], args, kwargs)
                 ctl._whole["kv_projections"] += 1
             else:
@@ -354,7 +359,11 @@ class ShortcutLayer(nn.Module):
         reused = (ctl.active & (ctl.start > self.index)).nonzero(as_tuple=True)[0]
         if not reused.numel():
             return h, fill_k, fill_v
-        if cache is not None and ctl.kv_rule == "project":
+        if cache is not None and ctl.kv_rule == "project" and self.index >= 1 and ctl.step_adapters is None \
+                and self._heads is not None:  # the previous position's entry is the same (see _reused_batch)
+            keys, values = layer_kv(cache, self._layer_idx())
+            fill_k[reused], fill_v[reused] = keys[reused, :, -1:], values[reused, :, -1:]
+        elif cache is not None and ctl.kv_rule == "project":
             k, v = self._project_kv(h[reused], reused, h.shape[0], args, kwargs)
             fill_k[reused], fill_v[reused] = k.to(fill_k.dtype), v.to(fill_v.dtype)
             _bump(ctl.kv_projections, reused)

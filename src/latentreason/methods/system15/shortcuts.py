@@ -40,8 +40,9 @@ from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
-from latentreason.methods.system15.shortcut_layer import ShortcutLayer, _bump
+from latentreason.methods.system15.shortcut_layer import ShortcutLayer, _bump, _gelu
 from latentreason.models.backbone import find_final_norm
 
 
@@ -312,31 +313,54 @@ class ShortcutController:
         self.carry_next: Tensor | None = None  # step shortcut: per row, the state the next step starts from
         self.all_exited = False
 
+    def step_fires(self, last: Tensor) -> Tensor:
+        """(B, L) bool: where the step router fires on the previous thought's last-layer states ``last``, S_l >
+        step_threshold — its logit compared with logit(step_threshold), the module's tensors used directly (one
+        call per latent step; at batch 1 a module call costs as much as the arithmetic)."""
+        if self.force_step_weight is not None:
+            return torch.full((last.shape[0], self.L), float(self.force_step_weight) > self.step_threshold,
+                              device=last.device)
+        thr = float(self.step_threshold)
+        if thr <= 0.0 or thr >= 1.0:
+            return self.step_router(last) > thr
+        first, last_lin = self.step_router.net[0], self.step_router.net[2]
+        z = F.linear(_gelu(F.linear(last, first.weight, first.bias)), last_lin.weight, last_lin.bias)
+        return z > math.log(thr) - math.log1p(-thr)
+
     def _plan_reuse(self) -> None:
         """Step rule "reuse", before a latent step: per row, how many bottom layers k it reuses from the previous
         thought (the layers whose step-router output fires, from layer 0 up to the first that does not), and the
-        state it computes on from,
-        q_{k-1}(h_{k-1,t-1}) (entering layer k; for k = L the thought's final state)."""
-        B, L = self.batch, self.L
-        k = torch.zeros(B, dtype=torch.long, device=self.start.device)
+        state it computes on from, q_{k-1}(h_{k-1,t-1}) (entering layer k; for k = L the thought's final state).
+        Whole-batch cases (nobody reuses; every row reuses the same k) skip the per-row bookkeeping."""
         self.carry = None
-        if self.prev is not None:
-            fires = self.step_weights(self.prev) > self.step_threshold  # (B, L): one router call per row
-            _bump(self.router_calls, None)
-            k = fires.long().cumprod(1).sum(1)  # the bottom layers that fire without a gap
-            if bool((k > 0).any()):
-                carry = self.prev[0].new_zeros(self.prev[0].shape)
-                for kk in k.unique().tolist():
-                    if kk > 0:
-                        rows = (k == kk).nonzero(as_tuple=True)[0]
-                        carry[rows] = self.junction(kk - 1, self.prev[kk - 1][rows])
-                        if self.step_adapters is not None:
-                            _bump(self.adapter_calls, rows)
-                self.carry = carry
-                self._start_zero = False
+        self.min_start = self.max_start = 0
+        if self.prev is None:
+            self.start = torch.zeros(self.batch, dtype=torch.long, device=self.start.device)
+            self.step_reused.append(self.start)
+            return
+        fires = self.step_fires(self.prev[-1])
+        self._whole["router_calls"] += 1  # one step-router call per row
+        k = fires.long().cumprod(1).sum(1)  # the bottom layers that fire without a gap
         self.start = k
-        self.min_start, self.max_start = (int(k.min()), int(k.max())) if self.carry is not None else (0, 0)
         self.step_reused.append(k)
+        lo, hi = (int(k), int(k)) if k.shape[0] == 1 else torch.stack([k.min(), k.max()]).tolist()
+        if hi == 0:
+            return
+        self.min_start, self.max_start = lo, hi
+        if lo == hi:  # every row reuses the same layers
+            carry = self.junction(hi - 1, self.prev[hi - 1])
+            if self.step_adapters is not None:
+                self._whole["adapter_calls"] += 1
+        else:
+            carry = self.prev[0].new_zeros(self.prev[0].shape)
+            for kk in range(1, hi + 1):
+                rows = (k == kk).nonzero(as_tuple=True)[0]
+                if rows.numel():
+                    carry[rows] = self.junction(kk - 1, self.prev[kk - 1][rows])
+                    if self.step_adapters is not None:
+                        _bump(self.adapter_calls, rows)
+        self.carry = carry
+        self._start_zero = False
 
     def end_step(self) -> None:
         """After a routed latent step: prepare the step shortcut for the next one.
