@@ -150,12 +150,15 @@ def histogram_table(per: list[tuple[int, dict[str, Any]]]) -> list[str]:
         if not out:
             L = hist["num_layers"]
             out = ["| seed | kind | thoughts | " + " | ".join(f"exit before layer {i}" for i in range(L))
-                   + f" | all {L} layers | mean layers run |", "|" + "---|" * (L + 5)]
+                   + f" | all {L} layers | reused every layer | mean exit layer (computed) | mean layers run |",
+                   "|" + "---|" * (L + 7)]
         for kind in ("critical", "noncritical"):
             counts = hist["counts"][kind]
-            total = sum(counts) or 1
-            out.append(f"| {seed} | {kind} | {sum(counts)} | " + " | ".join(f"{c / total:.2f}" for c in counts)
-                       + f" | {hist[f'{kind}_mean_exit_layer']:.2f} |")
+            reused = (hist.get("reused") or {}).get(kind, 0)
+            total = (sum(counts) + reused) or 1
+            run = hist.get(f"{kind}_mean_layers_run", hist[f"{kind}_mean_exit_layer"])
+            out.append(f"| {seed} | {kind} | {sum(counts) + reused} | " + " | ".join(f"{c / total:.2f}" for c in counts)
+                       + f" | {reused / total:.2f} | {hist[f'{kind}_mean_exit_layer']:.2f} | {run:.2f} |")
     return out
 
 

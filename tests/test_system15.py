@@ -439,3 +439,19 @@ def test_step_router_targets_follow_criticality():
     s15(batch)["loss"].backward()  # every other term: none reaches the step router
     assert all(p.grad is None or not p.grad.any() for p in s15.step_router.parameters())
 
+
+
+def test_exit_histogram_counts_reused_thoughts_as_running_no_layer():
+    _, s15 = _pair()  # 3 layers
+    exs = train_examples(2, seed=4)
+    exits, reused = [[1, 3, 3], [0, 2, 3]], [[0, 3, 1], [0, 0, 3]]
+    hist = s15.exit_histogram(exs, exits, reused)
+    assert sum(map(sum, hist["counts"].values())) == 4 and sum(hist["reused"].values()) == 2
+    run = {"critical": [], "noncritical": []}
+    for ex, es, ks in zip(exs, exits, reused):
+        for c, e, k in zip(s15.thought_criticality(ex, 3), es, ks):
+            run["critical" if c else "noncritical"].append(0 if k == 3 else e - k)
+    for kind, vals in run.items():
+        if vals:
+            assert hist[f"{kind}_mean_layers_run"] == pytest.approx(sum(vals) / len(vals)), kind
+            assert hist[f"{kind}_thoughts"] == len(vals)

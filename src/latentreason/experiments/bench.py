@@ -215,7 +215,9 @@ def evaluate_entry(cfg: BenchConfig, e: BenchEntry, out: Path, device, trained: 
     if row.get("mean_latent_steps"):
         row.update(latent_cost(method, test, ev.records, row))
     if hasattr(method, "exit_histogram") and all("exit_layers" in r for r in ev.records):
-        row["exit_histogram"] = method.exit_histogram(test, [r["exit_layers"] for r in ev.records])
+        row["exit_histogram"] = method.exit_histogram(test, [r["exit_layers"] for r in ev.records],
+                                                      [r.get("reused_layers", [0] * len(r["exit_layers"]))
+                                                       for r in ev.records])
     elif e.method == "cot":
         row.update(cot_cost(method, test, row))
     row["train_seconds"] = trained["train"]["train_seconds"]

@@ -346,10 +346,14 @@ class _Report:
                 continue
             counts = hist.get("counts") or {}
             L = int(hist.get("num_layers") or 0)
-            rows = [[f'<td class="key">{esc(k)}</td>', *[cell(v, 1) for v in counts[k]],
-                     cell(hist.get(f"{k}_mean_exit_layer"), 2)] for k in ("critical", "noncritical") if k in counts]
+            reused = hist.get("reused") or {}
+            rows = [[f'<td class="key">{esc(k)}</td>', *[cell(v, 1) for v in counts[k]], cell(reused.get(k, 0), 1),
+                     cell(hist.get(f"{k}_mean_exit_layer"), 2), cell(hist.get(f"{k}_mean_layers_run"), 2)]
+                    for k in ("critical", "noncritical") if k in counts]
             parts.append(f"<h3>{esc(name)}: learned exits</h3>" + table(
-                ["thoughts"] + [f"exit before layer {l}" for l in range(L)] + ["ran all layers", "mean exit layer"], rows)
+                ["thoughts"] + [f"exit before layer {l}" for l in range(L)]
+                + ["ran to the end", "reused every layer (step shortcut)", "mean exit layer (computed thoughts)",
+                   "mean layers run"], rows)
                 + img(plots.exit_histogram(hist, f"{name}: exits of critical vs non-critical thoughts"), "exit histogram")
                 + '<p class="note">Thoughts aligned with a step inherit its criticality (the answer depends on the step '
                   'through the dependency graph); thoughts past the last step carry the result and are non-critical.'

@@ -9,11 +9,12 @@ A latent reasoner (CODI-style continuous thoughts) that spends compute unevenly:
   1 is the objective our ``codi`` default-task preset already trains, so the demo reuses that run
   as stage 1 instead of training the same thing twice (``docs/system15.md``).
 * **Stage 2 — shortcut learning** (``stage=2``): the stage-1 model (backbone + projection) is frozen;
-  a router and an adapter per layer (``methods/system15/shortcuts.py``) are the only trainable parameters.
-  Soft depth mixture in training, hard exit at inference (λ_depth), step shortcut (a step that
-  exited at layer l hands its state to the next step at layer l). Loss:
-  L_2 = NLL(answer) + β·L_exit + ρ·BCE(router, criticality target), with
-  L_exit = Σ_t Σ_l e_{l,t}(c_t)·MSE(h^ϕ_{l,t}, sg(h^{full}_{l,t})).
+  a router and an adapter per layer and a step router (``methods/system15/shortcuts.py``) are the only
+  trainable parameters. Soft depth mixture in training, hard exit at inference (λ_depth); step shortcut
+  (Eq. 4 as a prefix: a thought reuses the previous thought's states after its bottom k layers, k from the
+  step router, the same hard decision in training and at inference). Loss:
+  L_2 = NLL(answer) + β·L_exit + ρ·BCE(router, learnt target) + δ·L_adapter + ρ_s·BCE(step router, criticality),
+  with L_exit = Σ_t Σ_l e_{l,t}(c_t)·(1 - p_{l,t})·MSE(h^ϕ_{l,t}, sg(h^{full}_{l,t})).
 
 Every open choice of SPEC §3.5 is a config field below and is documented in ``docs/system15.md``.
 """
@@ -206,19 +207,32 @@ class System15(CODI):
         f["critical"] = self.thought_criticality(t.example)
         return f
 
-    def exit_histogram(self, examples: list[Example], exit_layers: list[list[int]]) -> dict[str, Any]:
+    def exit_histogram(self, examples: list[Example], exit_layers: list[list[int]],
+                       reused_layers: list[list[int]] | None = None) -> dict[str, Any]:
         """Where thoughts left the layer stack, for critical and non-critical thoughts: ``counts[kind][l]`` =
-        thoughts that exited before layer l (l = L: ran every layer), plus the mean layers each kind ran."""
+        thoughts that computed at least one layer and exited before layer l (l = L: ran to the end);
+        ``reused[kind]`` = thoughts that reused every layer from the previous one (step shortcut: nothing
+        computed). ``{kind}_mean_exit_layer`` is over the thoughts that computed; ``{kind}_mean_layers_run``
+        over all of them (exit layer minus the layers reused; 0 for a reused thought)."""
         L = len(self.routers)
         counts = {"critical": [0] * (L + 1), "noncritical": [0] * (L + 1)}
-        for ex, exits in zip(examples, exit_layers):
-            for c, e in zip(self.thought_criticality(ex, len(exits)), exits):
-                counts["critical" if c else "noncritical"][int(e)] += 1
-        out: dict[str, Any] = {"num_layers": L, "counts": counts}
+        reused = {"critical": 0, "noncritical": 0}
+        run = {"critical": 0, "noncritical": 0}
+        for i, (ex, exits) in enumerate(zip(examples, exit_layers)):
+            ks = reused_layers[i] if reused_layers is not None else [0] * len(exits)
+            for c, e, k in zip(self.thought_criticality(ex, len(exits)), exits, ks):
+                kind = "critical" if c else "noncritical"
+                if k >= L:
+                    reused[kind] += 1
+                    continue
+                counts[kind][int(e)] += 1
+                run[kind] += max(0, int(e) - int(k))
+        out: dict[str, Any] = {"num_layers": L, "counts": counts, "reused": reused}
         for kind, row in counts.items():
             total = sum(row)
-            out[f"{kind}_thoughts"] = total
+            out[f"{kind}_thoughts"] = total + reused[kind]
             out[f"{kind}_mean_exit_layer"] = sum(l * k for l, k in enumerate(row)) / total if total else None
+            out[f"{kind}_mean_layers_run"] = run[kind] / out[f"{kind}_thoughts"] if out[f"{kind}_thoughts"] else None
         return out
 
     def collate(self, feats: list[dict[str, Any]]) -> dict[str, Any]:

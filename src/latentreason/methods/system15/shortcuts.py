@@ -16,11 +16,15 @@
   exit gets keys/values by ``project`` — the layer's own pre-attention norm and key/value projection
   of the adapter-branch state entering that layer, which is what the soft mixture computes in
   training (f_l runs on the mixed state) — or by ``copy``: the same row's previous position's entry
-  at that layer (nothing computed). Layers skipped by a step shortcut always get the copy.
-  Step shortcut: a latent step that exited at layer l < L - 1 hands the state it had after layer l
-  (the exit adapter's output) to the next latent step, which starts at layer l + 1 instead of
-  re-running layers 0..l (SPEC §3.5's inference algorithm) and always runs that layer (its router is
-  not asked: leaving at once would repeat the previous step's adapter branch and compute nothing).
+  at that layer (nothing computed). Layers skipped by the exit_carry step shortcut get the copy.
+  Step shortcut (``step_rule``): "reuse" (trained; Eq. 4 as a prefix) — before latent step t the step router
+  (:class:`StepRouter`, on the previous thought's last-layer state) fires for the bottom k layers; the step
+  reuses the previous thought's states after them (h_{l,t} = h_{l,t-1}, those layers are not run, their
+  keys/values those of the reused state entering them) and computes layers k..L-1 from h_{k-1,t-1} (through a
+  step adapter when configured); training mixes the same way with the router's hard decisions.
+  "exit_carry" (SPEC §3.5's inference algorithm, not trained): a latent step that exited at layer l < L - 1
+  hands the state it had after layer l to the next latent step, which starts at layer l + 1 and always runs
+  that layer (its router is not asked: leaving at once would repeat the previous step's adapter branch).
   When every row of the batch runs a layer, or every row has exited, whole-batch paths skip the
   per-row bookkeeping (``fast_paths``; tests check they change nothing).
 
