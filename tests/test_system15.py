@@ -173,35 +173,14 @@ def test_projected_kv_makes_inference_equal_the_trained_soft_path():
     """Routers at 1: every thought leaves before layer 1. With the `project` KV rule hard inference
     computes exactly what the soft mixture computes in training (w = 1): the same thoughts and the
     same logits after <eot>, which attend to the thoughts' keys/values; the `copy` rule does not."""
-    from latentreason.decoding.latent import latent_forward
-
     for kind in ("tiny-gpt2", "tiny-llama", "tiny-qwen3"):
         _, s15 = _pair(kind, step_shortcut=False)
         exs = [e for e in train_examples(12, seed=5) if len(e.question) == 9][:4]  # one prompt length: no padding
         s15.ctl.force_weight = 1.0
-        batch = s15.collate([s15.features(t) for t in s15.prepare(exs)])
-        ctl = s15.ctl
-
-        def thought(h, step, rows=None):
-            e = s15.thought(h, step)
-            ctl.arm()
-            return e
-
-        with torch.no_grad(), ctl.installed("soft"):
-            soft = latent_forward(s15.model, batch["prompt_ids"], batch["prompt_mask"], 3, thought,
-                                  batch["suffix_ids"], batch["suffix_mask"], last_hidden=ctl.last_hidden)
-        assert bool((batch["suffix_ids"][:, 0] == s15.ids.eot).all())
-        logits = []
-        hook = s15.model.get_output_embeddings().register_forward_hook(lambda m, i, o: logits.append(o[:, -1]))
-        try:
-            gens, hard = _thoughts(s15, exs)
-            after_eot = logits[0]  # the prompt and the 3 thoughts run without the LM head: <eot> is its first call
-            s15.config.kv_rule = "copy"
-            logits.clear()
-            _, copied = _thoughts(s15, exs)
-            after_eot_copy = logits[0]
-        finally:
-            hook.remove()
+        # the prompt and the 3 thoughts run without the LM head: <eot> is its first call
+        soft, hard, after_eot, gens = _soft_and_hard(s15, exs)
+        s15.config.kv_rule = "copy"
+        _, _, after_eot_copy, _ = _soft_and_hard(s15, exs)
         assert all(g.extra["exit_layers"] == [0, 0, 0] for g in gens)
         assert all(g.extra["kv_projections_per_latent_step"] == 3 for g in gens)
         assert torch.allclose(hard, soft.thoughts, atol=1e-9), kind
@@ -365,6 +344,7 @@ def _soft_and_hard(s15, exs, n=3):
     from latentreason.decoding.latent import latent_forward
 
     batch = s15.collate([s15.features(t) for t in s15.prepare(exs)])
+    assert bool((batch["suffix_ids"][:, 0] == s15.ids.eot).all())  # the soft pass's first suffix logits follow <eot>
     ctl = s15.ctl
 
     def thought(h, step, rows=None):
