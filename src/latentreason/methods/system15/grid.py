@@ -102,12 +102,11 @@ def shortcut_ablation(method, examples, batch_size: int = 100, batch1_questions:
                 diff = (th[:, 1:] - th[:, :-1]).abs().amax(-1)
                 same += int((diff == 0).sum())
                 total += diff.numel()
-            n_thoughts = [max(1, len(g.extra.get("exit_layers", [])) or 1) for g in gens]
             out[name] = {
                 "accuracy": sum(method.judge(e, g).correct for e, g in zip(examples, gens)) / len(examples),
                 "layers_per_latent_step": sum(g.extra.get("layers_per_latent_step", 0.0) for g in gens) / len(gens),
-                "reused_layers_per_latent_step": sum(sum(g.extra.get("reused_layers", [])) / k
-                                                     for g, k in zip(gens, n_thoughts)) / len(gens),
+                "reused_layers_per_latent_step": sum(sum(r) / len(r) for r in (g.extra.get("reused_layers") or [0]
+                                                                                  for g in gens)) / len(gens),
                 "latency_ms_per_question": 1000 * dt / len(examples),
                 "identical_consecutive_thoughts": same / total if total else 0.0,
             }

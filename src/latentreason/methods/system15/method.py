@@ -14,7 +14,7 @@ A latent reasoner (CODI-style continuous thoughts) that spends compute unevenly:
   (Eq. 4 as a prefix: a thought reuses the previous thought's states after its bottom k layers, k from the
   step router, the same hard decision in training and at inference). Loss:
   L_2 = NLL(answer) + β·L_exit + ρ·BCE(router, learnt target) + δ·L_adapter + ρ_s·BCE(step router, criticality),
-  with L_exit = Σ_t Σ_l e_{l,t}(c_t)·(1 - p_{l,t})·MSE(h^ϕ_{l,t}, sg(h^{full}_{l,t})).
+  with L_exit = Σ_t Σ_l e_{l,t}(c_t)·(1 - S_0···S_l)·MSE(h^ϕ_{l,t}, sg(h^{full}_{l,t})) (S: the step router).
 
 Every open choice of SPEC §3.5 is a config field below and is documented in ``docs/system15.md``.
 """
@@ -279,10 +279,11 @@ class System15(CODI):
             full_in = [full.latent_hidden[t + 1][l] for l in range(L)] + [raw_last[t + 1]]  # entering layer l / output
             full_final = full.latent_hidden[t + 1][L]  # after the final norm
             err = self._exit_errors(full_in, full_final, final_norm)  # (B, L): relative error of exiting at l
-            # a layer the thought reuses from the previous one (step weight p_l) is not computed: its state is not
-            # pulled to the full path's (that would pull the previous thought's state), in proportion 1 - p_l
+            # a layer the thought reuses from the previous one is not computed: its state is not pulled to the full
+            # path's (that would pull the previous thought's state). The weight is the router's probability of
+            # computing the layer, 1 - S_0···S_l (no gradient: the step router learns from its targets alone), a
+            # smooth stand-in for the hard decision the mixture takes (the three-seed run trained with it)
             computed = 1 - ctl.step_log[t].detach().cumprod(1).to(c.dtype) if ctl.step_log[t] is not None else None
-            # (p_l carries no gradient: the step router learns from its targets, see ShortcutController.arm)
             for l in range(L):
                 mse = ((states[t][l][:, -1] - full_in[l + 1]) ** 2).mean(-1)
                 if computed is not None:
@@ -301,14 +302,15 @@ class System15(CODI):
         # the step routers (thoughts 2..n: the first has no previous thought to reuse): towards their targets
         step_w = [(t, sw) for t, sw in enumerate(ctl.step_log) if sw is not None]
         if step_w:
-            terms, reused = [], []
+            terms = []
             for t, sw in step_w:
                 tgt = self.step_targets_for(crit[:, t]).unsqueeze(1).expand_as(sw)
                 terms.append(F.binary_cross_entropy(sw.float().clamp(1e-6, 1 - 1e-6), tgt.float()))
-                reused.append(sw.detach().float().cumprod(1).sum(1).mean())
             loss_step = torch.stack(terms).mean()
             loss = loss + cfg.step_router_bce * loss_step
-            out.update(loss_step_router=loss_step.detach(), reused_layers=torch.stack(reused).mean())
+            # layers the mixture reused per thought (the hard decisions), over thoughts 2..n
+            reused = torch.stack([p.sum(1) for p in ctl.p_log if p is not None]).float().mean()
+            out.update(loss_step_router=loss_step.detach(), reused_layers=reused)
         return {"loss": loss, **out}
 
     def step_targets_for(self, critical: Tensor) -> Tensor:

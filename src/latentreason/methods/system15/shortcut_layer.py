@@ -166,10 +166,13 @@ class ShortcutLayer(nn.Module):
             if ctl.reusing:
                 l = self.index
                 ctl.cur[l] = out[:, -1]  # this thought's state after layer l, for the next thought (never written in place)
-                if l == ctl.L - 1 and ctl.carry is not None:
-                    top = (ctl.start == ctl.L).nonzero(as_tuple=True)[0]
-                    if top.numel():  # rows that reused every layer leave with q_{L-1}(h_{L-1,t-1})
-                        out = out.clone()
+                if l == ctl.L - 1 and ctl.carry is not None and ctl.max_start == ctl.L:
+                    # rows that reused every layer leave with q_{L-1}(h_{L-1,t-1}) (min/max known: no sync here)
+                    out = out.clone()
+                    if ctl.min_start == ctl.L:
+                        out[:, -1] = ctl.carry.to(out.dtype)
+                    else:
+                        top = (ctl.start == ctl.L).nonzero(as_tuple=True)[0]
                         out[top, -1] = ctl.carry[top].to(out.dtype)
             return out
         return self.layer(hidden_states, *args, **kwargs)

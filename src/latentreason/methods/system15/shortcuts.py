@@ -158,6 +158,7 @@ class ShortcutController:
         self.cur: list[Tensor | None] = [None] * self.L
         self.p: Tensor | None = None
         self.step_log: list[Tensor | None] = []
+        self.p_log: list[Tensor | None] = []
 
     @contextmanager
     def installed(self, mode: str) -> Iterator["ShortcutController"]:
@@ -169,8 +170,8 @@ class ShortcutController:
         self._originals = list(self.layers)
         self.mode = mode
         self.soft_log: list[tuple[list[Tensor], list[Tensor]]] = []
-        if mode == "soft":
-            self.prev, self.p, self.step_log = None, None, []
+        if mode == "soft":  # per thought: the step router's outputs and the prefix weights p the mixture took
+            self.prev, self.p, self.step_log, self.p_log = None, None, [], []
         if [w.layer for w in self._wrappers] != self._originals:  # built once, for these layers
             self._wrappers = [ShortcutLayer(layer, i, self) for i, layer in enumerate(self._originals)]
         if self._final_norm is None:
@@ -239,6 +240,7 @@ class ShortcutController:
             else:
                 self.p = None
                 self.step_log.append(None)
+            self.p_log.append(self.p)
             self.armed = True
         elif self.mode == "hard":
             self.begin_step()
