@@ -61,7 +61,16 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE / "parity"))
 
 N_EMBD, N_LAYER, N_HEAD, N_POS = 128, 4, 4, 1024
-BATCH, N_GEN, COCONUT_NEW = 32, 64, 32
+BATCH, N_GEN, N_THOUGHTS = 32, 64, 6
+# the named shapes: prompt kind, new tokens after the 6 thoughts (every part decodes them all or stops at EOS)
+SHAPES = {"short": ("short", 32), "gsm": ("gsm", 256)}
+SHORT_WORDS = 8  # a short prompt: the question's first 8 words
+# what runs: Coconut on both shapes; CODI on GSM8k-length prompts (its official loop decodes a fixed 256 tokens)
+JOBS = [("coconut", "short"), ("coconut", "gsm"), ("codi", "gsm")]
+
+
+def new_tokens(method: str, shape: str) -> int:
+    return 256 if method == "codi" else SHAPES[shape][1]
 
 
 def _lines(data_dir: Path) -> list[str]:
@@ -99,6 +108,22 @@ def make_model(out: Path, data_dir: Path) -> None:
         (out / "tokenizer" / f.name).write_bytes(f.read_bytes())
 
 
+def make_shapes(work: Path, data_dir: Path) -> dict[str, Path]:
+    """One work folder per named shape (the same model; ``lines/gsm.txt`` holds that shape's prompts)."""
+    import shutil
+
+    dirs = {}
+    for name, (prompts, _) in SHAPES.items():
+        d = work / name
+        make_model(d, data_dir) if not dirs else shutil.copytree(next(iter(dirs.values())), d)
+        lines = _lines(data_dir)
+        if prompts == "short":
+            lines = [" ".join(ln.split("||", 1)[0].split()[:SHORT_WORDS]) + "||" + ln.split("||", 1)[1] for ln in lines]
+        (d / "lines" / "gsm.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        dirs[name] = d
+    return dirs
+
+
 def _median_time(fn, repeats: int) -> float:
     fn()  # warm-up
     ts = []
@@ -110,7 +135,8 @@ def _median_time(fn, repeats: int) -> float:
 
 
 # ----------------------------------------------------------------------------------------- official parts
-def official_coconut(official: Path, work: Path, repeats: int, threads: int = 1) -> dict:
+def official_coconut(official: Path, work: Path, repeats: int, threads: int = 1, n_new: int = 32,
+                     train: bool = True) -> dict:
     import make_golden as mg
     import torch
 
@@ -155,7 +181,7 @@ def official_coconut(official: Path, work: Path, repeats: int, threads: int = 1)
         opt.step()
         opt.zero_grad()
 
-    t_train = _median_time(step, repeats)
+    t_train = _median_time(step, repeats) if train else float("nan")
     coconut.eval()
     n_tok = []
 
@@ -164,7 +190,7 @@ def official_coconut(official: Path, work: Path, repeats: int, threads: int = 1)
         with torch.no_grad():
             for i in range(len(qds)):  # the official evaluation: batch 1
                 ids = torch.tensor([qds[i]["input_ids"]])
-                seq = coconut.generate(ids, torch.ones_like(ids), max_new_tokens=COCONUT_NEW)
+                seq = coconut.generate(ids, torch.ones_like(ids), max_new_tokens=n_new)
                 n_tok.append(seq.shape[1] - ids.shape[1])
 
     t_gen = _median_time(gen, max(1, repeats // 3))
@@ -172,7 +198,8 @@ def official_coconut(official: Path, work: Path, repeats: int, threads: int = 1)
             "tokens_b1": statistics.mean(n_tok), "tokens_b64": statistics.mean(n_tok)}
 
 
-def official_codi(official: Path, work: Path, repeats: int, threads: int = 1) -> dict:
+def official_codi(official: Path, work: Path, repeats: int, threads: int = 1, n_new: int = 256,
+                  train: bool = True) -> dict:
     import make_golden as mg
     import torch
 
@@ -222,7 +249,7 @@ def official_codi(official: Path, work: Path, repeats: int, threads: int = 1) ->
         opt.step()
         opt.zero_grad()
 
-    t_train = _median_time(step, repeats)
+    t_train = _median_time(step, repeats) if train else float("nan")
 
     from safetensors.torch import save_file
 
@@ -241,11 +268,23 @@ def official_codi(official: Path, work: Path, repeats: int, threads: int = 1) ->
         return real_eval(self)
 
     CODI.eval = eval_
+    # The one shim: test.py's greedy branch takes ``torch.argmax(logits, dim=-1).squeeze(-1)``, which at batch 1
+    # squeezes the batch dimension away (a 0-d tensor it then indexes by row, and fails). test.py gets a torch
+    # whose argmax keeps the reduced dimension, which the squeeze then removes: the same tokens at every batch size.
+    class _KeepdimArgmax:
+        def __getattr__(self, name):
+            return getattr(torch, name)
+
+        @staticmethod
+        def argmax(x, dim=None, keepdim=False):
+            return torch.argmax(x, dim=dim, keepdim=True) if dim == -1 else torch.argmax(x, dim=dim, keepdim=keepdim)
+
+    ctest.torch = _KeepdimArgmax()
     res = {"train_step_s": t_train, "n_questions": len(rows)}
-    for bs, greedy, key in ((len(rows), "True", "gen_b64_s"), (1, "False", "gen_b1_s")):
+    for bs, key in ((len(rows), "gen_b64_s"), (1, "gen_b1_s")):
         sys.argv = ["test.py", "--output_dir", tempfile.mkdtemp(), "--data_name", "gsm8k", "--batch_size", str(bs),
-                    "--greedy", greedy, "--inf_latent_iterations", "6", "--inf_num_iterations", "1", "--ckpt_dir",
-                    str(ckpt), *common]
+                    "--greedy", "True", "--inf_latent_iterations", str(N_THOUGHTS), "--inf_num_iterations", "1",
+                    "--ckpt_dir", str(ckpt), *common]
         parser = transformers.HfArgumentParser((ctest.ModelArguments, ctest.DataArguments, ctest.TrainingArguments))
         margs, dargs, targs = parser.parse_args_into_dataclasses()
         ctest.data_args = dargs
@@ -259,7 +298,8 @@ def official_codi(official: Path, work: Path, repeats: int, threads: int = 1) ->
 
 
 # ----------------------------------------------------------------------------------------- project part
-def project_part(work: Path, repeats: int, threads: int = 1) -> dict:
+def project_part(work: Path, repeats: int, threads: int = 1, n_new: dict | None = None,
+                 train: bool = True) -> dict:
     import torch
     from safetensors.torch import load_file
 
@@ -270,8 +310,10 @@ def project_part(work: Path, repeats: int, threads: int = 1) -> dict:
     from latentreason.methods.codi import CODI
     from latentreason.models.backbone import ModelConfig, load_backbone
     from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers.utils import logging as transformers_logging
 
     torch.set_num_threads(threads)
+    transformers_logging.disable_progress_bar()
     mdir = Path(tempfile.mkdtemp()) / "tiny-gpt2"
     cfg = GPT2Config.from_json_file(str(work / "config.json"))
     w = load_file(str(work / "weights.safetensors"))
@@ -298,8 +340,10 @@ def project_part(work: Path, repeats: int, threads: int = 1) -> dict:
         return m
 
     res = {}
-    for name, cls, preset, n_new in (("coconut", Coconut, "coconut_paper", COCONUT_NEW),
-                                     ("codi", CODI, "codi_paper_official_padding", 256)):
+    n_new = n_new or {"coconut": 32, "codi": 256}
+    for name, cls, preset in (("coconut", Coconut, "coconut_paper"), ("codi", CODI, "codi_paper_official_padding")):
+        if name not in n_new:
+            continue
         m = build(cls, preset)
         if name == "coconut":
             m.stage = m._batch_stage = m.final_stage
@@ -313,7 +357,7 @@ def project_part(work: Path, repeats: int, threads: int = 1) -> dict:
             opt.step()
             opt.zero_grad()
 
-        r = {"train_step_s": _median_time(step, repeats)}
+        r = {"train_step_s": _median_time(step, repeats) if train else float("nan")}
         m.eval()
         n = m.n_latent(m.stage) if name == "coconut" else m.config.n_latent
         n_tok = []
@@ -323,7 +367,7 @@ def project_part(work: Path, repeats: int, threads: int = 1) -> dict:
             for i in range(0, len(exs), bs):
                 prompts = m.latent_prompts(exs[i : i + bs])
                 out = latent_generate(m.model, prompts, n_latent=n, thought_fn=m.thought, eot_id=m.ids.eot,
-                                      eos_id=m.ids.eos, pad_id=m.ids.pad, max_new_tokens=n_new,
+                                      eos_id=m.ids.eos, pad_id=m.ids.pad, max_new_tokens=n_new[name],
                                       count_padding=getattr(m.config, "official_padding", False))
                 n_tok.extend(len(t) for t in out.tokens)
 
@@ -346,21 +390,69 @@ ENVS = {"coconut": ["transformers==4.46.2", "datasets==3.1.0", "safetensors", "t
 TORCH = ["torch==2.13.0", "--index-url", "https://download.pytorch.org/whl/cpu"]
 
 
-def setup_commands(root: Path) -> list[list[str]]:
-    """The commands that make the official checkouts and their two Python environments under ``root``."""
+def setup_commands(root: Path, repos: dict[str, str] | None = None, torch_from: Path | None = None) -> list[list[str]]:
+    """The commands that make the official checkouts and their two Python environments under ``root``.
+
+    ``repos`` replaces a repository's URL (a local clone or mirror holding the pinned commit); ``torch_from`` is
+    the site-packages folder of an environment whose torch the two environments share (a ``.pth`` file appended
+    to their ``sys.path``, so their own transformers comes first) instead of installing torch from its index.
+    """
     cmds: list[list[str]] = []
     for name, (url, commit) in OFFICIAL.items():
         dest = root / "src" / name
-        cmds += [["git", "clone", "--quiet", url, str(dest)], ["git", "-C", str(dest), "checkout", "--quiet", commit]]
+        url = (repos or {}).get(name, url)
+        # the Python files only: the data files are not needed (and a mirror may leave its largest ones out)
+        cmds += [["git", "clone", "--quiet", "--no-checkout", url, str(dest)],
+                 ["git", "-C", str(dest), "checkout", "--quiet", commit, "--", "*.py"]]
     for name, pins in ENVS.items():
         venv = root / f"venv-{name}"
         pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-        cmds += [["python3.11", "-m", "venv", str(venv)], [*pip, *TORCH], [*pip, *pins]]
+        cmds.append(["python3.11", "-m", "venv", str(venv)])
+        if torch_from is None:
+            cmds.append([*pip, *TORCH])
+        else:
+            pth = venv / "lib" / "python3.11" / "site-packages" / "zz_shared_torch.pth"
+            cmds.append([sys.executable, "-c", f"open({str(pth)!r}, 'w').write({str(torch_from) + chr(10)!r})"])
+        cmds.append([*pip, *pins])
     return cmds
 
 
-def setup(root: Path, dry_run: bool) -> None:
-    for cmd in setup_commands(root.resolve()):
+def link_torch(dest: Path) -> Path:
+    """Links this interpreter's torch and the distributions it needs (its dependency closure, packages and
+    metadata) into ``dest``, and nothing else: an environment that appends ``dest`` to its path gets this torch
+    without seeing this environment's transformers, huggingface_hub or kernels (which an old transformers would
+    import and fail on)."""
+    import importlib.metadata as md
+    import re
+
+    dest.mkdir(parents=True, exist_ok=True)
+    todo, seen = ["torch"], set()
+    while todo:
+        name = re.split(r"[ ;<>=!~\[(]", todo.pop(), maxsplit=1)[0].lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            dist = md.distribution(name)
+        except md.PackageNotFoundError:
+            continue
+        todo += [r for r in (dist.requires or []) if "extra ==" not in r]
+        tops = {f.parts[0] for f in dist.files or [] if f.parts and not f.parts[0].startswith("..")}
+        for top in tops:
+            src = Path(dist.locate_file(top))
+            if src.exists() and not (dest / top).exists() and top != "__pycache__":
+                (dest / top).symlink_to(src)
+    return dest
+
+
+def setup(root: Path, dry_run: bool, repos: dict[str, str] | None = None, share_torch: bool = False) -> None:
+    torch_from = None
+    if share_torch:
+        torch_from = root.resolve() / "shared-torch"
+        print(f"+ link this interpreter's torch and its dependencies into {torch_from}", flush=True)
+        if not dry_run:
+            link_torch(torch_from)
+    for cmd in setup_commands(root.resolve(), repos, torch_from):
         print("+ " + " ".join(cmd), flush=True)
         if not dry_run:
             subprocess.run(cmd, check=True)
@@ -375,6 +467,11 @@ def main() -> None:
     ap.add_argument("--official-dir", type=Path, help="checkouts of facebookresearch/coconut and zhenyi4/codi")
     ap.add_argument("--setup", type=Path, metavar="DIR", help="make the checkouts and the two environments in DIR")
     ap.add_argument("--dry-run", action="store_true", help="with --setup: print the commands only")
+    ap.add_argument("--coconut-repo", help="with --setup: clone Coconut from here (a local clone or mirror with the "
+                    "pinned commit) instead of GitHub")
+    ap.add_argument("--codi-repo", help="with --setup: clone CODI from here instead of GitHub")
+    ap.add_argument("--share-torch", action="store_true", help="with --setup: the two environments use this "
+                    "interpreter's torch (no download from the PyTorch index; their own transformers shadows this one's)")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads of every process (official and project)")
     ap.add_argument("--python-coconut", default=sys.executable)
     ap.add_argument("--python-codi", default=sys.executable)
@@ -383,59 +480,68 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--part", choices=["coconut", "codi"], help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--new-tokens", type=int, default=256, help=argparse.SUPPRESS)
+    ap.add_argument("--no-train", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.setup:
-        setup(args.setup, args.dry_run)
+        repos = {k: v for k, v in (("coconut", args.coconut_repo), ("codi", args.codi_repo)) if v}
+        setup(args.setup, args.dry_run, repos, args.share_torch)
         return
     if args.official_dir is None:
         ap.error("--official-dir is required (make it with --setup DIR)")
     if args.part:
         fn = official_coconut if args.part == "coconut" else official_codi
-        sys.stdout.write("\n" + json.dumps(fn(args.official_dir.resolve(), args.work, args.repeats, args.threads)) + "\n")
+        res = fn(args.official_dir.resolve(), args.work, args.repeats, args.threads, args.new_tokens, not args.no_train)
+        sys.stdout.write("\n" + json.dumps(res) + "\n")
         return
     for name in ("coconut", "codi"):
         if not (args.official_dir / name).is_dir():
             sys.exit(f"--official-dir: {args.official_dir / name} is missing (a checkout of the official repository)")
-    work = Path(tempfile.mkdtemp())
-    make_model(work, args.data_dir)
+    works = make_shapes(Path(tempfile.mkdtemp()), args.data_dir)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
-               PYTHONWARNINGS="ignore", PYTHONBREAKPOINT="0", PYTHONPATH=str(HERE / "parity"))
-    rounds: dict[str, list[dict]] = {"official_coconut": [], "official_codi": [], "project": []}
+               PYTHONWARNINGS="ignore", PYTHONBREAKPOINT="0", PYTHONPATH=str(HERE / "parity"),
+               HF_HUB_DISABLE_PROGRESS_BARS="1")
+    rounds: dict[str, list[dict]] = {f"{side}_{m}_{sh}": [] for m, sh in JOBS for side in ("official", "project")}
     for r in range(args.rounds):
-        for part, py in (("coconut", args.python_coconut), ("codi", args.python_codi)):
-            print(f"round {r + 1}: official {part} ...", flush=True)
+        for method, shape in JOBS:
+            n_new, train = new_tokens(method, shape), shape == "gsm"
+            py = args.python_coconut if method == "coconut" else args.python_codi
+            print(f"round {r + 1}: official {method}, {shape} prompts + {N_THOUGHTS} thoughts + {n_new} ...", flush=True)
             proc = subprocess.run([py, str(Path(__file__).resolve()), "--official-dir", str(args.official_dir),
-                                   "--part", part, "--work", str(work), "--repeats", str(args.repeats),
-                                   "--threads", str(args.threads)],
+                                   "--part", method, "--work", str(works[shape]), "--repeats", str(args.repeats),
+                                   "--threads", str(args.threads), "--new-tokens", str(n_new)]
+                                  + ([] if train else ["--no-train"]),
                                   capture_output=True, text=True, env=env)
             if proc.returncode:
-                sys.exit(f"official {part} failed:\n{proc.stderr[-5000:]}")
-            rounds[f"official_{part}"].append(json.loads(proc.stdout.strip().split("\n")[-1]))
-        print(f"round {r + 1}: project ...", flush=True)
-        rounds["project"].append(project_part(work, args.repeats, args.threads))
+                sys.exit(f"official {method} failed:\n{proc.stderr[-5000:]}")
+            rounds[f"official_{method}_{shape}"].append(json.loads(proc.stdout.strip().split("\n")[-1]))
+            print(f"round {r + 1}: project {method}, {shape} ...", flush=True)
+            res = project_part(works[shape], args.repeats, args.threads, {method: n_new}, train)
+            rounds[f"project_{method}_{shape}"].append(res[method])
 
     def med(rows, key):
         return statistics.median(x[key] for x in rows)
 
     table = []
-    for name in ("coconut", "codi"):
-        off, proj = rounds[f"official_{name}"], [x[name] for x in rounds["project"]]
+    for method, shape in JOBS:
+        off, proj = rounds[f"official_{method}_{shape}"], rounds[f"project_{method}_{shape}"]
         n = proj[0]["n_questions"]
-        shape = f"prompt + 6 thoughts + {COCONUT_NEW if name == 'coconut' else 256} new tokens"
-        for what, key, unit in (("training step, batch 32 (ms)", "train_step_s", "ms"),
-                                (f"generation, batch 1, {shape} (answers/s)", "gen_b1_s", "aps"),
-                                (f"generation, batch 64, {shape} (answers/s)", "gen_b64_s", "aps")):
+        named = f"{shape} prompts ({proj[0]['prompt_tokens']:.0f} tokens) + {N_THOUGHTS} thoughts + {new_tokens(method, shape)}"
+        measures = [("training step, batch 32 (ms)", "train_step_s", "ms")] if shape == "gsm" else []
+        measures += [(f"generation, batch 1, {named} (answers/s)", "gen_b1_s", "aps"),
+                     (f"generation, batch 64, {named} (answers/s)", "gen_b64_s", "aps")]
+        for what, key, unit in measures:
             o, p = med(off, key), med(proj, key)
             if unit == "ms":
-                table.append((name, what, f"{1000 * o:.1f}", f"{1000 * p:.1f}", o / p))
+                table.append((method, what, f"{1000 * o:.1f}", f"{1000 * p:.1f}", o / p))
             else:
-                table.append((name, what, f"{n / o:.2f}", f"{n / p:.2f}", o / p))
+                table.append((method, what, f"{n / o:.2f}", f"{n / p:.2f}", o / p))
         for b in ("b1", "b64"):
-            table.append((name, f"mean new tokens per answer, {b.replace('b', 'batch ')}", f"{med(off, 'tokens_' + b):.1f}",
-                          f"{med(proj, 'tokens_' + b):.1f}", None))
-    print(f"\n{args.rounds} rounds x {args.repeats} repeats; GPT-2 {N_LAYER} layers d={N_EMBD}, CPU {args.threads} thread(s), "
-          f"float32; prompts: {N_GEN} GSM8k-Aug validation questions, mean "
-          f"{rounds['project'][0]['codi']['prompt_tokens']:.0f} tokens (CODI's layout)")
+            table.append((method, f"mean new tokens per answer, {b.replace('b', 'batch ')}, {shape} prompts",
+                          f"{med(off, 'tokens_' + b):.1f}", f"{med(proj, 'tokens_' + b):.1f}", None))
+    print(f"\n{args.rounds} rounds x {args.repeats} repeats; GPT-2 {N_LAYER} layers d={N_EMBD}, CPU {args.threads} "
+          f"thread(s), float32; prompts: {N_GEN} GSM8k-Aug validation questions (short: their first {SHORT_WORDS} words); "
+          f"greedy on both sides")
     print("| method | measure | official | project | official time / project time |")
     print("|---|---|---|---|---|")
     for name, what, o, p, ratio in table:

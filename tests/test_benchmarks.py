@@ -99,3 +99,29 @@ def test_learning_curve_and_digit_accuracy_read_a_multi_seed_run(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "| icot | seed-0 | 1.000 | 0.500 | 0.500 |" in r.stdout
+
+
+def test_official_environment_setup_clones_local_mirrors_and_shares_only_torch(tmp_path):
+    """``--setup`` without GitHub or the PyTorch index: clones from the given mirrors (the Python files at the
+    pinned commits) and gives both environments this interpreter's torch through a folder that links torch and
+    its dependencies only (an old transformers must not see this environment's transformers, hub or kernels)."""
+    r = subprocess.run([sys.executable, str(BENCH / "vs_official.py"), "--setup", str(tmp_path / "off"), "--dry-run",
+                        "--coconut-repo", "/m/coconut", "--codi-repo", "/m/codi", "--share-torch"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "git clone --quiet --no-checkout /m/coconut" in out and "git clone --quiet --no-checkout /m/codi" in out
+    assert "checkout --quiet 27273cb -- *.py" in out and "checkout --quiet 4fd88d4 -- *.py" in out
+    assert "download.pytorch.org" not in out and "github.com" not in out
+    assert out.count("zz_shared_torch.pth") == 2 and "transformers==4.46.2" in out and "transformers==4.52.4" in out
+    assert not (tmp_path / "off").exists()  # a dry run changes nothing
+
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("vs_official", BENCH / "vs_official.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    linked = {p.name for p in mod.link_torch(tmp_path / "shared").iterdir()}
+    assert "torch" in linked and any(n.startswith("torch-") and n.endswith(".dist-info") for n in linked)
+    assert {"sympy", "filelock"} <= linked
+    assert not {"transformers", "huggingface_hub", "kernels", "latentreason"} & linked

@@ -92,7 +92,9 @@ def test_preallocated_layer_holds_the_dynamic_caches_entries_through_row_removal
 
 
 @pytest.mark.parametrize("kind", ["tiny-gpt2", "tiny-llama"])
-def test_cot_decoding_on_the_preallocated_cache_gives_the_dynamic_caches_tokens_and_logits(kind, on_dynamic_cache):
+def test_cot_decoding_on_the_preallocated_cache_gives_the_dynamic_caches_tokens_and_logits(kind, on_dynamic_cache,
+                                                                                          monkeypatch):
+    monkeypatch.setattr(gen_mod, "length_groups", lambda lengths: None)  # one padded prefill (grouped: below)
     bb = _sharp(kind)
     prompts = [bb.tokenizer(t).input_ids for t in ("1+2*3\n", "9-8+7*6-5\n", "4\n", "2*2*2*2*2*2\n", "7\n")]
     free, _ = greedy_generate(bb.model, prompts, bb.ids.pad, eos_id=-1, max_new_tokens=10)
@@ -172,3 +174,130 @@ def test_thoughts_skip_the_lm_head():
         h.remove()
     assert [len(t) for t in res.tokens] == [4, 4, 4]
     assert len(calls) == 4 and all(c.shape[:2] == (3, 1) for c in calls)
+
+
+# ----------------------------------------------------------------------------------------- grouped prefill
+def _area(groups, lengths):
+    return sum(len(g) * max(lengths[i] for i in g) for g in groups)
+
+
+@pytest.mark.parametrize("lengths", [[5, 5, 5, 5], [3, 40, 4, 41, 5, 39, 80], [1, 2], [7, 100, 8, 9, 101, 6, 50, 52, 51]])
+def test_length_groups_cover_every_row_once_with_the_least_padded_area(lengths):
+    from itertools import combinations
+
+    groups = gen_mod.length_groups(lengths, max_groups=3, min_saving=0.0)
+    n = len(lengths)
+    order = sorted(range(n), key=lambda i: lengths[i])
+    best = n * max(lengths)  # brute force over every split of the sorted rows into at most 3 runs
+    for k in range(1, 3):
+        for cuts in combinations(range(1, n), k):
+            bounds = [0, *cuts, n]
+            best = min(best, _area([order[a:b] for a, b in zip(bounds, bounds[1:])], lengths))
+    if len(set(lengths)) == 1:
+        assert groups is None
+        return
+    assert sorted(i for g in groups for i in g) == list(range(n))
+    assert _area(groups, lengths) == best
+    assert gen_mod.length_groups(lengths, max_groups=3, min_saving=0.99) is None  # not worth a second pass
+
+
+def _counted_prefills(monkeypatch):
+    """Counts the prompt-pass groups of every prefill."""
+    seen = []
+    real = gen_mod._grouped_prefill
+
+    def spy(state, fwd, ids, mask, pos, groups, extra):
+        seen.append([len(g) for g in groups])
+        return real(state, fwd, ids, mask, pos, groups, extra)
+
+    monkeypatch.setattr(gen_mod, "_grouped_prefill", spy)
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["tiny-gpt2", "tiny-llama"])
+@pytest.mark.parametrize("shift", [0, 3])
+def test_grouped_prefill_decodes_the_single_padded_prefills_tokens(kind, shift, monkeypatch):
+    bb = _sharp(kind)
+    texts = ("1+2*3\n", "9-8+7*6-5*4+3-2*1+9-8+7\n", "4\n", "2*2*2*2*2*2*2*2*2*2*2*2\n", "7\n", "5-5\n")
+    prompts = [bb.tokenizer(t).input_ids for t in texts]
+    seen = _counted_prefills(monkeypatch)
+    toks, passes = greedy_generate(bb.model, prompts, bb.ids.pad, eos_id=-1, max_new_tokens=8, position_shift=shift)
+    assert seen and len(seen[0]) >= 2  # the prompts ran in groups
+    with monkeypatch.context() as m:
+        m.setattr(gen_mod, "length_groups", lambda lengths: None)
+        ref, ref_passes = greedy_generate(bb.model, prompts, bb.ids.pad, eos_id=-1, max_new_tokens=8,
+                                          position_shift=shift)
+    assert toks == ref and passes == ref_passes
+    if not shift:
+        for p, got in zip(prompts, toks):
+            assert got == greedy_reference(bb.model, p, -1, max_new_tokens=8)
+
+
+@pytest.mark.parametrize("name", ["codi", "coconut"])
+def test_grouped_prefill_gives_the_single_padded_prefills_thoughts_and_answers(name, monkeypatch):
+    m = _latent_method(name)
+    exs = generate_splits(TaskConfig(n_train=12, n_valid=2, n_test=2, seed=0))["train"]
+    prompts = m.latent_prompts(exs)
+    prompts = [p if i % 3 else p[:2] + p for i, p in enumerate(prompts)]  # lengths further apart
+    prompts[0] = prompts[0][:1] * 40 + prompts[0]
+
+    def run():
+        return latent_generate(m.model, prompts, n_latent=3, thought_fn=m.thought, eot_id=m.ids.eot, eos_id=-1,
+                               pad_id=m.ids.pad, max_new_tokens=6, record_hidden=True)
+
+    seen = _counted_prefills(monkeypatch)
+    got = run()
+    assert seen and len(seen[0]) >= 2
+    with monkeypatch.context() as mp:
+        mp.setattr(gen_mod, "length_groups", lambda lengths: None)
+        ref = run()
+    assert got.tokens == ref.tokens and got.forward_passes == ref.forward_passes
+    for a_row, b_row in zip(got.hidden, ref.hidden):
+        for a, b in zip(a_row, b_row):
+            assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_grouped_prefill_is_off_for_the_official_padding_and_custom_state_readers(monkeypatch):
+    m = _latent_method("codi")
+    exs = generate_splits(TaskConfig(n_train=6, n_valid=2, n_test=2, seed=0))["train"]
+    prompts = m.latent_prompts(exs)
+    prompts[0] = prompts[0][:1] * 40 + prompts[0]
+    seen = _counted_prefills(monkeypatch)
+    kw = dict(n_latent=2, thought_fn=m.thought, eot_id=m.ids.eot, eos_id=-1, pad_id=m.ids.pad, max_new_tokens=2)
+    latent_generate(m.model, prompts, count_padding=True, **kw)
+    latent_generate(m.model, prompts, last_hidden=lambda out: out.last_hidden_state[:, -1], **kw)
+    assert seen == []
+    latent_generate(m.model, prompts, **kw)
+    assert len(seen) == 1
+
+
+def test_generation_without_padding_calls_the_model_without_a_mask_and_without_the_padding_warning():
+    """One row (no padding): steps run mask-free, tokens fed as embeddings, so a generated token that is the pad
+    id raises no transformers warning about a missing attention mask; the tokens are the uncached reference's."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    bb = _sharp("tiny-gpt2")
+    prompt = bb.tokenizer("9-8+7*6\n").input_ids
+    free = greedy_reference(bb.model, prompt, -1, max_new_tokens=6)
+    bb.model.config.pad_token_id = free[2]  # a token the loop will feed back
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = hf_logging.get_logger("transformers")
+    logger.addHandler(handler)
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()  # conftest silences transformers below errors
+    masks = []
+    hook = bb.model.transformer.register_forward_pre_hook(lambda mod, a, kw: masks.append(kw.get("attention_mask")),
+                                                          with_kwargs=True)
+    try:
+        toks, _ = greedy_generate(bb.model, [prompt], bb.ids.pad, eos_id=-1, max_new_tokens=6)
+    finally:
+        hf_logging.set_verbosity(level)
+        logger.removeHandler(handler)
+        hook.remove()
+    assert toks == [free]
+    assert masks[0] is not None and all(m is None for m in masks[1:])  # the prefill keeps its mask
+    assert not [r for r in records if "attention_mask" in r.getMessage()]

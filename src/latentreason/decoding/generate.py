@@ -19,7 +19,9 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
-from latentreason.models.kv_cache import cached_forward, decoder_of, new_cache
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
+from latentreason.models.kv_cache import PreallocatedLayer, cached_forward, decoder_of, new_cache
 
 
 @dataclass
@@ -67,6 +69,12 @@ class DecodeState:
         self.length = width
         self._pos = mask.sum(-1, keepdim=True) + position_shift  # the next position of each active row
         self.rows = torch.arange(b, device=mask.device)
+        #: no padding anywhere (one row, prompts of one length, or the official CODI padding): steps call the model
+        #: without an attention mask, causal by itself (building the 4-D mask is a fifth of a step at batch 1 on
+        #: CPU), and feed tokens as their embeddings (a model called with token ids and no mask checks them for
+        #: padding, a host sync, and warns when a generated token is the pad id)
+        self.dense = bool(mask.bool().all())
+        self._embed = model.get_input_embeddings()
         self.forward_passes = 1  # the prefill
         self._left = torch.zeros(b, dtype=torch.long)  # per original row: passes when it left the batch
         self._decoder = decoder_of(model)
@@ -102,8 +110,9 @@ class DecodeState:
         return self._mask[:, :end]
 
     def _forward(self, model: Any, n_new: int, **inputs: Any):
-        out, self.cache = cached_forward(model, self.cache, attention_mask=self.mask_with(n_new),
-                                         position_ids=self.positions(n_new), **inputs)
+        attn = None if self.dense else self.mask_with(n_new)
+        out, self.cache = cached_forward(model, self.cache, attention_mask=attn, position_ids=self.positions(n_new),
+                                         **inputs)
         self.length += n_new
         self._pos = self._pos + n_new
         self.forward_passes += 1
@@ -113,6 +122,8 @@ class DecodeState:
              output_hidden_states: bool = False):
         """Run the model on new positions of every active row; returns the model output."""
         n_new = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        if self.dense and input_ids is not None:
+            input_ids, inputs_embeds = None, self._embed(input_ids)
         return self._forward(self.model, n_new, input_ids=input_ids, inputs_embeds=inputs_embeds,
                              output_hidden_states=output_hidden_states)
 
@@ -163,8 +174,88 @@ def padded_prompt_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
     return out[:, None]
 
 
+def length_groups(lengths: list[int], max_groups: int = 4, min_saving: float = 0.2) -> list[list[int]] | None:
+    """Rows in length-sorted groups whose left-padded prefills cover the least area (rows x group width),
+    at most ``max_groups`` groups; None when one padded pass is within ``min_saving`` of that.
+
+    An exact dynamic programme over the distinct lengths (groups are contiguous in sorted order)."""
+    n = len(lengths)
+    if n < 2 or max_groups < 2:
+        return None
+    order = sorted(range(n), key=lambda i: lengths[i])
+    distinct = sorted(set(lengths))
+    if len(distinct) < 2:
+        return None
+    count = [0] * len(distinct)
+    at = {v: i for i, v in enumerate(distinct)}
+    for x in lengths:
+        count[at[x]] += 1
+    upto = [0]  # rows with a length among the first i distinct values
+    for c in count:
+        upto.append(upto[-1] + c)
+    m = len(distinct)
+    inf = float("inf")
+    # best[g][j]: least area covering the first j distinct lengths with g groups; cut[g][j]: where the last starts
+    best = [[inf] * (m + 1) for _ in range(max_groups + 1)]
+    cut = [[0] * (m + 1) for _ in range(max_groups + 1)]
+    best[0][0] = 0
+    for g in range(1, max_groups + 1):
+        for j in range(1, m + 1):
+            for i in range(j):
+                a = best[g - 1][i] + (upto[j] - upto[i]) * distinct[j - 1]
+                if a < best[g][j]:
+                    best[g][j], cut[g][j] = a, i
+    g = min(range(1, max_groups + 1), key=lambda k: (best[k][m], k))
+    if best[g][m] > (1 - min_saving) * n * distinct[-1] or g == 1:
+        return None
+    bounds, j = [], m
+    for k in range(g, 0, -1):
+        bounds.append((cut[k][j], j))
+        j = cut[k][j]
+    return [order[upto[i]: upto[j]] for i, j in reversed(bounds)]
+
+
+def _grouped_prefill(state: DecodeState, fwd: Any, ids: Tensor, mask: Tensor, pos: Tensor, groups: list[list[int]],
+                     extra: dict[str, Any]):
+    """The prompt pass of ``prefill`` run per group of similar length (each group padded to its own width),
+    its keys/values written into the one preallocated cache where the single padded pass would have put
+    them (right-aligned); the padding slots hold zeros and stay masked. Returns the last position's
+    output (logits or the last layer's state), as one padded pass with ``logits_to_keep=1`` would."""
+    b, width = ids.shape
+    cache = state.cache
+    lengths = mask.sum(-1)
+    last: Tensor | None = None
+    for g in groups:
+        idx = torch.tensor(g, device=ids.device)
+        w = int(lengths[idx].max())
+        sl = slice(width - w, width)
+        out, part = cached_forward(fwd, new_cache(state.model, capacity=w), input_ids=ids[idx, sl],
+                                   attention_mask=mask[idx, sl], position_ids=pos[idx, sl], **extra)
+        for layer, src in zip(cache.layers, part.layers):
+            if not layer.is_initialized:
+                layer.lazy_initialization(src.keys.new_empty((b, *src.keys.shape[1:2], 0, src.keys.shape[3])),
+                                          src.values.new_empty((b, *src.values.shape[1:2], 0, src.values.shape[3])))
+                if width > layer._k.shape[2]:
+                    layer._grow(width)
+                layer._k[:, :, :width].zero_()
+                layer._v[:, :, :width].zero_()
+            layer._k[idx, :, sl] = src.keys
+            layer._v[idx, :, sl] = src.values
+        res = out.logits if hasattr(out, "logits") else out.last_hidden_state
+        if last is None:
+            last = res.new_empty((b, 1, res.shape[-1]))
+        last[idx] = res[:, -1:]
+    for layer in cache.layers:
+        layer.length = width
+        layer._views()
+    if hasattr(out, "logits"):
+        return CausalLMOutputWithPast(logits=last)
+    return BaseModelOutputWithPast(last_hidden_state=last)
+
+
 def prefill(model: PreTrainedModel, ids: Tensor, mask: Tensor, output_hidden_states: bool = False,
-            count_padding: bool = False, position_shift: int = 0, reserve: int = 0, hidden_only: bool = False):
+            count_padding: bool = False, position_shift: int = 0, reserve: int = 0, hidden_only: bool = False,
+            grouped: bool = False):
     """Run the left-padded prompt; returns ``(state, output)``.
 
     ``reserve``: the positions the caller will append (thoughts, answer tokens): the cache and the
@@ -176,6 +267,9 @@ def prefill(model: PreTrainedModel, ids: Tensor, mask: Tensor, output_hidden_sta
     without an attention mask (the official CODI code's default): prompt positions count the
     padding, and every later position attends to it (the state's mask is all ones afterwards).
     ``position_shift``: moves the prompt's last token and everything after it right (``DecodeState``).
+    ``grouped``: prompts of very different lengths are run in length-sorted groups (:func:`length_groups`)
+    instead of one pass padded to the longest, and their keys/values merged into the one cache (the output
+    then holds the last position only; callers that read more of it, or hooks that see every pass, leave it off).
     """
     cache = new_cache(model, capacity=ids.shape[1] + reserve)
     if count_padding:
@@ -190,6 +284,13 @@ def prefill(model: PreTrainedModel, ids: Tensor, mask: Tensor, output_hidden_sta
         pos = pos.clone()
         pos[:, -1] += position_shift
     inputs = dict(input_ids=ids, attention_mask=attn, position_ids=pos)
+    groups = None
+    if grouped and not count_padding and (state._decoder is not None or not (hidden_only or output_hidden_states)) \
+            and all(isinstance(layer, PreallocatedLayer) for layer in cache.layers):
+        groups = length_groups(mask.sum(-1).tolist())
+    if groups is not None:
+        fwd, extra = (state._decoder, {}) if hidden_only else (model, last_logits_only(model))
+        return state, _grouped_prefill(state, fwd, ids, mask, pos, groups, extra)
     if hidden_only and state._decoder is not None:
         out, state.cache = cached_forward(state._decoder, cache, **inputs)
     elif hidden_only or output_hidden_states:
@@ -259,7 +360,7 @@ def greedy_generate(
     ``position_shift``: see :class:`DecodeState`."""
     device = next(model.parameters()).device
     ids, mask = left_pad(prompts, pad_id, device)
-    state, out = prefill(model, ids, mask, position_shift=position_shift, reserve=max_new_tokens)
+    state, out = prefill(model, ids, mask, position_shift=position_shift, reserve=max_new_tokens, grouped=True)
     tokens = greedy_continue(state, out.logits[:, -1, :], eos_id, max_new_tokens, stop_after_eos)
     return tokens, state.row_passes.tolist()
 

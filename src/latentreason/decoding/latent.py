@@ -92,9 +92,9 @@ def latent_generate(
             max_new_tokens=max_new_tokens, stop_after_eos=stop_after_eos, record_hidden=record_hidden,
             count_padding=count_padding)
         return LatentGeneration(tokens, [n_latent] * len(prompts), passes, hidden)
-    last_hidden = last_hidden or _default_last_hidden
     state, out = prefill(model, ids, mask, hidden_only=True, count_padding=count_padding,
-                         reserve=n_latent + 1 + max_new_tokens)
+                         reserve=n_latent + 1 + max_new_tokens, grouped=last_hidden is None)
+    last_hidden = last_hidden or _default_last_hidden
     n = len(prompts)
     h = last_hidden(out)
     hidden: list[list[Tensor]] = [[h[i].detach().clone()] if record_hidden else [] for i in range(n)]

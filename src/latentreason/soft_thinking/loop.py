@@ -373,7 +373,7 @@ def soft_generate(
                        gens=row_generators(seed, row_ids), n_rows=len(prompts), vocab=vocab, record=record_distributions,
                        probe=probe)
     ids, mask = left_pad(prompts, pad_id, device)
-    state, out = prefill(model, ids, mask, reserve=max_new_tokens)
+    state, out = prefill(model, ids, mask, reserve=max_new_tokens, grouped=True)
     logits = out.logits[:, -1, :]
     for t in range(max_new_tokens):
         active = state.rows.tolist()
