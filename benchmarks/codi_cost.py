@@ -5,7 +5,8 @@
 2. Per-step inference cost at batch 1 and 64 (``--infer-batch``), min over interleaved rounds: one
    continuous thought as the latent loop runs it (projection + the decoder stack through
    ``inputs_embeds``, no LM head) and one cached greedy token step of the answer loop, each over the
-   floor: the model's own cached forward of one token with mask and positions precomputed.
+   floor: the model's own cached forward of one token with mask and positions precomputed, and (the least a
+   caller can pass) with the token and the cache alone — the same computation where no row is padded.
 
     python benchmarks/codi_cost.py [--batch-size 32] [--repeats 20] [--n-latent 5] [--infer-batch 1,64]
 """
@@ -57,7 +58,7 @@ def main() -> None:
                     h = out.last_hidden_state[:, -1]
                 else:
                     tok = out.logits[:, -1].argmax(-1)
-                if kind == "bare":
+                if kind.startswith("bare"):
                     attn, pos, cache = state.mask_with(n), state.positions(1), state.cache
                     width = state.length
                 t = time.perf_counter()
@@ -68,26 +69,32 @@ def main() -> None:
                         h = state.step_hidden(h[:, None]).last_hidden_state[:, -1]
                     elif kind == "token":
                         tok = state.step(input_ids=tok[:, None]).logits[:, -1].argmax(-1)
+                    elif kind == "bare_nomask":  # the least a caller can pass: the token and the cache
+                        o, cache = cached_forward(bb.model, cache, input_ids=tok[:, None])
+                        tok = o.logits[:, -1].argmax(-1)
                     else:
                         o, cache = cached_forward(bb.model, cache, input_ids=tok[:, None], attention_mask=attn[:, : width + i + 1],
                                                   position_ids=pos + i)
                         tok = o.logits[:, -1].argmax(-1)
                 return (time.perf_counter() - t) / n
 
-        ts = {k: [] for k in ("thought", "thought_identity", "token", "bare")}
+        ts = {k: [] for k in ("thought", "thought_identity", "token", "bare", "bare_nomask")}
         for _ in range(args.repeats):  # interleaved, so a busy moment of the machine hits all three alike
             for k in ts:
                 ts[k].append(one(k))
-        step_rows.append((b, *(min(ts[k]) for k in ("thought", "thought_identity", "token", "bare"))))
+        step_rows.append((b, *(min(ts[k]) for k in ("thought", "thought_identity", "token", "bare", "bare_nomask"))))
     print(f"batch {args.batch_size}, tiny-gpt2 (4x128), CPU threads {torch.get_num_threads()}, n_latent {args.n_latent}")
     print(f"training step: CoT-SFT {1000 * t_cot:.1f} ms, CODI {1000 * t_codi:.1f} ms -> CODI / CoT = {t_codi / t_cot:.2f}x")
     print("inference step, min over rounds (thought: CODI's projection + the decoder stack; identity thought: the "
           "decoder stack alone, Coconut's; token: the answer loop's step; bare: the model's cached forward of one "
           "token, nothing else):")
-    for b, t_th, t_id, t_tok, t_bare in step_rows:
+    for b, t_th, t_id, t_tok, t_bare, t_nm in step_rows:
         print(f"  batch {b}: thought {1000 * t_th:.3f} ms, identity thought {1000 * t_id:.3f} ms, token {1000 * t_tok:.3f} ms, "
               f"bare forward {1000 * t_bare:.3f} ms -> thought / bare = {t_th / t_bare:.3f}x, "
               f"identity thought / bare = {t_id / t_bare:.3f}x, token / bare = {t_tok / t_bare:.3f}x")
+        print(f"  batch {b}: bare forward without mask or positions {1000 * t_nm:.3f} ms"
+              + (" (the prompts are padded: not the same computation, shown for scale)" if b > 1 else "")
+              + f" -> thought / bare-no-mask = {t_th / t_nm:.3f}x, token / bare-no-mask = {t_tok / t_nm:.3f}x")
 
 
 if __name__ == "__main__":

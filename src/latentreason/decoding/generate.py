@@ -285,7 +285,7 @@ def prefill(model: PreTrainedModel, ids: Tensor, mask: Tensor, output_hidden_sta
         pos[:, -1] += position_shift
     inputs = dict(input_ids=ids, attention_mask=attn, position_ids=pos)
     groups = None
-    if grouped and not count_padding and (state._decoder is not None or not (hidden_only or output_hidden_states)) \
+    if grouped and ids.shape[0] > 1 and not count_padding and (state._decoder is not None or not (hidden_only or output_hidden_states)) \
             and all(isinstance(layer, PreallocatedLayer) for layer in cache.layers):
         groups = length_groups(mask.sum(-1).tolist())
     if groups is not None:
