@@ -301,3 +301,21 @@ def test_generation_without_padding_calls_the_model_without_a_mask_and_without_t
     assert toks == [free]
     assert masks[0] is not None and all(m is None for m in masks[1:])  # the prefill keeps its mask
     assert not [r for r in records if "attention_mask" in r.getMessage()]
+
+
+def test_write_rows_places_a_groups_entries_right_aligned_with_zeros_in_the_padding():
+    bb = tiny_backbone("tiny-gpt2", n_embd=32, n_head=4)
+    cache = new_cache(bb.model, capacity=6)
+    layer = cache.layers[0]
+    torch.manual_seed(0)
+    k1, v1 = torch.randn(2, 4, 5, 8), torch.randn(2, 4, 5, 8)  # rows 0 and 2, width 5 of 5
+    k2, v2 = torch.randn(1, 4, 2, 8), torch.randn(1, 4, 2, 8)  # row 1, its last 2 positions
+    layer.write_rows(torch.tensor([0, 2]), 0, k1, v1, batch=3)
+    layer.write_rows(torch.tensor([1]), 3, k2, v2, batch=3)
+    keys, values = layer_kv(cache, 0)
+    assert keys.shape == (3, 4, 5, 8) and cache.get_seq_length() == 5
+    assert torch.equal(keys[[0, 2]], k1) and torch.equal(values[[0, 2]], v1)
+    assert torch.equal(keys[1, :, 3:], k2[0]) and torch.equal(values[1, :, 3:], v2[0])
+    assert not keys[1, :, :3].any() and not values[1, :, :3].any()
+    layer.update(torch.randn(3, 4, 1, 8), torch.randn(3, 4, 1, 8))  # the loop appends after the prompt
+    assert cache.get_seq_length() == 6

@@ -18,10 +18,9 @@ from typing import Any
 import torch
 from torch import Tensor
 from transformers import PreTrainedModel
-
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
-from latentreason.models.kv_cache import PreallocatedLayer, cached_forward, decoder_of, new_cache
+from latentreason.models.kv_cache import PreallocatedLayer, cached_forward, decoder_of, layer_kv, new_cache
 
 
 @dataclass
@@ -70,9 +69,9 @@ class DecodeState:
         self._pos = mask.sum(-1, keepdim=True) + position_shift  # the next position of each active row
         self.rows = torch.arange(b, device=mask.device)
         #: no padding anywhere (one row, prompts of one length, or the official CODI padding): steps call the model
-        #: without an attention mask, causal by itself (building the 4-D mask is a fifth of a step at batch 1 on
-        #: CPU), and feed tokens as their embeddings (a model called with token ids and no mask checks them for
-        #: padding, a host sync, and warns when a generated token is the pad id)
+        #: without an attention mask, causal by itself (transformers builds no 4-D mask), and feed tokens as their
+        #: embeddings (a model called with token ids and no mask checks them for padding, a host sync, and warns
+        #: when a generated token is the pad id)
         self.dense = bool(mask.bool().all())
         self._embed = model.get_input_embeddings()
         self.forward_passes = 1  # the prefill
@@ -231,23 +230,12 @@ def _grouped_prefill(state: DecodeState, fwd: Any, ids: Tensor, mask: Tensor, po
         sl = slice(width - w, width)
         out, part = cached_forward(fwd, new_cache(state.model, capacity=w), input_ids=ids[idx, sl],
                                    attention_mask=mask[idx, sl], position_ids=pos[idx, sl], **extra)
-        for layer, src in zip(cache.layers, part.layers):
-            if not layer.is_initialized:
-                layer.lazy_initialization(src.keys.new_empty((b, *src.keys.shape[1:2], 0, src.keys.shape[3])),
-                                          src.values.new_empty((b, *src.values.shape[1:2], 0, src.values.shape[3])))
-                if width > layer._k.shape[2]:
-                    layer._grow(width)
-                layer._k[:, :, :width].zero_()
-                layer._v[:, :, :width].zero_()
-            layer._k[idx, :, sl] = src.keys
-            layer._v[idx, :, sl] = src.values
+        for i, layer in enumerate(cache.layers):
+            layer.write_rows(idx, width - w, *layer_kv(part, i), batch=b)
         res = out.logits if hasattr(out, "logits") else out.last_hidden_state
         if last is None:
             last = res.new_empty((b, 1, res.shape[-1]))
         last[idx] = res[:, -1:]
-    for layer in cache.layers:
-        layer.length = width
-        layer._views()
     if hasattr(out, "logits"):
         return CausalLMOutputWithPast(logits=last)
     return BaseModelOutputWithPast(last_hidden_state=last)

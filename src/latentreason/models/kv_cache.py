@@ -99,6 +99,24 @@ class PreallocatedLayer(transformers.DynamicLayer):
     def get_seq_length(self) -> int:
         return self.length
 
+    def write_rows(self, rows: Tensor, start: int, key_states: Tensor, value_states: Tensor, batch: int) -> None:
+        """Write the keys/values ``(len(rows), heads, n, head_dim)`` of the rows ``rows`` at positions
+        ``start .. start + n`` of a cache for ``batch`` rows (the prompt of a length group; ``decoding.generate``).
+        The first write allocates the buffers with every slot up to its end zeroed (slots no group writes, the
+        padding, stay zeros and masked); the filled length becomes the furthest position written."""
+        end = start + key_states.shape[-2]
+        if not self.is_initialized:
+            shape = (batch, key_states.shape[1], 0, key_states.shape[3])
+            self.lazy_initialization(key_states.new_empty(shape), value_states.new_empty((*shape[:3], value_states.shape[3])))
+            if end > self._k.shape[2]:
+                self._grow(end)
+            self._k[:, :, :end].zero_()
+            self._v[:, :, :end].zero_()
+        self._k[rows, :, start:end] = key_states
+        self._v[rows, :, start:end] = value_states
+        self.length = max(self.length, end)
+        self._views()
+
     def crop(self, tokens_to_remove: int) -> None:
         """Forget the last ``-tokens_to_remove`` positions (transformers' convention: a negative count)."""
         if tokens_to_remove > 0:
