@@ -478,6 +478,7 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--only", choices=["coconut", "codi"], help="time one method's rows only")
     ap.add_argument("--part", choices=["coconut", "codi"], help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--new-tokens", type=int, default=256, help=argparse.SUPPRESS)
@@ -489,6 +490,11 @@ def main() -> None:
         return
     if args.official_dir is None:
         ap.error("--official-dir is required (make it with --setup DIR)")
+    if not args.part and os.environ.get("OMP_NUM_THREADS") != str(args.threads):
+        # the project part runs in this process: start it as the official parts start (their OpenMP runtime is
+        # made for --threads from the beginning; one made for all cores and cut down later runs ~10 % slower at one
+        # thread here)
+        os.execve(sys.executable, [sys.executable, *sys.argv], dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
     if args.part:
         fn = official_coconut if args.part == "coconut" else official_codi
         res = fn(args.official_dir.resolve(), args.work, args.repeats, args.threads, args.new_tokens, not args.no_train)
@@ -501,9 +507,10 @@ def main() -> None:
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
                PYTHONWARNINGS="ignore", PYTHONBREAKPOINT="0", PYTHONPATH=str(HERE / "parity"),
                HF_HUB_DISABLE_PROGRESS_BARS="1")
-    rounds: dict[str, list[dict]] = {f"{side}_{m}_{sh}": [] for m, sh in JOBS for side in ("official", "project")}
+    jobs = [(m, sh) for m, sh in JOBS if args.only in (None, m)]
+    rounds: dict[str, list[dict]] = {f"{side}_{m}_{sh}": [] for m, sh in jobs for side in ("official", "project")}
     for r in range(args.rounds):
-        for method, shape in JOBS:
+        for method, shape in jobs:
             n_new, train = new_tokens(method, shape), shape == "gsm"
             py = args.python_coconut if method == "coconut" else args.python_codi
             print(f"round {r + 1}: official {method}, {shape} prompts + {N_THOUGHTS} thoughts + {n_new} ...", flush=True)
@@ -523,7 +530,7 @@ def main() -> None:
         return statistics.median(x[key] for x in rows)
 
     table = []
-    for method, shape in JOBS:
+    for method, shape in jobs:
         off, proj = rounds[f"official_{method}_{shape}"], rounds[f"project_{method}_{shape}"]
         n = proj[0]["n_questions"]
         named = f"{shape} prompts ({proj[0]['prompt_tokens']:.0f} tokens) + {N_THOUGHTS} thoughts + {new_tokens(method, shape)}"
