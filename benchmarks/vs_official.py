@@ -115,7 +115,10 @@ def make_shapes(work: Path, data_dir: Path) -> dict[str, Path]:
     dirs = {}
     for name, (prompts, _) in SHAPES.items():
         d = work / name
-        make_model(d, data_dir) if not dirs else shutil.copytree(next(iter(dirs.values())), d)
+        if dirs:
+            shutil.copytree(next(iter(dirs.values())), d)
+        else:
+            make_model(d, data_dir)
         lines = _lines(data_dir)
         if prompts == "short":
             lines = [" ".join(ln.split("||", 1)[0].split()[:SHORT_WORDS]) + "||" + ln.split("||", 1)[1] for ln in lines]

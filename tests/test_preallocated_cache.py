@@ -206,9 +206,9 @@ def _counted_prefills(monkeypatch):
     seen = []
     real = gen_mod._grouped_prefill
 
-    def spy(state, fwd, ids, mask, pos, groups, extra):
+    def spy(state, fwd, hidden_only, ids, mask, pos, lengths, groups):
         seen.append([len(g) for g in groups])
-        return real(state, fwd, ids, mask, pos, groups, extra)
+        return real(state, fwd, hidden_only, ids, mask, pos, lengths, groups)
 
     monkeypatch.setattr(gen_mod, "_grouped_prefill", spy)
     return seen

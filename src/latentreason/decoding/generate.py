@@ -214,31 +214,28 @@ def length_groups(lengths: list[int], max_groups: int = 4, min_saving: float = 0
     return [order[upto[i]: upto[j]] for i, j in reversed(bounds)]
 
 
-def _grouped_prefill(state: DecodeState, fwd: Any, ids: Tensor, mask: Tensor, pos: Tensor, groups: list[list[int]],
-                     extra: dict[str, Any]):
+def _grouped_prefill(state: DecodeState, fwd: Any, hidden_only: bool, ids: Tensor, mask: Tensor, pos: Tensor,
+                     lengths: list[int], groups: list[list[int]]):
     """The prompt pass of ``prefill`` run per group of similar length (each group padded to its own width),
     its keys/values written into the one preallocated cache where the single padded pass would have put
     them (right-aligned); the padding slots hold zeros and stay masked. Returns the last position's
-    output (logits or the last layer's state), as one padded pass with ``logits_to_keep=1`` would."""
+    output (the last layer's state, or logits as one padded pass with ``logits_to_keep=1`` gives them)."""
     b, width = ids.shape
-    cache = state.cache
-    lengths = mask.sum(-1)
+    extra = {} if hidden_only else last_logits_only(fwd)
     last: Tensor | None = None
     for g in groups:
         idx = torch.tensor(g, device=ids.device)
-        w = int(lengths[idx].max())
+        w = max(lengths[i] for i in g)
         sl = slice(width - w, width)
         out, part = cached_forward(fwd, new_cache(state.model, capacity=w), input_ids=ids[idx, sl],
                                    attention_mask=mask[idx, sl], position_ids=pos[idx, sl], **extra)
-        for i, layer in enumerate(cache.layers):
+        for i, layer in enumerate(state.cache.layers):
             layer.write_rows(idx, width - w, *layer_kv(part, i), batch=b)
-        res = out.logits if hasattr(out, "logits") else out.last_hidden_state
+        res = out.last_hidden_state if hidden_only else out.logits
         if last is None:
             last = res.new_empty((b, 1, res.shape[-1]))
         last[idx] = res[:, -1:]
-    if hasattr(out, "logits"):
-        return CausalLMOutputWithPast(logits=last)
-    return BaseModelOutputWithPast(last_hidden_state=last)
+    return BaseModelOutputWithPast(last_hidden_state=last) if hidden_only else CausalLMOutputWithPast(logits=last)
 
 
 def prefill(model: PreTrainedModel, ids: Tensor, mask: Tensor, output_hidden_states: bool = False,
@@ -272,13 +269,14 @@ def prefill(model: PreTrainedModel, ids: Tensor, mask: Tensor, output_hidden_sta
         pos = pos.clone()
         pos[:, -1] += position_shift
     inputs = dict(input_ids=ids, attention_mask=attn, position_ids=pos)
-    groups = None
-    if grouped and ids.shape[0] > 1 and not count_padding and (state._decoder is not None or not (hidden_only or output_hidden_states)) \
+    # the grouped pass returns the last position only: the decoder's state or the model's logits
+    fwd = state._decoder if hidden_only else (None if output_hidden_states else model)
+    if grouped and fwd is not None and ids.shape[0] > 1 and not count_padding \
             and all(isinstance(layer, PreallocatedLayer) for layer in cache.layers):
-        groups = length_groups(mask.sum(-1).tolist())
-    if groups is not None:
-        fwd, extra = (state._decoder, {}) if hidden_only else (model, last_logits_only(model))
-        return state, _grouped_prefill(state, fwd, ids, mask, pos, groups, extra)
+        lengths = mask.sum(-1).tolist()
+        groups = length_groups(lengths)
+        if groups is not None:
+            return state, _grouped_prefill(state, fwd, hidden_only, ids, mask, pos, lengths, groups)
     if hidden_only and state._decoder is not None:
         out, state.cache = cached_forward(state._decoder, cache, **inputs)
     elif hidden_only or output_hidden_states:
