@@ -29,13 +29,19 @@ parity fixtures' GPT-2-style BPE tokenizer and GSM8k-Aug validation questions (`
 * answers per second of greedy generation after the thoughts, at batch 1 and batch 64, 64 questions.
   The official Coconut ``generate`` handles one question at a time and recomputes the whole prefix
   for every thought and every token (no cache), so its batch-64 figure is its batch-1 loop. Shapes, as the
-  table names them: GSM8k-Aug validation questions as prompts (their mean length in tokens is printed),
-  6 thoughts, then up to 32 new tokens (Coconut) or 256 (CODI). The
-  official CODI test loop (``test.py``) is batched and cached; its greedy step fails at batch 1 (it
-  squeezes the batch dimension away), so its batch-1 figure uses the script's sampling path
-  (temperature 0.1, top-k 40, top-p 0.95), which runs the same forward passes. Both sides decode
-  the same number of tokens (Coconut 32 new tokens or EOS, CODI 256 or EOS; a random model rarely
-  stops early, and the mean is printed).
+  table names them: short prompts (each question's first 8 words) + 6 thoughts + 32 new tokens (Coconut),
+  GSM8k-Aug validation questions as prompts + 6 thoughts + 256 (Coconut and CODI; the official CODI loop
+  always decodes 256); the mean prompt length in tokens is printed. The official CODI test loop
+  (``test.py``) is batched and cached; greedy on both sides at every batch size (its greedy step drops
+  the batch dimension at batch 1: one documented shim, in ``official_codi``). Both sides decode the same
+  number of tokens (a random model rarely stops early, and the mean is printed).
+* with ``--compile``, also the project's optional compiled decode path (``latentreason eval --compile``:
+  torch.compile'd fixed-shape steps on a static cache) at both batch sizes, against the same official
+  figures; the first call of each shape compiles and is not timed (its seconds are printed), and the
+  table counts the answers whose tokens equal the eager path's. (This random model, its weights scaled
+  up for decisive predictions, amplifies float32 rounding: the static cache's attention over masked
+  empty slots sums in another order, and over 256 tokens a few answers part from the eager ones at a
+  near-tie — logit margins of 0.002-0.004 where it was checked — also with the same steps run uncompiled.)
 
 Each measurement is the median over ``--repeats`` runs inside a round; the rounds alternate official
 and project runs and the table reports the median over rounds, with the ratio official / project
@@ -302,11 +308,12 @@ def official_codi(official: Path, work: Path, repeats: int, threads: int = 1, n_
 
 # ----------------------------------------------------------------------------------------- project part
 def project_part(work: Path, repeats: int, threads: int = 1, n_new: dict | None = None,
-                 train: bool = True) -> dict:
+                 train: bool = True, compiled: bool = False) -> dict:
     import torch
     from safetensors.torch import load_file
 
     from latentreason.data.loaders import load_gsm8k_aug
+    from latentreason.decoding.compiled import compile_seconds
     from latentreason.decoding.latent import latent_generate
     from latentreason.methods.base import method_config
     from latentreason.methods.coconut import Coconut
@@ -363,22 +370,29 @@ def project_part(work: Path, repeats: int, threads: int = 1, n_new: dict | None 
         r = {"train_step_s": _median_time(step, repeats) if train else float("nan")}
         m.eval()
         n = m.n_latent(m.stage) if name == "coconut" else m.config.n_latent
-        n_tok = []
 
-        def gen(bs):
-            n_tok.clear()
+        tokens: list[list[int]] = []
+
+        def gen(bs, compiled=False):
+            tokens.clear()
             for i in range(0, len(exs), bs):
                 prompts = m.latent_prompts(exs[i : i + bs])
                 out = latent_generate(m.model, prompts, n_latent=n, thought_fn=m.thought, eot_id=m.ids.eot,
                                       eos_id=m.ids.eos, pad_id=m.ids.pad, max_new_tokens=n_new[name],
-                                      count_padding=getattr(m.config, "official_padding", False))
-                n_tok.extend(len(t) for t in out.tokens)
+                                      count_padding=getattr(m.config, "official_padding", False), compiled=compiled)
+                tokens.extend(out.tokens)
 
         with torch.no_grad():
-            r["gen_b1_s"] = _median_time(lambda: gen(1), max(1, repeats // 3))
-            r["tokens_b1"] = statistics.mean(n_tok)
-            r["gen_b64_s"] = _median_time(lambda: gen(N_GEN), repeats)
-            r["tokens_b64"] = statistics.mean(n_tok)
+            for b, bs in (("b1", 1), ("b64", N_GEN)):
+                r[f"gen_{b}_s"] = _median_time(lambda: gen(bs), max(1, repeats // 3) if bs == 1 else repeats)
+                r[f"tokens_{b}"] = statistics.mean(len(t) for t in tokens)
+                if compiled:  # the optional compiled path (--compile): its first call compiles (timed apart)
+                    eager = [list(t) for t in tokens]
+                    r[f"gen_{b}_compiled_s"] = _median_time(lambda: gen(bs, True),
+                                                            max(1, repeats // 3) if bs == 1 else repeats)
+                    r[f"compiled_{b}_same"] = sum(list(a) == c for a, c in zip(tokens, eager))
+            if compiled:
+                r["compile_s"] = compile_seconds(m.model)
         r["n_questions"] = len(exs)
         r["prompt_tokens"] = statistics.mean(len(p) for p in m.latent_prompts(exs))
         res[name] = r
@@ -482,7 +496,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--only", choices=["coconut", "codi"], help="time one method's rows only")
+    ap.add_argument("--compile", action="store_true", help="also time the project's optional compiled decode path "
+                    "(the CLI's --compile: torch.compile'd fixed-shape steps on a static cache; compile time apart)")
     ap.add_argument("--part", choices=["coconut", "codi"], help=argparse.SUPPRESS)
+    ap.add_argument("--project", action="store_true", help=argparse.SUPPRESS)  # with --part: the project's side
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--new-tokens", type=int, default=256, help=argparse.SUPPRESS)
     ap.add_argument("--no-train", action="store_true", help=argparse.SUPPRESS)
@@ -493,11 +510,11 @@ def main() -> None:
         return
     if args.official_dir is None:
         ap.error("--official-dir is required (make it with --setup DIR)")
-    if not args.part and os.environ.get("OMP_NUM_THREADS") != str(args.threads):
-        # the project part runs in this process: start it as the official parts start (their OpenMP runtime is
-        # made for --threads from the beginning; one made for all cores and cut down later runs ~10 % slower at one
-        # thread here)
-        os.execve(sys.executable, [sys.executable, *sys.argv], dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
+    if args.part and args.project:
+        res = project_part(args.work, args.repeats, args.threads, {args.part: args.new_tokens}, not args.no_train,
+                           args.compile)[args.part]
+        sys.stdout.write("\n" + json.dumps(res) + "\n")
+        return
     if args.part:
         fn = official_coconut if args.part == "coconut" else official_codi
         res = fn(args.official_dir.resolve(), args.work, args.repeats, args.threads, args.new_tokens, not args.no_train)
@@ -510,24 +527,29 @@ def main() -> None:
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
                PYTHONWARNINGS="ignore", PYTHONBREAKPOINT="0", PYTHONPATH=str(HERE / "parity"),
                HF_HUB_DISABLE_PROGRESS_BARS="1")
+    project_env = dict(env, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), env["PYTHONPATH"]]))
     jobs = [(m, sh) for m, sh in JOBS if args.only in (None, m)]
     rounds: dict[str, list[dict]] = {f"{side}_{m}_{sh}": [] for m, sh in jobs for side in ("official", "project")}
     for r in range(args.rounds):
         for method, shape in jobs:
             n_new, train = new_tokens(method, shape), shape == "gsm"
-            py = args.python_coconut if method == "coconut" else args.python_codi
-            print(f"round {r + 1}: official {method}, {shape} prompts + {N_THOUGHTS} thoughts + {n_new} ...", flush=True)
-            proc = subprocess.run([py, str(Path(__file__).resolve()), "--official-dir", str(args.official_dir),
-                                   "--part", method, "--work", str(works[shape]), "--repeats", str(args.repeats),
-                                   "--threads", str(args.threads), "--new-tokens", str(n_new)]
-                                  + ([] if train else ["--no-train"]),
-                                  capture_output=True, text=True, env=env)
-            if proc.returncode:
-                sys.exit(f"official {method} failed:\n{proc.stderr[-5000:]}")
-            rounds[f"official_{method}_{shape}"].append(json.loads(proc.stdout.strip().split("\n")[-1]))
-            print(f"round {r + 1}: project {method}, {shape} ...", flush=True)
-            res = project_part(works[shape], args.repeats, args.threads, {method: n_new}, train)
-            rounds[f"project_{method}_{shape}"].append(res[method])
+            # each side in a fresh process every round, started alike (OMP_NUM_THREADS=--threads from the start):
+            # a process's speed varies from one process to the next by more than some of the margins measured
+            # here, so both sides sample that variation in every round
+            for side, py in (("official", args.python_coconut if method == "coconut" else args.python_codi),
+                             ("project", sys.executable)):
+                print(f"round {r + 1}: {side} {method}, {shape} prompts + {N_THOUGHTS} thoughts + {n_new} ...",
+                      flush=True)
+                cmd = [py, str(Path(__file__).resolve()), "--official-dir", str(args.official_dir), "--part", method,
+                       "--work", str(works[shape]), "--repeats", str(args.repeats), "--threads", str(args.threads),
+                       "--new-tokens", str(n_new)] + ([] if train else ["--no-train"])
+                if side == "project":
+                    cmd += ["--project"] + (["--compile"] if args.compile else [])
+                proc = subprocess.run(cmd, capture_output=True, text=True,
+                                      env=env if side == "official" else project_env)
+                if proc.returncode:
+                    sys.exit(f"{side} {method} failed:\n{proc.stderr[-5000:]}")
+                rounds[f"{side}_{method}_{shape}"].append(json.loads(proc.stdout.strip().split("\n")[-1]))
 
     def med(rows, key):
         return statistics.median(x[key] for x in rows)
@@ -540,8 +562,11 @@ def main() -> None:
         measures = [("training step, batch 32 (ms)", "train_step_s", "ms")] if shape == "gsm" else []
         measures += [(f"generation, batch 1, {named} (answers/s)", "gen_b1_s", "aps"),
                      (f"generation, batch 64, {named} (answers/s)", "gen_b64_s", "aps")]
+        if args.compile:
+            measures += [(f"generation, batch 1, compiled, {named} (answers/s)", "gen_b1_compiled_s", "aps"),
+                         (f"generation, batch 64, compiled, {named} (answers/s)", "gen_b64_compiled_s", "aps")]
         for what, key, unit in measures:
-            o, p = med(off, key), med(proj, key)
+            o, p = med(off, key.replace("_compiled", "")), med(proj, key)
             if unit == "ms":
                 table.append((method, what, f"{1000 * o:.1f}", f"{1000 * p:.1f}", o / p))
             else:
@@ -549,6 +574,11 @@ def main() -> None:
         for b in ("b1", "b64"):
             table.append((method, f"mean new tokens per answer, {b.replace('b', 'batch ')}, {shape} prompts",
                           f"{med(off, 'tokens_' + b):.1f}", f"{med(proj, 'tokens_' + b):.1f}", None))
+        if args.compile:
+            same = "; ".join(f"batch {b[1:]} {min(x[f'compiled_{b}_same'] for x in proj)}/{n}" for b in ("b1", "b64"))
+            table.append((method, f"compiled path: answers token-identical to the eager path (fewest over rounds) "
+                          f"/ compile seconds (first round), {shape} prompts", "",
+                          f"{same} / {proj[0]['compile_s']:.0f} s", None))
     print(f"\n{args.rounds} rounds x {args.repeats} repeats; GPT-2 {N_LAYER} layers d={N_EMBD}, CPU {args.threads} "
           f"thread(s), float32; prompts: {N_GEN} GSM8k-Aug validation questions (short: their first {SHORT_WORDS} words); "
           f"greedy on both sides")

@@ -82,6 +82,26 @@ def test_fixed_shape_latent_steps_give_the_eager_tokens_states_and_passes(count_
             assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
 
 
+def test_step_inputs_keep_one_stride_whatever_the_prompt_width():
+    """A compiled step is guarded on its inputs' strides: the first thought is a view of the prompt's last
+    position (its stride follows the prompt width), so each step gets a copy in one buffer; otherwise every new
+    width recompiles until torch's limit sends the step back to eager (seen at batch 1 in vs_official.py)."""
+    m = _codi()
+    base = m.latent_prompts(generate_splits(TaskConfig(n_train=2, n_valid=2, n_test=2, seed=0))["train"])[0]
+    prompts = [base[:1] * k + base for k in (0, 3, 7)]  # three widths, one capacity bucket
+    seen = []
+    for p in prompts:
+        ids, mask = left_pad([p], m.ids.pad)
+        runner = StaticRunner.get(m.model, 1, ids.shape[1] + 3 + 1 + 4, compile=False)
+        inner = runner._fns["embed"]
+        runner._fns["embed"] = lambda x, mask, pos, inner=inner: (seen.append(x.stride()), inner(x, mask, pos))[1]
+        # Coconut's thought: the last state itself (CODI's projection would hand over a fresh tensor)
+        compiled_latent_generate(m.model, ids, mask, n_latent=3, thought_fn=lambda h, k, rows: h, eot_id=m.ids.eot,
+                                 eos_id=m.ids.eos, max_new_tokens=4, compile=False)
+        runner._fns["embed"] = inner
+    assert len(seen) == 3 * len(prompts) and len(set(seen)) == 1
+
+
 def test_compiled_path_refuses_halting_naming_the_field():
     m = _codi()
     prompts = m.latent_prompts(generate_splits(TaskConfig(n_train=2, n_valid=2, n_test=2, seed=0))["train"])

@@ -50,6 +50,10 @@ class StaticRunner:
         self.pos = torch.zeros((batch, 1), dtype=torch.long, device=device)
         self.compile_seconds = 0.0
         self._warm: set[str] = set()
+        #: each step's input is copied into a buffer of its own: a compiled graph is guarded on its inputs' strides,
+        #: and a thought computed from the prompt's last position is a view whose stride follows the prompt width
+        #: (every new width would recompile, until torch's recompile limit sends the step back to eager)
+        self._inputs: dict[str, Tensor] = {}
         tok, emb = self._token, self._embed
         if compile:  # each runner's steps get code objects of their own: torch caches graphs (and counts
             # recompilations against its limit) per code object, and every runner compiles its shapes once
@@ -116,8 +120,12 @@ class StaticRunner:
             raise ValueError(f"static cache of {self.capacity} positions is full")
         self.mask[:, self.length] = 1
         fn = self._fns[kind]
+        buf = self._inputs.get(kind)
+        if buf is None or buf.dtype != x.dtype:
+            buf = self._inputs[kind] = x.new_empty((x.shape[0], 1, *x.shape[1:]))
+        buf.copy_(x[:, None])
         t0 = time.perf_counter() if kind not in self._warm else None
-        out = fn(x[:, None], self.mask, self.pos)
+        out = fn(buf, self.mask, self.pos)
         if t0 is not None:  # the first call compiles
             self._warm.add(kind)
             self.compile_seconds += time.perf_counter() - t0
