@@ -32,6 +32,31 @@ def test_batched_latent_decode_equals_one_by_one(kind):
     assert [g.forward_passes for g in batched] == [g.forward_passes for g in single]
 
 
+@pytest.mark.parametrize("compiled", [False, True])
+def test_latent_loop_runs_in_inference_mode_and_returns_states_autograd_can_use(compiled, monkeypatch):
+    """The decode loop runs under torch.inference_mode (no autograd bookkeeping per op); the states it records
+    come back as ordinary tensors, which a probe can be trained on (inference tensors cannot be saved for backward)."""
+    import latentreason.decoding.compiled as dc
+
+    monkeypatch.setattr(dc.torch, "compile", lambda fn, **kw: fn)  # the compiled path's own steps, not inductor
+    m = _codi(n_latent=2, max_new_tokens=3).eval()
+    seen = []
+
+    def thought(h, k, rows=None):
+        seen.append(torch.is_inference_mode_enabled())
+        return m.thought(h, k, rows=rows)
+
+    res = latent_generate(m.model, m.latent_prompts(train_examples(2)), n_latent=2, thought_fn=thought,
+                          eot_id=m.ids.eot, eos_id=m.ids.eos, pad_id=m.ids.pad, max_new_tokens=3, record_hidden=True,
+                          compiled=compiled)
+    assert seen and all(seen)
+    states = torch.stack([h for row in res.hidden for h in row])
+    assert not states.is_inference()
+    probe = torch.nn.Linear(states.shape[-1], 1, dtype=states.dtype)
+    F.mse_loss(probe(states).squeeze(-1), torch.zeros(len(states), dtype=states.dtype)).backward()
+    assert probe.weight.grad is not None
+
+
 def test_cached_latent_loop_equals_uncached_recomputation():
     m = _codi(n_latent=3, max_new_tokens=5).eval()
     model, emb = m.model, m.model.get_input_embeddings()

@@ -27,7 +27,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from latentreason.decoding.generate import last_logits_only, left_pad, padded_prompt_mask, trim_at_stop
+from latentreason.decoding.generate import last_logits_only, left_pad, normal_tensors, padded_prompt_mask, trim_at_stop
 from latentreason.models.kv_cache import decoder_of, static_cache, static_forward
 
 #: capacities are rounded up to a multiple of this (one compiled graph serves every batch below it)
@@ -167,7 +167,7 @@ def static_greedy(runner: StaticRunner, logits: Tensor, eos_id: int, max_new_tok
     return out
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def compiled_greedy_generate(model: Any, prompts: list[list[int]], pad_id: int, eos_id: int, max_new_tokens: int,
                              stop_after_eos: int = 1, position_shift: int = 0, compile: bool = True
                              ) -> tuple[list[list[int]], list[int]]:
@@ -180,7 +180,7 @@ def compiled_greedy_generate(model: Any, prompts: list[list[int]], pad_id: int, 
     return tokens, [len(t) for t in tokens]  # the prefill, then one pass per token after the first
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def compiled_latent_generate(model: Any, ids: Tensor, mask: Tensor, *, n_latent: int, thought_fn: Callable[..., Tensor],
                              eot_id: int, eos_id: int, max_new_tokens: int, stop_after_eos: int = 1,
                              record_hidden: bool = False, count_padding: bool = False, compile: bool = True
@@ -200,4 +200,4 @@ def compiled_latent_generate(model: Any, ids: Tensor, mask: Tensor, *, n_latent:
                 hidden[i].append(h[i].clone())
     logits = runner.step("token", torch.full((b,), eot_id, dtype=torch.long, device=ids.device))
     tokens = static_greedy(runner, logits, eos_id, max_new_tokens, stop_after_eos)
-    return tokens, [n_latent + 1 + len(t) for t in tokens], hidden
+    return tokens, [n_latent + 1 + len(t) for t in tokens], normal_tensors(hidden) if record_hidden else hidden

@@ -23,7 +23,8 @@ from torch import Tensor
 from transformers import PreTrainedModel
 
 from latentreason.decoding.compiled import compiled_latent_generate
-from latentreason.decoding.generate import DecodeState, greedy_continue, left_pad, padded_prompt_mask, prefill
+from latentreason.decoding.generate import (DecodeState, greedy_continue, left_pad, normal_tensors, padded_prompt_mask,
+                                             prefill)
 from latentreason.errors import ConfigError
 from latentreason.models.kv_cache import cached_forward, new_cache
 
@@ -52,7 +53,7 @@ class LatentGeneration:
     hidden: list[list[Tensor]] = field(default_factory=list)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def latent_generate(
     model: PreTrainedModel,
     prompts: list[list[int]],
@@ -80,6 +81,7 @@ def latent_generate(
     prompt and the thoughts run, else of ``output.hidden_states[-1]``). ``count_padding``: the official CODI code's padding
     handling (see :func:`~latentreason.decoding.generate.prefill`). ``compiled``: the fixed-shape compiled
     steps of :mod:`~latentreason.decoding.compiled` (fixed thoughts: no ``halt_fn`` or ``last_hidden``).
+    Runs under ``torch.inference_mode``; recorded states are returned as ordinary tensors.
     """
     device = next(model.parameters()).device
     ids, mask = left_pad(prompts, pad_id, device)
@@ -91,7 +93,7 @@ def latent_generate(
             model, ids, mask, n_latent=n_latent, thought_fn=thought_fn, eot_id=eot_id, eos_id=eos_id,
             max_new_tokens=max_new_tokens, stop_after_eos=stop_after_eos, record_hidden=record_hidden,
             count_padding=count_padding)
-        return LatentGeneration(tokens, [n_latent] * len(prompts), passes, hidden)
+        return LatentGeneration(tokens, [n_latent] * len(prompts), passes, hidden)  # already ordinary tensors
     state, out = prefill(model, ids, mask, hidden_only=True, count_padding=count_padding,
                          reserve=n_latent + 1 + max_new_tokens, grouped=last_hidden is None)
     last_hidden = last_hidden or _default_last_hidden
@@ -99,12 +101,16 @@ def latent_generate(
     h = last_hidden(out)
     hidden: list[list[Tensor]] = [[h[i].detach().clone()] if record_hidden else [] for i in range(n)]
     if halt_fn is None:
-        return _lockstep(state, h, hidden, n_latent=n_latent, thought_fn=thought_fn, eot_id=eot_id, eos_id=eos_id,
-                         max_new_tokens=max_new_tokens, stop_after_eos=stop_after_eos, record_hidden=record_hidden,
-                         last_hidden=last_hidden)
-    return _halting(state, h, hidden, model.get_input_embeddings(), n_latent=n_latent, thought_fn=thought_fn,
-                    eot_id=eot_id, eos_id=eos_id, max_new_tokens=max_new_tokens, stop_after_eos=stop_after_eos,
-                    halt_fn=halt_fn, min_latent=min_latent, record_hidden=record_hidden, last_hidden=last_hidden)
+        gen = _lockstep(state, h, hidden, n_latent=n_latent, thought_fn=thought_fn, eot_id=eot_id, eos_id=eos_id,
+                        max_new_tokens=max_new_tokens, stop_after_eos=stop_after_eos, record_hidden=record_hidden,
+                        last_hidden=last_hidden)
+    else:
+        gen = _halting(state, h, hidden, model.get_input_embeddings(), n_latent=n_latent, thought_fn=thought_fn,
+                       eot_id=eot_id, eos_id=eos_id, max_new_tokens=max_new_tokens, stop_after_eos=stop_after_eos,
+                       halt_fn=halt_fn, min_latent=min_latent, record_hidden=record_hidden, last_hidden=last_hidden)
+    if record_hidden:
+        gen.hidden = normal_tensors(gen.hidden)
+    return gen
 
 
 def _lockstep(state: DecodeState, h: Tensor, hidden: list[list[Tensor]], *, n_latent: int, thought_fn: ThoughtFn,
