@@ -36,6 +36,11 @@ p.add_argument("--ntrain", type=int, default=100000); p.add_argument("--seed", t
 p.add_argument("--eval_every", type=int, default=500); p.add_argument("--threads", type=int, default=1)
 p.add_argument("--mode", default="icot")  # icot | nocot
 p.add_argument("--icot_lr", type=float, default=None, help="learning rate from the first removal on")
+p.add_argument("--gate", type=float, default=None,
+               help="adaptive schedule: remove the next token once teacher-forced exact match on --nvalid generated "
+                    "validation questions (disjoint from train and test) reaches this, checked every --eval_every "
+                    "steps; --spt is then the most steps a token may take")
+p.add_argument("--nvalid", type=int, default=500)
 p.add_argument("--data_dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 p.add_argument("--cache_dir", default="runs/icot_explore")
 a = p.parse_args()
@@ -45,10 +50,11 @@ EOS = V["<eos>"]
 def enc(s): return [V[t] for t in s.split()]
 test = load_file(Path(a.data_dir) / "icot_multiplication/icot_si_2024/4_by_4_mult/test_bigbench.txt", "icot_mult")
 train = generate_multiplication(4, 4, a.ntrain, seed=0, exclude={e.question for e in test})
+valid = generate_multiplication(4, 4, a.nvalid, seed=12345, exclude={e.question for e in test} | {e.question for e in train})
 def tok(e):
     q = enc(e.question); c = enc(" + ".join(e.steps)); ans = enc("#### " + e.answer)
     return q, c, ans
-TR = [tok(e) for e in train]; TE = [tok(e) for e in test]
+TR = [tok(e) for e in train]; TE = [tok(e) for e in test]; VA = [tok(e) for e in valid]
 LC = len(TR[0][1]); print("cot len", LC, "q", len(TR[0][0]), "ans", len(TR[0][2]), flush=True)
 cfg = GPT2Config(vocab_size=len(V), n_positions=128, n_embd=a.d, n_layer=a.layers, n_head=a.heads, bos_token_id=EOS, eos_token_id=EOS)
 model = GPT2LMHeadModel(cfg)
@@ -70,10 +76,11 @@ def build(batch, removed, offsets):
     return torch.tensor(pad(ids, EOS)), torch.tensor(pad(labs, -100)), torch.tensor([p + list(range(p[-1] + 1, p[-1] + 1 + L - len(p))) for p in pos])
 def opt(): return torch.optim.AdamW(model.parameters(), lr=(a.icot_lr or a.lr) if step >= a.cot_steps else a.lr, weight_decay=0.01)
 @torch.no_grad()
-def evaluate(removed, n=1000):
+def evaluate(removed, n=1000, data=None):
+    data = TE if data is None else data
     model.eval(); ok = 0
     for i in range(0, n, 250):
-        b = TE[i:i + 250]
+        b = data[i:i + 250]
         ids, labs, pos = build(b, removed, [0] * len(b))
         logits = model(input_ids=ids, position_ids=pos).logits
         pred = logits[:, :-1].argmax(-1); tgt = labs[:, 1:]
@@ -87,8 +94,22 @@ if a.mode == "icot" and os.path.exists(ck):
     model.load_state_dict(torch.load(ck, weights_only=True)); step = a.cot_steps; print("loaded", ck, flush=True)
 total = a.cot_steps + a.spt * (LC + 2) + a.post_steps if a.mode == "icot" else a.cot_steps
 if a.mode == "nocot": a.lam = 1e9
+stage_start = a.cot_steps; gate_removed = 1  # the gated schedule's state: when the current token's stage began
+if a.gate is not None:
+    total = 10**9
 while step < total:
-    if a.mode == "icot":
+    if a.mode == "icot" and a.gate is not None and step >= a.cot_steps:
+        steps_in = step - stage_start
+        if steps_in >= a.spt or (steps_in > 0 and steps_in % a.eval_every == 0 and evaluate(gate_removed, a.nvalid, VA) >= a.gate):
+            print(json.dumps(dict(removal_done=gate_removed, steps=steps_in, at_step=step,
+                                  valid=evaluate(gate_removed, a.nvalid, VA))), flush=True)
+            gate_removed += 1; stage_start = step
+        if gate_removed >= LC + 1:
+            break
+        new = gate_removed
+        if new > removed and a.reset and not last_empty: o = opt()
+        removed = new
+    elif a.mode == "icot":
         new = 0 if step < a.cot_steps else (step - a.cot_steps) // a.spt + 1
         if new >= LC + 1: new = math.inf
         if new > removed and a.reset and not last_empty: o = opt()
@@ -103,5 +124,5 @@ while step < total:
     step += 1
     if a.mode == "icot" and step == a.cot_steps and not os.path.exists(ck): torch.save(model.state_dict(), ck)
     if step % a.eval_every == 0 or step == total:
-        print(json.dumps(dict(step=step, t=round(time.time() - t0), removed=str(removed), loss=round(loss.item(), 4), acc_now=evaluate(removed, 500), acc_full=evaluate(math.inf, 500))), flush=True)
+        print(json.dumps(dict(step=step, t=round(time.time() - t0), removed=str(removed), loss=round(loss.item(), 4), acc_now=evaluate(removed, 500), valid_now=evaluate(removed, a.nvalid, VA), acc_full=evaluate(math.inf, 500))), flush=True)
 print("final", evaluate(math.inf), "time", time.time() - t0, flush=True)

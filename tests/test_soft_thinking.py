@@ -371,6 +371,26 @@ def test_js_probe_one_hot_top1_gives_zero():
     assert all(r["js_st_top2"] == pytest.approx(r["js_top1_top2"], abs=1e-6) for r in recs)
 
 
+
+def test_soft_loop_runs_in_inference_mode_and_its_probe_sees_it():
+    """soft_generate runs under torch.inference_mode, like the other decode loops (no autograd bookkeeping per
+    op); a probe's extra forward passes run inside it and the JS study's records stay plain floats."""
+    bb = _backbone(scale=1.0)
+    prompts = _prompts(bb.tokenizer)
+    cfg = soft_config(mode="gumbel", temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, max_topk=3)
+    seen = []
+
+    class Spy(JSProbe):
+        def before_step(self, *args, **kwargs):
+            seen.append(torch.is_inference_mode_enabled())
+            return super().before_step(*args, **kwargs)
+
+    probe = Spy(temperature=1.0)
+    _gen(bb, prompts, cfg, probe=probe)
+    assert seen and all(seen)
+    assert probe.records and all(isinstance(r["js_st_top1"], float) for r in probe.records)
+    assert not torch.is_inference_mode_enabled()
+
 def test_model_entropy_and_soft_input_measures_on_known_vectors():
     # entropy of the model's own distribution (temperature 1): [1/2, 1/4, 1/4] -> 1.5 ln 2 nats
     logits = torch.log(torch.tensor([[0.5, 0.25, 0.25], [1.0, 1e-30, 1e-30]], dtype=torch.float64))

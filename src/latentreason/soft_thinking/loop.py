@@ -326,7 +326,7 @@ class _SoftDecoder:
         return outs
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def soft_generate(
     model: nn.Module,
     prompts: list[list[int]],
