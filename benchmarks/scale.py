@@ -5,8 +5,13 @@ and Llama-3.2-1B (16 layers, d = 2,048, 32 heads / 8 key-value heads, MLP 8,192,
 vocabulary, tied embeddings: CODI's LLaMA), as *shapes*: configs built here, random weights, the
 package's byte tokenizer for the token ids (nothing is downloaded). Methods: CoT-SFT and CODI (the
 ``codi_paper`` preset: 6 thoughts, projection, teacher + student), each full fine-tuning and LoRA
-(CODI's recipe: r 128, alpha 32, on every attention and MLP matrix). Precision: float32, and bfloat16
-autocast over float32 weights (what ``train.mixed_precision=bf16`` runs). Gradient checkpointing
+(CODI's recipe: r 128, alpha 32, on every attention and MLP matrix). Precision: float32 (``fp32``), bfloat16
+autocast over float32 weights (``bf16``: what ``train.mixed_precision=bf16`` runs), and the weights themselves
+in bfloat16 (``bf16w``: what ``model.dtype=bfloat16`` loads; LoRA adapters stay float32, peft's default; not in
+the default set). Autocast keeps one bfloat16 copy of a weight that requires grad per step, but casts a frozen
+one again at every use and autograd saves each copy: with LoRA, every pass through the model holds its own
+bfloat16 copy of the frozen weights until the backward, and CODI makes one teacher and eight student passes
+per step. Gradient checkpointing
 (transformers' ``activation_checkpointing_enable``) on and off; for CODI it is reported as not
 applicable: transformers' checkpointed layers run without the KV cache, and CODI's latent loop
 needs it (its loss changes: the script checks and says so).
@@ -128,7 +133,7 @@ def _examples(n: int, question_tokens: int):
                     answer=str(142 + i)) for i in range(n)]
 
 
-def _build(model_name: str, layers: int | None, lora: bool, dropout: bool = True):
+def _build(model_name: str, layers: int | None, lora: bool, dropout: bool = True, bf16_weights: bool = False):
     import torch
     from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
 
@@ -147,6 +152,8 @@ def _build(model_name: str, layers: int | None, lora: bool, dropout: bool = True
     cfg = GPT2Config(**fields, **common) if kind == "gpt2" else LlamaConfig(**fields, **common)
     torch.manual_seed(0)
     bb = Backbone(AutoModelForCausalLM.from_config(cfg), tok, ids)
+    if bf16_weights:
+        bb.model.to(torch.bfloat16)
     if lora:
         bb = maybe_apply_lora(bb, ModelConfig(name=model_name, lora_r=128, lora_alpha=32, lora_dropout=0.0,
                                               lora_targets=targets))
@@ -163,7 +170,7 @@ def measure(args: argparse.Namespace) -> dict:
     from latentreason.methods.base import method_config
 
     device = torch.device(args.device)
-    bb = _build(args.model, args.layers, args.tuning == "lora")
+    bb = _build(args.model, args.layers, args.tuning == "lora", bf16_weights=args.precision == "bf16w")
     if args.method == "cot":
         m = CoT(bb, CoTConfig())
     else:
@@ -240,7 +247,7 @@ def main() -> None:
     ap.add_argument("--models", default="gpt2-small,llama-3.2-1b")
     ap.add_argument("--methods", default="cot,codi")
     ap.add_argument("--tuning", default="full,lora")
-    ap.add_argument("--precision", default="fp32,bf16")
+    ap.add_argument("--precision", default="fp32,bf16", help="fp32, bf16 (autocast), bf16w (weights in bfloat16)")
     ap.add_argument("--checkpointing", default="off,on")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--steps", type=int, default=3)

@@ -221,6 +221,31 @@ def test_lora_on_hf_backbone(tmp_path):
     assert loaded.generate(train_examples(1))[0].latent_steps == 2
 
 
+def test_tiny_model_honours_dtype_and_lora_keeps_float32_adapters_and_projection_over_bf16_weights():
+    """model.dtype applies to the tiny model too (it was built in float32 whatever the field said); CODI's LoRA
+    recipe over bfloat16 weights (the official code loads the base in bf16) trains float32 adapters and a float32
+    projection, no warning."""
+    import warnings
+
+    from latentreason.models.backbone import ModelConfig, load_backbone, maybe_apply_lora
+
+    assert next(load_backbone(ModelConfig(name="tiny-gpt2", dtype="float16")).model.parameters()).dtype == torch.float16
+    cfg = ModelConfig(name="tiny-gpt2", dtype="bfloat16", lora_r=4, lora_alpha=8, lora_dropout=0.0,
+                      lora_targets=["c_attn", "c_proj", "c_fc"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # peft's read of a property transformers deprecated is silenced at the call
+        bb = maybe_apply_lora(load_backbone(cfg), cfg)
+    m = CODI(bb, CODIConfig(n_latent=2))
+    frozen = {p.dtype for p in m.model.parameters() if not p.requires_grad}
+    adapters = {p.dtype for n, p in m.model.named_parameters() if "lora_" in n}
+    assert frozen == {torch.bfloat16} and adapters == {torch.float32}
+    assert {p.dtype for p in m.projection.parameters()} == {torch.float32}  # trainable, like the official CODI's
+    m(m.collate([m.features(t) for t in m.prepare(train_examples(2))]))["loss"].backward()
+    assert all(p.grad is not None for n, p in m.model.named_parameters() if "lora_" in n)
+    assert all(p.grad is not None for p in m.projection.parameters())
+    assert m.eval().generate(train_examples(1))[0].latent_steps == 2
+
+
 def test_general_phase_loop_equals_lockstep_fast_path():
     """The per-row-phase loop (used with halting) gives the lock-step loop's results when no row halts."""
     m = _codi(n_latent=3, max_new_tokens=6).eval()

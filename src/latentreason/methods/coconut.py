@@ -44,7 +44,7 @@ from latentreason.methods.objective import (
     step_ce,
     teacher_pass,
 )
-from latentreason.models.projection import LatentProjection, soft_token_embedding
+from latentreason.models.projection import LatentProjection, projection_dtype, soft_token_embedding
 from latentreason.models.tokenizer import require_ids
 
 
@@ -136,7 +136,7 @@ class Coconut(Method):
         require_ids(self.ids, ("bot", "eot") + (("pause",) if self.config.pause_as_thought else ()), "Coconut")
         if self.config.projection:
             self.projection = LatentProjection(backbone.hidden_size)
-            self.projection.to(dtype=self.model.get_input_embeddings().weight.dtype)
+            self.projection.to(dtype=projection_dtype(self.model))
             if self.config.soft_token_thought:
                 torch.nn.init.zeros_(self.projection.norm.weight)
         # a loaded model answers at the final stage; training sets the stage from the step (on_train_step)

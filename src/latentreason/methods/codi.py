@@ -50,7 +50,7 @@ from latentreason.methods.objective import (
     step_ce,
     teacher_pass,
 )
-from latentreason.models.projection import LatentProjection, soft_token_embedding
+from latentreason.models.projection import LatentProjection, projection_dtype, soft_token_embedding
 from latentreason.models.tokenizer import require_ids
 
 
@@ -159,7 +159,7 @@ class CODI(Method):
         d = backbone.hidden_size
         if self.config.projection:
             self.projection = LatentProjection(d, self.config.projection_dim)
-            self.projection.to(dtype=self.model.get_input_embeddings().weight.dtype)
+            self.projection.to(dtype=projection_dtype(self.model))
             if self.config.soft_token_thought:
                 torch.nn.init.zeros_(self.projection.norm.weight)
         self.anchors = StepAnchors(self.tokenizer)

@@ -14,6 +14,7 @@ through ``inputs_embeds``, caches are ``transformers`` ``Cache`` objects.
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ class ModelConfig:
     #: digit or symbol: iCoT's multiplication data at half the length; models/tokenizer.py)
     tokenizer: str = "byte"
     dropout: float = 0.0
-    #: weights dtype for HF models: auto | float32 | bfloat16 | float16
+    #: weights dtype: auto | float32 | bfloat16 | float16 | float64 (auto: the checkpoint's; float32 for a tiny model)
     dtype: str = "float32"
     #: only ever set by the user: lets HF run code shipped with a model
     trust_remote_code: bool = False
@@ -223,6 +224,8 @@ def load_backbone(cfg: ModelConfig, seed: int | None = None, layout: str | None 
         if cfg.attn_implementation:
             hf_cfg._attn_implementation = cfg.attn_implementation
         model = AutoModelForCausalLM.from_config(hf_cfg)
+        if cfg.dtype not in ("auto", "float32"):  # built in float32 ("auto" for a model built here)
+            model.to(_DTYPES[cfg.dtype])
         if cfg.init_new_tokens_from:
             _init_new_rows(model, tokenizer, len(tokenizer) - 2 - len(LATENT_SPECIALS), cfg.init_new_tokens_from)
         return Backbone(model, tokenizer, ids)
@@ -299,7 +302,11 @@ def maybe_apply_lora(backbone: Backbone, cfg: ModelConfig) -> Backbone:
         task_type="CAUSAL_LM",
         fan_in_fan_out=conv1d,
     )
-    backbone.model = get_peft_model(backbone.model, lcfg)
+    with warnings.catch_warnings():
+        # peft 0.21's PeftModel.__init__ reads transformers 5's deprecated `is_gradient_checkpointing` property, which
+        # warns on every LoRA run; this package never reads it (nothing else is silenced here)
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        backbone.model = get_peft_model(backbone.model, lcfg)
     return backbone
 
 

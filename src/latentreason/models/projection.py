@@ -16,7 +16,16 @@ class LatentProjection(nn.Module):
         self.norm = nn.LayerNorm(d_model, eps=layer_norm_eps)
 
     def forward(self, h: Tensor) -> Tensor:
-        return self.norm(self.fc2(self.act(self.fc1(h))))
+        """``h`` in the model's dtype; computed in the projection's own (float32 over a half-precision model, as the
+        official CODI's projection over its bfloat16 base), returned in ``h``'s."""
+        dtype = self.fc1.weight.dtype
+        return self.norm(self.fc2(self.act(self.fc1(h.to(dtype))))).to(h.dtype)
+
+
+def projection_dtype(model) -> torch.dtype:
+    """The dtype of a latent projection trained with ``model``: the model's, float32 at least (trainable weights of
+    their own, like peft's LoRA adapters over a bfloat16 base)."""
+    return torch.promote_types(model.get_input_embeddings().weight.dtype, torch.float32)
 
 
 def soft_token_embedding(model, hidden: Tensor) -> Tensor:
