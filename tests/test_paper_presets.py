@@ -62,6 +62,7 @@ OFFICIAL_RECIPES = {
                                  "train.epochs": 40, "train.weight_decay": 0.1, "train.warmup_ratio": 0.03,
                                  "train.schedule": "cosine", "train.grad_clip": 2.0, "train.seed": 11,
                                  "model.lora_r": 128, "model.lora_alpha": 32, "train.mixed_precision": "bf16",
+                                 "model.dtype": "bfloat16",  # src/model.py: torch_dtype=bfloat16 under --bf16
                                  "method_args.preset": "codi_paper"},
 }
 

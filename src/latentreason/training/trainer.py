@@ -307,6 +307,12 @@ class Trainer:
             f"training {self.method.name}: {len(self.train_toks)} examples, {self.total_steps} steps, global batch "
             f"{self.batch} = {self.world} process(es) x {self.micro} x {self.accum} accumulation, device {acc.device}"
         )
+        if acc.mixed_precision in ("bf16", "fp16") and any(
+                not p.requires_grad and p.dtype == torch.float32 and p.dim() == 2 for p in self.method.model.parameters()):
+            self.log(f"note: {acc.mixed_precision} autocast over frozen float32 weights (LoRA) casts each one again at "
+                     "every use and keeps every copy for the backward, one copy of the base model per pass through it "
+                     "(CODI: the teacher's, the question's, each thought's, the answer's); model.dtype=bfloat16 loads "
+                     "the base in bf16 instead, as the official CODI")
         unwrapped = acc.unwrap_model(self.model)
         step, train_seconds, last_loss = self._run(step, train_seconds, last_loss, unwrapped)
         valid_acc = self._validate(step, unwrapped.stage_label(), kind="final")
