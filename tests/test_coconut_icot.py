@@ -139,6 +139,29 @@ def test_icot_schedule_removes_the_right_tokens(n_tokens, steps_per_token, start
         assert kept == cot[min(int(expected), n_tokens):] + [7]  # removed from the left, the closing token survives
 
 
+def test_icot_gated_schedule_removes_a_token_only_when_validation_reaches_the_gate():
+    """removal_gate: the amount grows at a validation whose accuracy reaches the gate (not on a clock), or once
+    gate_max_steps have passed at one amount; the optimiser resets as with the fixed schedule; state survives resume."""
+    m = ICoT(_shared_backbone(), ICoTConfig(removal_gate=0.9, gate_max_steps=50, start_step=10, smoothing_lambda=None))
+    assert m.requires_validation() and not ICoT(_shared_backbone(), ICoTConfig()).requires_validation()
+    resets, accs = [], {5: 1.0, 20: 0.5, 30: 0.95, 60: 0.89, 70: 0.9, 150: 0.99}
+    for step in range(200):  # the trainer's order: on_train_step(k), optimiser step, validation after k + 1 steps
+        resets.append(m.on_train_step(step, 0.0, 100))
+        if step + 1 in accs:
+            m.on_validation(step + 1, accs[step + 1])
+        if step + 1 == 120:
+            saved = m.trainer_state()
+    # 5: before start_step, ignored; 20: below the gate; 30: +1; 60: below; 70: +1; 120: 50 steps at one amount
+    # (gate_max_steps) +1; 150: +1; the next forced one would be at 200
+    assert [s for s, r in enumerate(resets) if r] == [30, 70, 120, 150]
+    assert m.removed == 4
+    other = ICoT(_shared_backbone(), ICoTConfig(removal_gate=0.9, gate_max_steps=50, start_step=10, smoothing_lambda=None))
+    other.load_trainer_state(saved)  # resumed after 120 steps: no validations from here, forced every 50
+    assert [s for s in range(120, 200) if other.on_train_step(s, 0.0, 100)] == [120, 170]
+    with pytest.raises(Exception, match="removal_gate"):
+        ICoTConfig(removal_gate=1.5).validate()
+
+
 def test_icot_removal_smoothing_and_reset():
     p = smoothing_offsets(4.0)
     assert abs(float(p.sum()) - 1) < 1e-12 and abs(float(p[0]) - 0.98168) < 1e-4 and abs(float(p[1]) - 0.01798) < 1e-4

@@ -316,6 +316,13 @@ class Method(nn.Module):
         """Called before every optimiser step; return True to reset the optimiser (stage change)."""
         return False
 
+    def on_validation(self, step: int, accuracy: float | None) -> None:
+        """Called after each periodic validation (``train.eval_every``) with its accuracy, on every process."""
+
+    def requires_validation(self) -> bool:
+        """Whether training needs periodic validation (a schedule that advances on it)."""
+        return False
+
     def trainer_state(self) -> dict[str, Any]:
         """Method state to store in checkpoints (curriculum stage, removal amount, ...)."""
         return {}

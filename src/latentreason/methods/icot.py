@@ -55,6 +55,13 @@ class ICoTConfig(MethodConfig):
     #: fixed when training starts: the most common one, which is every example's on fixed-layout data such as
     #: k x k multiplication; the official evaluation uses each example's own)
     position_shift: int | None = None
+    #: the project's gated schedule (off in every preset): the next token is removed only at a validation
+    #: (train.eval_every) whose accuracy at the current amount reaches this, so the hard tokens (on 4x4
+    #: multiplication the second, whose removal hides a carry) get the steps they need and the easy ones no more;
+    #: remove_per_epoch / steps_per_token are then unused; start_step still holds removal back
+    removal_gate: float | None = None
+    #: gated schedule: the most optimiser steps one token may take (None: no limit); then it is removed anyway
+    gate_max_steps: int | None = None
     max_new_tokens: int | None = None  # None: follow the training data (MethodConfig)
 
     def validate(self) -> None:
@@ -67,6 +74,10 @@ class ICoTConfig(MethodConfig):
             raise ConfigError(f"method_args.start_step must be >= 0, got {self.start_step}")
         if self.position_shift is not None and self.position_shift < 0:
             raise ConfigError(f"method_args.position_shift must be >= 0, got {self.position_shift}")
+        if self.removal_gate is not None and not 0.0 < self.removal_gate <= 1.0:
+            raise ConfigError(f"method_args.removal_gate must be in (0, 1] (a validation accuracy), got {self.removal_gate}")
+        if self.gate_max_steps is not None and self.gate_max_steps < 1:
+            raise ConfigError(f"method_args.gate_max_steps must be >= 1, got {self.gate_max_steps}")
         if self.smoothing_lambda is not None and self.smoothing_lambda <= 0:
             raise ConfigError(f"method_args.smoothing_lambda must be > 0 (or null to disable), got {self.smoothing_lambda}")
 
@@ -121,6 +132,8 @@ class ICoT(CoT):
         self._batch_empty: bool | None = None  # filled while this step's examples are built
         self._offsets = smoothing_offsets(self.config.smoothing_lambda) if self.config.smoothing_lambda else None
         self._rng = torch.Generator().manual_seed(0)
+        # the gated schedule: tokens removed so far, and the step the current amount began
+        self._gated, self._gate_start = 0, self.config.start_step
 
     # ------------------------------------------------------------------ schedule
     def interval(self, steps_per_epoch: int) -> int:
@@ -131,8 +144,12 @@ class ICoT(CoT):
     def removed_at(self, step: int, steps_per_epoch: int) -> float:
         if step < self.config.start_step:
             return 0
-        every = self.interval(steps_per_epoch)
-        s = (step - self.config.start_step) // every if every else step - self.config.start_step + 1
+        if self.config.removal_gate is not None:
+            s = self._gated + int(self.config.gate_max_steps is not None
+                                  and step - self._gate_start >= self.config.gate_max_steps)
+        else:
+            every = self.interval(steps_per_epoch)
+            s = (step - self.config.start_step) // every if every else step - self.config.start_step + 1
         if self.config.remove_all_beyond is not None and s >= self.config.remove_all_beyond:
             return INF
         return s
@@ -153,16 +170,31 @@ class ICoT(CoT):
         self._last_batch_empty = prev_empty
         self._batch_empty = None
         new = self.removed_at(step, steps_per_epoch)
+        if self.config.removal_gate is not None and new != INF and new > self._gated:  # gate_max_steps ran out
+            self._gated, self._gate_start = int(new), step
         grew = step > 0 and new > self.removed
         self.removed = new
         return grew and self.config.reset_optimizer and not prev_empty
 
+    def requires_validation(self) -> bool:
+        return self.config.removal_gate is not None
+
+    def on_validation(self, step: int, accuracy: float | None) -> None:
+        """The gated schedule: one more token goes once validation at the current amount reaches the gate."""
+        gate = self.config.removal_gate
+        if gate is None or accuracy is None or self.removed == INF or step < self.config.start_step:
+            return
+        if accuracy >= gate:
+            self._gated, self._gate_start = self._gated + 1, step
+
     def trainer_state(self) -> dict[str, Any]:
         empty = self._batch_empty if self._batch_empty is not None else self._last_batch_empty
         return {"removed": None if self.removed == INF else self.removed, "last_batch_empty": empty,
-                "rng": self._rng.get_state().tolist()}
+                "rng": self._rng.get_state().tolist(), "gated": self._gated, "gate_start": self._gate_start}
 
     def load_trainer_state(self, state: dict[str, Any]) -> None:
+        self._gated = int(state.get("gated", 0))
+        self._gate_start = int(state.get("gate_start", self.config.start_step))
         if "removed" in state:
             self.removed = INF if state["removed"] is None else state["removed"]
         self._last_batch_empty = bool(state.get("last_batch_empty", False))

@@ -136,6 +136,11 @@ class Trainer:
             int(round(self.tcfg.warmup_ratio * self.total_steps)) if self.tcfg.warmup_ratio is not None else self.tcfg.warmup_steps
         )
         self._signals: StopSignals | None = None
+        #: ((step, stage), metrics) of the newest validation
+        self._validated: tuple[tuple[int, str | None], dict[str, Any]] | None = None
+        if method.requires_validation() and not (self.tcfg.eval_every and self.valid_examples):
+            raise ConfigError(f"{method.name}: its schedule advances on validation accuracy (method_args.removal_gate): "
+                              "set train.eval_every > 0 and give a validation split")
         #: step at which an early decay started (``train.decay_at_valid_accuracy``), None before
         self.decay_started: int | None = None
         self._decay_ids: set[int] | None = None
@@ -202,12 +207,16 @@ class Trainer:
         acc = None
         if self.accelerator.is_main_process:
             m = self.accelerator.unwrap_model(self.model)
-            was_training = m.training
-            m.eval()
-            try:
-                metrics = validation_metrics(m, self.valid_examples, self.tcfg.eval_batch_size)
-            finally:
-                m.train(was_training)
+            if self._validated is not None and self._validated[0] == (step, stage):
+                metrics = self._validated[1]  # the same weights at the same stage (a stage ending at a validation)
+            else:
+                was_training = m.training
+                m.eval()
+                try:
+                    metrics = validation_metrics(m, self.valid_examples, self.tcfg.eval_batch_size)
+                finally:
+                    m.train(was_training)
+                self._validated = ((step, stage), metrics)
             acc = metrics["accuracy"]
             row = {"step": step, "type": kind, "valid_accuracy": acc, "valid_n": metrics["n"],
                    "valid_mean_latent_steps": metrics["mean_latent_steps"],
@@ -415,6 +424,9 @@ class Trainer:
         if self.tcfg.eval_every and step % self.tcfg.eval_every == 0 and step < self.total_steps:
             v = self._validate(step, new_stage)
             self._maybe_start_decay(step, v, unwrapped)
+            if self.world > 1 and self.valid_examples and not self.fsdp:  # the main process validated: share it
+                v = self._sum_over_processes([v or 0.0])[0]
+            unwrapped.on_validation(step, v)
         saved = None
         if self.tcfg.save_every and step % self.tcfg.save_every == 0 and step < self.total_steps:
             saved = self._save_checkpoint(step, train_seconds, last_loss)
