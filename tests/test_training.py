@@ -105,6 +105,25 @@ def test_config_errors_name_the_field():
         load_run_config(overrides=["method=codi", "method_args.n_latent=-1"])
 
 
+def test_yaml_no_and_off_stay_words_where_a_string_is_wanted(tmp_path):
+    """PyYAML reads yes/no/on/off as booleans (YAML 1.1): `--set train.mixed_precision=no`, the documented value,
+    failed with "expected a string, got False". Configs now read only true/false as booleans; true/false fields
+    still take the words."""
+    assert load_run_config(overrides=["train.mixed_precision=no"]).train.mixed_precision == "no"
+    f = tmp_path / "run.yaml"
+    f.write_text("train:\n  mixed_precision: no\nmodel:\n  dropout: 0.0\nmethod_args:\n  keep_position: on\n"
+                 "method: icot\n", encoding="utf-8")
+    cfg = load_run_config(f)
+    assert cfg.train.mixed_precision == "no" and cfg.method_args["keep_position"] in (True, "on")
+    from latentreason.methods.base import method_config
+    from latentreason.methods.icot import ICoT
+
+    assert method_config(ICoT, {"keep_position": "off"}).keep_position is False
+    assert method_config(ICoT, {"keep_position": "yes"}).keep_position is True
+    with pytest.raises(ConfigError, match="expected true or false"):
+        method_config(ICoT, {"keep_position": "maybe"})
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_resume_continues_same_loss_trace(tmp_path):
@@ -201,6 +220,8 @@ def test_turn_order_rotates_every_question_and_round():
 def test_lora_under_autocast_over_float32_weights_is_noted(tmp_path, dtype, noted):
     """bf16 autocast over frozen float32 weights keeps a bf16 copy of the base model per pass (benchmarks/scale.py:
     CODI's LoRA recipe on a Llama-3.2-1B shape, 24.6 GB against 4.5 GB with the base in bf16): the run says so."""
+    run_training(_cfg(tmp_path / "first", steps=1, **{"train.mixed_precision": "no"}), progress=False,
+                 evaluate_test=False)  # a run of another precision first, in the same process (as in a notebook)
     logs = []
     cfg = _cfg(tmp_path, method="codi", steps=1, **{"model.lora_r": 4, "model.dtype": dtype,
                                                      "train.mixed_precision": "bf16", "train.eval_every": 0})

@@ -9,6 +9,7 @@ annotations: ``int``, ``float`` (ints accepted), ``bool``, ``str``, ``X | None``
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -65,6 +66,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
+        if isinstance(value, str) and value.lower() in _WORD_BOOLS:  # YAML 1.1's words, read as text (Loader)
+            return _WORD_BOOLS[value.lower()]
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not value.is_integer()):
@@ -136,6 +139,20 @@ def to_dict_nondefault(obj: Any) -> Any:
     return to_dict(obj)
 
 
+class Loader(yaml.SafeLoader):
+    """YAML with YAML 1.2's booleans: only true / false. PyYAML follows YAML 1.1, where yes / no / on / off are
+    booleans too, so ``mixed_precision: no`` (or ``--set train.mixed_precision=no``) would arrive as False; here it
+    stays the string "no", and a true/false field still takes those words."""
+
+
+Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_WORD_BOOLS = {"yes": True, "on": True, "no": False, "off": False}
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``a.b=1e-3`` -> (["a", "b"], 0.001); values are parsed as YAML scalars/lists."""
     if "=" not in item:
@@ -145,7 +162,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"override {item!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=Loader) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
@@ -175,7 +192,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: config file is not UTF-8 text") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=Loader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, FullyShardedDataParallelPlugin
+from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import DistributedDataParallelKwargs, DistributedType
 
 from latentreason.errors import ConfigError
@@ -30,6 +31,11 @@ def make_accelerator(tcfg) -> Any:
         # curriculum that resets the optimiser cannot do); original parameters keep their names
         kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(fsdp_version=1, use_orig_params=True)
     kwargs["kwargs_handlers"] = [DistributedDataParallelKwargs(find_unused_parameters=True)]
+    done = AcceleratorState._shared_state
+    if done and done.get("_mixed_precision", mp) != mp and PartialState().num_processes == 1:
+        # one process training runs of different precisions in turn (a notebook, a script): accelerate keeps the
+        # first run's state for the process and refuses another precision; a single process may start afresh
+        AcceleratorState._reset_state()
     acc = Accelerator(**kwargs)
     is_fsdp = acc.distributed_type == DistributedType.FSDP
     if tcfg.distributed == "fsdp" and acc.num_processes > 1 and not is_fsdp:
