@@ -138,9 +138,9 @@ class Trainer:
         self._signals: StopSignals | None = None
         #: ((step, stage), metrics) of the newest validation
         self._validated: tuple[tuple[int, str | None], dict[str, Any]] | None = None
-        if method.requires_validation() and not (self.tcfg.eval_every and self.valid_examples):
+        if method.requires_validation() and (self.fsdp or not (self.tcfg.eval_every and self.valid_examples)):
             raise ConfigError(f"{method.name}: its schedule advances on validation accuracy (method_args.removal_gate): "
-                              "set train.eval_every > 0 and give a validation split")
+                              "set train.eval_every > 0 and give a validation split (FSDP runs do not validate)")
         #: step at which an early decay started (``train.decay_at_valid_accuracy``), None before
         self.decay_started: int | None = None
         self._decay_ids: set[int] | None = None
