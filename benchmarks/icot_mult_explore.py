@@ -95,15 +95,19 @@ if a.mode == "icot" and os.path.exists(ck):
 total = a.cot_steps + a.spt * (LC + 2) + a.post_steps if a.mode == "icot" else a.cot_steps
 if a.mode == "nocot": a.lam = 1e9
 stage_start = a.cot_steps; gate_removed = 1  # the gated schedule's state: when the current token's stage began
+valid_seen = (None, None, None)  # (step, removed, validation accuracy) of the newest periodic report
 if a.gate is not None:
     total = 10**9
 while step < total:
     if a.mode == "icot" and a.gate is not None and step >= a.cot_steps:
         steps_in = step - stage_start
-        if steps_in >= a.spt or (steps_in > 0 and steps_in % a.eval_every == 0 and evaluate(gate_removed, a.nvalid, VA) >= a.gate):
-            print(json.dumps(dict(removal_done=gate_removed, steps=steps_in, at_step=step,
-                                  valid=evaluate(gate_removed, a.nvalid, VA))), flush=True)
-            gate_removed += 1; stage_start = step
+        checked = steps_in > 0 and steps_in % a.eval_every == 0
+        if checked or steps_in >= a.spt:
+            # the periodic report just above measured these weights at this amount: reuse it
+            v = valid_seen[2] if valid_seen[:2] == (step, gate_removed) else evaluate(gate_removed, a.nvalid, VA)
+            if steps_in >= a.spt or v >= a.gate:
+                print(json.dumps(dict(removal_done=gate_removed, steps=steps_in, at_step=step, valid=v)), flush=True)
+                gate_removed += 1; stage_start = step
         if gate_removed >= LC + 1:
             break
         new = gate_removed
@@ -124,5 +128,5 @@ while step < total:
     step += 1
     if a.mode == "icot" and step == a.cot_steps and not os.path.exists(ck): torch.save(model.state_dict(), ck)
     if step % a.eval_every == 0 or step == total:
-        print(json.dumps(dict(step=step, t=round(time.time() - t0), removed=str(removed), loss=round(loss.item(), 4), acc_now=evaluate(removed, 500), valid_now=evaluate(removed, a.nvalid, VA), acc_full=evaluate(math.inf, 500))), flush=True)
+        print(json.dumps(dict(step=step, t=round(time.time() - t0), removed=str(removed), loss=round(loss.item(), 4), acc_now=evaluate(removed, 500), valid_now=(valid_seen := (step, removed, evaluate(removed, a.nvalid, VA)))[2], acc_full=evaluate(math.inf, 500))), flush=True)
 print("final", evaluate(math.inf), "time", time.time() - t0, flush=True)
