@@ -41,6 +41,9 @@ p.add_argument("--gate", type=float, default=None,
                     "validation questions (disjoint from train and test) reaches this, checked every --eval_every "
                     "steps; --spt is then the most steps a token may take")
 p.add_argument("--nvalid", type=int, default=500)
+p.add_argument("--bf16", action="store_true", help="bf16 autocast for the forward passes (weights and AdamW stay float32)")
+p.add_argument("--attn", default="sdpa", help="attention implementation: sdpa | eager (eager is faster under bf16 on CPU)")
+p.add_argument("--dropout", type=float, default=0.1)
 p.add_argument("--data_dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 p.add_argument("--cache_dir", default="runs/icot_explore")
 a = p.parse_args()
@@ -56,8 +59,11 @@ def tok(e):
     return q, c, ans
 TR = [tok(e) for e in train]; TE = [tok(e) for e in test]; VA = [tok(e) for e in valid]
 LC = len(TR[0][1]); print("cot len", LC, "q", len(TR[0][0]), "ans", len(TR[0][2]), flush=True)
-cfg = GPT2Config(vocab_size=len(V), n_positions=128, n_embd=a.d, n_layer=a.layers, n_head=a.heads, bos_token_id=EOS, eos_token_id=EOS)
+cfg = GPT2Config(vocab_size=len(V), n_positions=128, n_embd=a.d, n_layer=a.layers, n_head=a.heads, bos_token_id=EOS, eos_token_id=EOS,
+                 resid_pdrop=a.dropout, embd_pdrop=a.dropout, attn_pdrop=a.dropout)
+cfg._attn_implementation = a.attn
 model = GPT2LMHeadModel(cfg)
+amp = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16)
 print("params", sum(p.numel() for p in model.parameters()), flush=True)
 lam_p = torch.tensor([(1 - math.exp(-a.lam)) * math.exp(-a.lam * o) for o in range(100)]); lam_p[-1] += 1 - lam_p.sum()
 def build(batch, removed, offsets):
@@ -82,14 +88,15 @@ def evaluate(removed, n=1000, data=None):
     for i in range(0, n, 250):
         b = data[i:i + 250]
         ids, labs, pos = build(b, removed, [0] * len(b))
-        logits = model(input_ids=ids, position_ids=pos).logits
+        with amp():
+            logits = model(input_ids=ids, position_ids=pos).logits
         pred = logits[:, :-1].argmax(-1); tgt = labs[:, 1:]
         m = tgt != -100
         ok += ((pred == tgt) | ~m).all(1).sum().item()
     model.train(); return ok / n
 step = 0; o = opt(); t0 = time.time(); removed = 0; last_empty = False
 os.makedirs(a.cache_dir, exist_ok=True)
-ck = f"{a.cache_dir}/cot_L{a.layers}_d{a.d}_s{a.seed}_n{a.cot_steps}_lr{a.lr}.pt"
+ck = f"{a.cache_dir}/cot_L{a.layers}_d{a.d}_s{a.seed}_n{a.cot_steps}_lr{a.lr}{'_bf16' if a.bf16 else ''}{'' if a.dropout == 0.1 else f'_do{a.dropout}'}.pt"
 if a.mode == "icot" and os.path.exists(ck):
     model.load_state_dict(torch.load(ck, weights_only=True)); step = a.cot_steps; print("loaded", ck, flush=True)
 total = a.cot_steps + a.spt * (LC + 2) + a.post_steps if a.mode == "icot" else a.cot_steps
@@ -122,8 +129,9 @@ while step < total:
     offs = torch.multinomial(lam_p, a.bs, replacement=True).tolist() if (a.mode == "icot" and step >= a.cot_steps) else [0] * a.bs
     ids, labs, pos = build(batch, removed, offs)
     last_empty = all(removed == math.inf or removed + x >= LC for x in offs)
-    out = model(input_ids=ids, position_ids=pos)
-    loss = F.cross_entropy(out.logits[:, :-1].reshape(-1, len(V)), labs[:, 1:].reshape(-1))
+    with amp():
+        out = model(input_ids=ids, position_ids=pos)
+    loss = F.cross_entropy(out.logits[:, :-1].float().reshape(-1, len(V)), labs[:, 1:].reshape(-1))
     loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); o.step(); o.zero_grad(set_to_none=True)
     step += 1
     if a.mode == "icot" and step == a.cot_steps and not os.path.exists(ck): torch.save(model.state_dict(), ck)

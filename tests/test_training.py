@@ -80,6 +80,22 @@ def test_strict_load_rejects_wrong_method_and_shapes(tmp_path):
         load_method(tmp_path / "ck")
 
 
+def test_init_from_honours_the_runs_weight_dtype_and_attention_kernel(tmp_path):
+    """model.dtype and model.attn_implementation apply to init_from weights as to a fresh backbone (both were
+    dropped once: an iCoT run from a CoT model under bf16 autocast kept SDPA, ~1.6x slower per step on CPU than
+    eager attention in bf16)."""
+    save_method(build_method(_cfg(tmp_path, steps=3)), tmp_path / "ck")
+    plain = build_method(_cfg(tmp_path, method="icot", steps=3, init_from=tmp_path / "ck"))
+    assert plain.model.config._attn_implementation == "sdpa" and plain.model.dtype == torch.float32
+    asked = build_method(_cfg(tmp_path, method="icot", steps=3, init_from=tmp_path / "ck",
+                              **{"model.attn_implementation": "eager", "model.dtype": "bfloat16"}))
+    assert asked.model.config._attn_implementation == "eager" and asked.model.dtype == torch.bfloat16
+    x = torch.tensor([plain.tokenizer("1+2*3\n").input_ids])
+    plain.eval(); asked.eval()
+    torch.testing.assert_close(asked.model(input_ids=x).logits.float(), plain.model(input_ids=x).logits,
+                               atol=0.1, rtol=0.05)  # the same weights, rounded to bf16
+
+
 def test_truncated_safetensors_is_a_clear_error(tmp_path):
     method = build_method(_cfg(tmp_path, steps=3))
     save_method(method, tmp_path / "ck")

@@ -325,10 +325,13 @@ def save_backbone(backbone: Backbone, directory: Path, state_dict: dict[str, tor
     backbone.tokenizer.save_pretrained(directory)
 
 
-def load_backbone_dir(directory: Path, dtype: str = "float32", trust_remote_code: bool = False) -> Backbone:
+def load_backbone_dir(
+    directory: Path, dtype: str = "float32", trust_remote_code: bool = False, attn_implementation: str | None = None
+) -> Backbone:
     """Load a saved backbone strictly: any missing, unexpected or mismatched weight is an error.
 
-    Only safetensors weights are read (never a pickled ``pytorch_model.bin``).
+    Only safetensors weights are read (never a pickled ``pytorch_model.bin``). ``attn_implementation``: transformers'
+    attention kernel (None: its default), as ``model.attn_implementation`` asks for a fresh backbone.
     """
     if not (directory / "model.safetensors").is_file() and not (directory / "model.safetensors.index.json").is_file():
         raise CheckpointError(f"{directory}: no model.safetensors in the checkpoint")
@@ -351,6 +354,7 @@ def load_backbone_dir(directory: Path, dtype: str = "float32", trust_remote_code
             ignore_mismatched_sizes=True,
             dtype=_DTYPES.get(dtype, torch.float32) if dtype != "auto" else "auto",
             trust_remote_code=trust_remote_code,
+            **({"attn_implementation": attn_implementation} if attn_implementation else {}),
         )
     except (OSError, ValueError, RuntimeError, SafetensorError) as e:
         raise CheckpointError(f"{directory}: cannot load model weights ({_short(e)})") from None

@@ -34,7 +34,15 @@ def build_method(cfg: RunConfig) -> Method:
             src = resolve_checkpoint(cfg.init_from)
         except CheckpointError as e:
             raise CheckpointError(f"init_from: {e}") from None
-        source = load_method(src, trust_remote_code=cfg.model.trust_remote_code)
+        # the run's weight dtype and attention kernel apply to loaded weights as to a fresh backbone (both were
+        # dropped here once: an init_from run under bf16 autocast then kept SDPA, which is slower than eager
+        # attention in bf16 on CPU, and float32 weights where model.dtype asked for bfloat16)
+        source = load_method(
+            src,
+            dtype=cfg.model.dtype,
+            attn_implementation=cfg.model.attn_implementation,
+            trust_remote_code=cfg.model.trust_remote_code,
+        )
         backbone = source.backbone
         # what the layout needs and the checkpoint lacks (the official Coconut adds its tokens to a
         # CoT-SFT model that has none); a no-op for the embedded byte tokenizer

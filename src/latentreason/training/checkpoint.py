@@ -191,8 +191,10 @@ def load_method(
     dtype: str = "float32",
     trust_remote_code: bool = False,
     config_overrides: dict[str, Any] | None = None,
+    attn_implementation: str | None = None,
 ) -> Method:
-    """Load a checkpoint strictly (every tensor must match; nothing is silently dropped)."""
+    """Load a checkpoint strictly (every tensor must match; nothing is silently dropped); ``dtype`` and
+    ``attn_implementation`` as the fields of ``ModelConfig``."""
     directory = resolve_checkpoint(path)
     meta = read_method_meta(directory)
     name = meta["method"]
@@ -202,7 +204,9 @@ def load_method(
     args = dict(meta.get("method_config") or {})
     args.update(config_overrides or {})
     cfg = method_config(cls, args)
-    backbone = load_backbone_dir(directory, dtype=dtype, trust_remote_code=trust_remote_code)
+    backbone = load_backbone_dir(
+        directory, dtype=dtype, trust_remote_code=trust_remote_code, attn_implementation=attn_implementation
+    )
     method = cls(backbone, cfg)
     load_extra(method, directory)
     if device is not None:
