@@ -44,6 +44,8 @@ p.add_argument("--nvalid", type=int, default=500)
 p.add_argument("--bf16", action="store_true", help="bf16 autocast for the forward passes (weights and AdamW stay float32)")
 p.add_argument("--attn", default="sdpa", help="attention implementation: sdpa | eager (eager is faster under bf16 on CPU)")
 p.add_argument("--dropout", type=float, default=0.1)
+p.add_argument("--resume_gated", default=None,
+               help="a gated run's state (written to --cache_dir at every removal) to continue from: weights, k, step")
 p.add_argument("--data_dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 p.add_argument("--cache_dir", default="runs/icot_explore")
 a = p.parse_args()
@@ -105,6 +107,10 @@ stage_start = a.cot_steps; gate_removed = 1  # the gated schedule's state: when 
 valid_seen = (None, None, None)  # (step, removed, validation accuracy) of the newest periodic report
 if a.gate is not None:
     total = 10**9
+if a.resume_gated:
+    st = torch.load(a.resume_gated, weights_only=True)
+    model.load_state_dict(st["model"]); gate_removed = st["removed"]; step = stage_start = st["step"]
+    print("resumed", a.resume_gated, "at k =", gate_removed, "step", step, flush=True)
 while step < total:
     if a.mode == "icot" and a.gate is not None and step >= a.cot_steps:
         steps_in = step - stage_start
@@ -115,6 +121,7 @@ while step < total:
             if steps_in >= a.spt or v >= a.gate:
                 print(json.dumps(dict(removal_done=gate_removed, steps=steps_in, at_step=step, valid=v)), flush=True)
                 gate_removed += 1; stage_start = step
+                torch.save(dict(model=model.state_dict(), removed=gate_removed, step=step), f"{ck[:-3]}_gated_latest.pt")
         if gate_removed >= LC + 1:
             break
         new = gate_removed
