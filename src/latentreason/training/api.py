@@ -34,9 +34,7 @@ def build_method(cfg: RunConfig) -> Method:
             src = resolve_checkpoint(cfg.init_from)
         except CheckpointError as e:
             raise CheckpointError(f"init_from: {e}") from None
-        # the run's weight dtype and attention kernel apply to loaded weights as to a fresh backbone (both were
-        # dropped here once: an init_from run under bf16 autocast then kept SDPA, which is slower than eager
-        # attention in bf16 on CPU, and float32 weights where model.dtype asked for bfloat16)
+        # the run's weight dtype and attention kernel apply to loaded weights as to a fresh backbone
         source = load_method(
             src,
             dtype=cfg.model.dtype,
