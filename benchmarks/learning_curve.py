@@ -3,6 +3,11 @@ optimiser step and the curriculum stage, read from each run's ``metrics.jsonl``;
 
     python benchmarks/learning_curve.py runs/repro/icot-mult --rows icot,icot_keep_position --every 500
     python benchmarks/learning_curve.py runs/repro/icot-mult/seed-0/icot          # one run directory
+    python benchmarks/learning_curve.py runs/gated-s0 runs/gated-s1 --stage-steps  # steps spent per stage
+
+``--stage-steps`` prints one row per run directory: the optimiser steps each stage took (for iCoT's gated schedule,
+stage k = k tokens removed) and the validation accuracy that ended it; bold where the stage hit
+``method_args.gate_max_steps`` (moved on without reaching the gate), "…" for the stage still running.
 
 For a multi-seed run (``seed-S/`` sub-directories) every seed's value is one column. ``--every N`` keeps the
 validations at multiples of N steps plus the first and last (and all up to --first); ``--stages`` keeps one row per stage end instead.
@@ -42,14 +47,58 @@ def curve(run: Path, every: int | None, stages: bool, first: int = 0) -> dict[in
     return out
 
 
+def stage_steps(run: Path) -> tuple[list[dict], int, float | None]:
+    """Per stage: {"stage", "steps", "acc" (its last validation), "done", "capped"}; the last training step and
+    its elapsed training seconds."""
+    rows = _rows(run)
+    cfg = run / "run_config.json"
+    cap = json.loads(cfg.read_text()).get("method_args", {}).get("gate_max_steps") if cfg.is_file() else None
+    last_val: dict[str, dict] = {}
+    for r in rows:
+        if "valid_accuracy" in r and r.get("stage") is not None:
+            done = r.get("type") in ("stage_end", "final") or last_val.get(r["stage"], {}).get("done", False)
+            last_val[r["stage"]] = {"step": r["step"], "acc": r["valid_accuracy"], "done": done}
+    out, prev = [], 0
+    for stage, v in last_val.items():
+        steps = v["step"] - prev
+        out.append({"stage": stage, "steps": steps, "acc": v["acc"], "done": v["done"],
+                    "capped": v["done"] and cap is not None and steps >= cap})
+        prev = v["step"]
+    train = [r for r in rows if r.get("type") == "train"]
+    return out, (train[-1]["step"] if train else 0), (train[-1].get("elapsed_s") if train else None)
+
+
+def print_stage_steps(runs: list[Path]) -> None:
+    tables = {r: stage_steps(r) for r in runs}
+    stages = max((t[0] for t in tables.values()), key=len, default=[])
+    print("| run | " + " | ".join(st["stage"] for st in stages) + " | last step | train s |")
+    print("|---|" + "---|" * (len(stages) + 2))
+    for run, (per, last, elapsed) in tables.items():
+        cells = []
+        for st in per:
+            cell = f"{st['steps']:,} ({st['acc']:.2f})" if st["done"] else f"{st['acc']:.2f} after {st['steps']:,}…"
+            cells.append(f"**{cell}**" if st["capped"] else cell)
+        cells += [""] * (len(stages) - len(cells))
+        secs = f"{elapsed:,.0f}" if elapsed is not None else "–"
+        print(f"| {run.name} | " + " | ".join(cells) + f" | {last:,} | {secs} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run", type=Path, help="a run directory, or a benchmark / reproduction directory with --rows")
+    ap.add_argument("run", type=Path, nargs="+",
+                    help="a run directory, or a benchmark / reproduction directory with --rows (several with --stage-steps)")
     ap.add_argument("--rows", default=None, help="comma-separated rows of a benchmark directory")
     ap.add_argument("--every", type=int, default=None, help="keep validations at multiples of N steps")
     ap.add_argument("--stages", action="store_true", help="one row per stage end")
     ap.add_argument("--first", type=int, default=0, help="with --every: also every validation up to this step")
+    ap.add_argument("--stage-steps", action="store_true", help="one row per run: the steps each stage took")
     args = ap.parse_args()
+    if args.stage_steps:
+        print_stage_steps(args.run)
+        return
+    if len(args.run) > 1:
+        ap.error("several run directories only with --stage-steps")
+    args.run = args.run[0]
     seeds = sorted(args.run.glob("seed-*"), key=lambda p: int(p.name.split("-")[1]))
     for row in (args.rows.split(",") if args.rows else [None]):
         runs = {p.name: p / row for p in seeds} if (seeds and row) else {"": args.run / row if row else args.run}

@@ -101,6 +101,26 @@ def test_learning_curve_and_digit_accuracy_read_a_multi_seed_run(tmp_path):
     assert "| icot | seed-0 | 1.000 | 0.500 | 0.500 |" in r.stdout
 
 
+def test_learning_curve_stage_steps_counts_each_removal_and_marks_the_cap_and_the_running_stage(tmp_path):
+    """``--stage-steps``: steps between stage ends (the gated iCoT table), bold where a stage used up
+    ``gate_max_steps``, the unfinished stage as its last accuracy "after" its steps so far."""
+    import json
+
+    run = tmp_path / "gated"
+    _write_run(run, [{"step": 250, "type": "stage_end", "valid_accuracy": 0.95, "stage": "0"},
+                     {"step": 500, "type": "eval", "valid_accuracy": 0.4, "stage": "1"},
+                     {"step": 1000, "type": "stage_end", "valid_accuracy": 0.6, "stage": "1"},
+                     {"step": 1250, "type": "eval", "valid_accuracy": 0.91, "stage": "2"},
+                     {"step": 1250, "type": "stage_end", "valid_accuracy": 0.91, "stage": "2"},
+                     {"step": 1500, "type": "eval", "valid_accuracy": 0.3, "stage": "3"},
+                     {"step": 1510, "type": "train", "loss": 0.1, "elapsed_s": 99.4}], [])
+    (run / "run_config.json").write_text(json.dumps({"method_args": {"gate_max_steps": 750}}))
+    r = subprocess.run([sys.executable, str(BENCH / "learning_curve.py"), str(run), "--stage-steps"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "| gated | 250 (0.95) | **750 (0.60)** | 250 (0.91) | 0.30 after 250… | 1,510 | 99 |" in r.stdout
+
+
 def test_official_environment_setup_clones_local_mirrors_and_shares_only_torch(tmp_path):
     """``--setup`` without GitHub or the PyTorch index: clones from the given mirrors (the Python files at the
     pinned commits) and gives both environments this interpreter's torch through a folder that links torch and
