@@ -8,7 +8,7 @@ rounds (each in its own process, one thread), and prints the median seconds per 
     python benchmarks/cpu_precision.py --steps 120 --rounds 3
 
 bf16 here is autocast (``train.mixed_precision=bf16``; weights and AdamW stay float32). On a CPU with AVX512-BF16
-(this machine: AMD EPYC, Zen 4) the products run in bf16; SDPA's CPU kernel is slower in bf16 than the eager
+(AMD EPYC Zen 4, and Intel Xeon with AMX) the products run in bf16; SDPA's CPU kernel is slower in bf16 than the eager
 attention's plain products, so bf16 pays off with ``model.attn_implementation=eager``.
 """
 
