@@ -162,6 +162,25 @@ def test_icot_gated_schedule_removes_a_token_only_when_validation_reaches_the_ga
         ICoTConfig(removal_gate=1.5).validate()
 
 
+def test_icot_remove_start_from_counts_the_schedule_on_from_tokens_already_removed():
+    """remove_start_from (the official --remove_start_from): k tokens are gone from the first step, the fixed
+    schedule adds its own on top, the gated one passes k + 1 at its first validation over the gate; no reset at
+    step 0."""
+    fixed = ICoT(_shared_backbone(), ICoTConfig(steps_per_token=10, start_step=5, remove_start_from=31, smoothing_lambda=None))
+    resets = [fixed.on_train_step(s, 0.0, 100) for s in range(40)]
+    assert fixed.removed == 31 + (39 - 5) // 10
+    assert [s for s, r in enumerate(resets) if r] == [15, 25, 35]
+    cot = list(range(100, 146))
+    assert remove_left(cot, fixed.removed, [7], []) == cot[34:] + [7]
+    gated = ICoT(_shared_backbone(), ICoTConfig(removal_gate=0.9, gate_max_steps=50, remove_start_from=31, smoothing_lambda=None))
+    assert not gated.on_train_step(0, 0.0, 100) and gated.removed == 31
+    gated.on_validation(1, 0.95)
+    assert gated.on_train_step(1, 0.0, 100) and gated.removed == 32
+    assert [s for s in range(2, 120) if gated.on_train_step(s, 0.0, 100)] == [51, 101]  # the cap, counted from step 1
+    with pytest.raises(Exception, match="remove_start_from"):
+        ICoTConfig(remove_start_from=-1).validate()
+
+
 def test_icot_removal_smoothing_and_reset():
     p = smoothing_offsets(4.0)
     assert abs(float(p.sum()) - 1) < 1e-12 and abs(float(p[0]) - 0.98168) < 1e-4 and abs(float(p[1]) - 0.01798) < 1e-4

@@ -137,7 +137,7 @@ def test_weight_decay_sets():
     hf = decayed("hf")  # the Hugging Face Trainer: no biases, no LayerNorm modules, no *layernorm* / *rmsnorm* names
     assert "model.model.norm.weight" in hf and "model.model.layers.0.input_layernorm.weight" not in hf
     assert "projection.norm.weight" not in hf and "projection.fc1.bias" not in hf and "projection.fc1.weight" in hf
-    cfg = type("T", (), dict(weight_decay=0.1, lr=1e-3, beta1=0.9, beta2=0.999))()
+    cfg = type("T", (), dict(weight_decay=0.1, lr=1e-3, beta1=0.9, beta2=0.999, fused_optimizer=False))()
     opt = build_optimizer(m, cfg, decay_parameter_ids(m, "all"))
     assert len(opt.param_groups) == 1 and opt.param_groups[0]["weight_decay"] == 0.1
 

@@ -159,6 +159,23 @@ def test_resume_continues_same_loss_trace(tmp_path):
     assert second == pytest.approx(first, rel=1e-5, abs=1e-6)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_fused_optimizer_and_compiled_training_step_follow_the_default_loss_trace(tmp_path):
+    """train.fused_optimizer and train.compile change how a step runs, not what it computes: the same losses as
+    PyTorch's default AdamW loop in eager mode, to float rounding, and validation still runs on the eager module."""
+    extra = {"train.eval_every": 6, "train.log_every": 1}
+    run_training(_cfg(tmp_path / "eager", steps=12, **extra), progress=False, evaluate_test=False)
+    fast = _cfg(tmp_path / "fast", steps=12, **extra, **{"train.fused_optimizer": "true", "train.compile": "true"})
+    assert fast.train.fused_optimizer and fast.train.compile
+    run_training(fast, progress=False, evaluate_test=False)
+    a, b = _losses(tmp_path / "eager" / "cot"), _losses(tmp_path / "fast" / "cot")
+    assert len(a) == len(b) == 12 and a[-1] < 0.8 * a[0]
+    assert b == pytest.approx(a, rel=2e-3)
+    evals = [json.loads(line) for line in (tmp_path / "fast" / "cot" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["type"], r["step"]) for r in evals if r["type"] in ("eval", "final")] == [("eval", 6), ("final", 12)]
+
+
 def test_recipe_configs_load_and_validate():
     from pathlib import Path
 

@@ -39,6 +39,9 @@ class ICoTConfig(MethodConfig):
     steps_per_token: int | None = None
     #: optimiser steps before removal starts (the paper's pretrain_epochs)
     start_step: int = 0
+    #: the official ``--remove_start_from``: CoT tokens already removed at the first step, the schedule (fixed or
+    #: gated) counting on from there; for continuing a curriculum from a model that internalised them (init_from)
+    remove_start_from: int = 0
     #: once this many tokens are scheduled, remove the whole CoT (None = never: ∞)
     remove_all_beyond: int | None = None
     #: Removal Smoothing λ (None disables it)
@@ -72,6 +75,8 @@ class ICoTConfig(MethodConfig):
             raise ConfigError(f"method_args.steps_per_token must be >= 1, got {self.steps_per_token}")
         if self.start_step < 0:
             raise ConfigError(f"method_args.start_step must be >= 0, got {self.start_step}")
+        if self.remove_start_from < 0:
+            raise ConfigError(f"method_args.remove_start_from must be >= 0, got {self.remove_start_from}")
         if self.position_shift is not None and self.position_shift < 0:
             raise ConfigError(f"method_args.position_shift must be >= 0, got {self.position_shift}")
         if self.removal_gate is not None and not 0.0 < self.removal_gate <= 1.0:
@@ -133,7 +138,7 @@ class ICoT(CoT):
         self._offsets = smoothing_offsets(self.config.smoothing_lambda) if self.config.smoothing_lambda else None
         self._rng = torch.Generator().manual_seed(0)
         # the gated schedule: tokens removed so far, and the step the current amount began
-        self._gated, self._gate_start = 0, self.config.start_step
+        self._gated, self._gate_start = self.config.remove_start_from, self.config.start_step
 
     # ------------------------------------------------------------------ schedule
     def interval(self, steps_per_epoch: int) -> int:
@@ -142,14 +147,15 @@ class ICoT(CoT):
         return self.config.steps_per_token or int(round(steps_per_epoch / self.config.remove_per_epoch))
 
     def removed_at(self, step: int, steps_per_epoch: int) -> float:
+        first = self.config.remove_start_from
         if step < self.config.start_step:
-            return 0
+            return first
         if self.config.removal_gate is not None:
             s = self._gated + int(self.config.gate_max_steps is not None
                                   and step - self._gate_start >= self.config.gate_max_steps)
         else:
             every = self.interval(steps_per_epoch)
-            s = (step - self.config.start_step) // every if every else step - self.config.start_step + 1
+            s = first + ((step - self.config.start_step) // every if every else step - self.config.start_step + 1)
         if self.config.remove_all_beyond is not None and s >= self.config.remove_all_beyond:
             return INF
         return s
@@ -193,7 +199,7 @@ class ICoT(CoT):
                 "rng": self._rng.get_state().tolist(), "gated": self._gated, "gate_start": self._gate_start}
 
     def load_trainer_state(self, state: dict[str, Any]) -> None:
-        self._gated = int(state.get("gated", 0))
+        self._gated = int(state.get("gated", self.config.remove_start_from))
         self._gate_start = int(state.get("gate_start", self.config.start_step))
         if "removed" in state:
             self.removed = INF if state["removed"] is None else state["removed"]

@@ -74,7 +74,8 @@ def build_optimizer(method: Method, cfg, decay_ids: set[int] | None = None) -> t
             continue
         (decay if id(p) in decay_ids else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    fused = {"fused": True} if cfg.fused_optimizer else {}
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **fused)
 
 
 def _state_dict_api():

@@ -308,6 +308,8 @@ class Trainer:
         self.method.train()
         self._decay_ids = decay_parameter_ids(self.method)
         self.model = acc.prepare_model(self.method)
+        # the training step's forward (and so its backward): compiled on request; validation reads the eager module
+        self._train_forward = torch.compile(self.model) if self.tcfg.compile else self.model
         self._new_optimizer()
         if resume_dir is not None:
             step, train_seconds, last_loss = self._load_training_state(resume_dir)
@@ -463,7 +465,7 @@ class Trainer:
             sync = a == len(batches) - 1
             with nullcontext() if sync else acc.no_sync(self.model):
                 with acc.autocast():
-                    out = self.model(batch)
+                    out = self._train_forward(batch)
                     loss = out["loss"]
                 # DDP / FSDP average gradients over processes: the factor `world` undoes that mean
                 acc.backward(loss * (w * self.world))
