@@ -145,3 +145,17 @@ def test_official_environment_setup_clones_local_mirrors_and_shares_only_torch(t
     assert "torch" in linked and any(n.startswith("torch-") and n.endswith(".dist-info") for n in linked)
     assert {"sympy", "filelock"} <= linked
     assert not {"transformers", "huggingface_hub", "kernels", "latentreason"} & linked
+
+
+def test_icot_positions_scores_each_piece_and_names_cot_tokens_from_the_removed_count():
+    """benchmarks/icot_positions.py: right-share per whitespace piece (a short or missing prediction is wrong there),
+    positions named by their index in the full CoT, then ``####`` and the answer digits."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("icot_positions", BENCH / "icot_positions.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    golds = ["7 ) #### 1 2", "3 ) #### 4 5"]
+    assert mod.position_accuracy(golds, ["7 ) #### 1 9", "3 )"]) == [1.0, 1.0, 0.5, 0.5, 0.0]
+    assert mod.position_names(golds[0], 32) == ["CoT token 33", "CoT token 34", "####", "answer 0", "answer 1"]
+    assert mod.position_names("#### 4", 46) == ["####", "answer 0"]
