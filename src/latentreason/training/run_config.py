@@ -79,12 +79,12 @@ class TrainConfig:
     #: auto | ddp | fsdp (only used with several processes)
     distributed: str = "auto"
     #: AdamW's fused kernel (``torch.optim.AdamW(fused=True)``: one pass over all parameters, on CPU and GPU)
-    #: instead of PyTorch's default loop over them; the same update up to float rounding. Off by default: the
-    #: paper presets' parity with the official code is pinned with PyTorch's default
+    #: instead of PyTorch's default implementation; the same update up to float rounding (the official iCoT code
+    #: asks for the fused kernel; off by default, PyTorch's default)
     fused_optimizer: bool = False
     #: ``torch.compile`` (inductor) the training forward and backward of the method (validation and generation
-    #: stay eager); the first steps of each new sequence length pay the compilation, and the loss equals the
-    #: eager one up to float rounding
+    #: stay eager); the first step pays the compilation, the first change of sequence length one recompilation
+    #: (from then on the length is dynamic); the loss equals the eager one up to float rounding
     compile: bool = False
 
     def validate(self) -> None:
