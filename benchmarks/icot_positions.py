@@ -58,11 +58,13 @@ def main() -> None:
     golds = [m.tokenizer.decode(m.slice_cot(t, a.removed) + t.answer, skip_special_tokens=True)
              for t in m.prepare(examples, "examples")]
     with torch.no_grad():
-        preds = [g.text for g in m.generate(examples)]
+        gens = m.generate(examples)
+    preds = [g.text for g in gens]
     acc = position_accuracy(golds, preds)
     names = position_names(golds[0], a.removed)
+    whole = sum(m.judge(ex, g).correct for ex, g in zip(examples, gens)) / len(examples)  # as the evaluation judges
     print(f"{a.checkpoint}, {a.removed} CoT tokens removed, {len(examples)} {a.dataset} {a.split} questions; "
-          f"whole answer right: {sum(g.split('####')[-1].split() == p.split('####')[-1].split() for g, p in zip(golds, preds)) / len(golds):.3f}")
+          f"whole answer right: {whole:.3f}")
     print(f"first question: gold {golds[0]!r}\n                prediction {preds[0]!r}\n")
     print("| position | right |\n|---|---|")
     for name, x in zip(names, acc):
