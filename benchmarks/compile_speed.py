@@ -1,5 +1,8 @@
 """The compiled decode path (``method_args.compile_decode`` / ``eval --compile``) over the eager path, per step.
 
+Three paths: eager through transformers' forward (the direct GPT-2 step turned off), eager as the loops run
+by default (a GPT-2 takes the direct step of ``models/gpt2_step.py``), and compiled.
+
 On the demo's tiny GPT-2 (4 layers, d = 128, byte tokenizer, random weights) or GPT-2-small's shape
 (``--shape gpt2-small``: 12 layers, d = 768, random weights, the byte tokenizer; nothing is
 downloaded), one modchain question per row:
@@ -43,6 +46,7 @@ def main() -> None:
     from latentreason.decoding.latent import latent_generate
     from latentreason.methods.codi import CODI, CODIConfig
     from latentreason.models.backbone import ModelConfig, load_backbone
+    from latentreason.models.gpt2_step import set_fast_step
 
     size = {} if args.shape == "tiny" else {"n_layer": 12, "n_embd": 768, "n_head": 12}
     bb = load_backbone(ModelConfig(**size), seed=0)
@@ -52,40 +56,52 @@ def main() -> None:
     n = args.new_tokens
     print(f"{args.shape} GPT-2 ({model.config.n_layer} layers, d={model.config.n_embd}), random weights, "
           f"CPU threads {torch.get_num_threads()}, torch {torch.__version__}; min over {args.rounds} rounds")
-    print("| batch | step | eager ms | compiled ms | eager / compiled | identical tokens | compile s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| batch | step | eager, transformers' forward ms | eager, direct step ms (default) | compiled ms | "
+          "forward / direct | direct / compiled | forward / compiled | identical tokens | compile s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for b in args.batch_sizes:
         prompts = [bb.tokenizer(e.question + "\n").input_ids for e in exs[:b]]
         lat_prompts = codi.latent_prompts(exs[:b])
         ids, mask = left_pad(lat_prompts, bb.ids.pad)
 
         def tokens(compiled: bool, k: int):
-            fn = compiled_greedy_generate if compiled else greedy_generate
+            fn = compiled_greedy_generate if compiled is True else greedy_generate
             return fn(model, prompts, bb.ids.pad, -1, k)[0]
 
         def thoughts(compiled: bool, k: int):
-            if compiled:
+            if compiled is True:
                 return compiled_latent_generate(model, ids, mask, n_latent=k, thought_fn=codi.thought, eot_id=bb.ids.eot,
                                                 eos_id=-1, max_new_tokens=1)[0]
             return latent_generate(model, lat_prompts, n_latent=k, thought_fn=codi.thought, eot_id=bb.ids.eot,
                                    eos_id=-1, pad_id=bb.ids.pad, max_new_tokens=1).tokens
 
-        same = {"token": tokens(True, n) == tokens(False, n),
-                "thought": thoughts(True, args.thoughts) == thoughts(False, args.thoughts)}  # compiles both kinds
-        ts: dict[tuple[str, bool, int], list[float]] = {}
+        def plain(fn):  # the eager path through transformers' forward
+            def run(compiled, k):
+                prev = set_fast_step(False)
+                try:
+                    return fn(False, k)
+                finally:
+                    set_fast_step(prev)
+            return run
+
+        paths = {"forward": plain, "direct": lambda fn: (lambda c, k: fn(False, k)), "compiled": lambda fn: (lambda c, k: fn(True, k))}
+        same = {kind: len({str(paths[p](fn)(None, k)) for p in paths}) == 1  # the first compiled call compiles
+                for kind, fn, k in (("token", tokens, n), ("thought", thoughts, args.thoughts))}
+        ts: dict[tuple[str, str, int], list[float]] = {}
         with torch.no_grad():
             for _ in range(args.rounds):
-                for compiled in (False, True):
+                for path, wrap in paths.items():
                     for kind, fn, ks in (("token", tokens, (1, n)), ("thought", thoughts, (0, args.thoughts))):
                         for k in ks:
                             t0 = time.perf_counter()
-                            fn(compiled, k)
-                            ts.setdefault((kind, compiled, k), []).append(time.perf_counter() - t0)
+                            wrap(fn)(None, k)
+                            ts.setdefault((kind, path, k), []).append(time.perf_counter() - t0)
         comp = compile_seconds(model)
         for kind, (k0, k1) in (("token", (1, n)), ("thought", (0, args.thoughts))):
-            per = {c: (min(ts[(kind, c, k1)]) - min(ts[(kind, c, k0)])) / (k1 - k0) for c in (False, True)}
-            print(f"| {b} | {kind} | {1000 * per[False]:.3f} | {1000 * per[True]:.3f} | "
-                  f"{per[False] / per[True]:.2f}x | {same[kind]} | {comp:.1f} |")
+            per = {p: (min(ts[(kind, p, k1)]) - min(ts[(kind, p, k0)])) / (k1 - k0) for p in paths}
+            f, d, c = per["forward"], per["direct"], per["compiled"]
+            print(f"| {b} | {kind} | {1000 * f:.3f} | {1000 * d:.3f} | {1000 * c:.3f} | {f / d:.2f}x | {d / c:.2f}x | "
+                  f"{f / c:.2f}x | {same[kind]} | {comp:.1f} |")
 
 
 if __name__ == "__main__":

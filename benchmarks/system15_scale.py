@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from latentreason.methods.base import method_config
     from latentreason.methods.system15.method import System15
     from latentreason.models.backbone import ModelConfig, load_backbone
+    from latentreason.models.gpt2_step import set_fast_step
     from latentreason.models.kv_cache import decoder_of
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
             r.net[2].bias.fill_(20.0 if l >= k else -20.0)
     qs = load_dataset("modchain", "test", limit=args.questions)
 
+    # both rows through transformers' forward: System-1.5's routed steps (hooks, layers left out) cannot take the
+    # direct GPT-2 step (models/gpt2_step.py), so CODI's row does not either, and the ratio is the skipped layers' alone
+    set_fast_step(False)
     latent = {"s": 0.0, "n": 0}
     stack = decoder_of(m.model) or m.model  # thoughts run the decoder stack alone (no LM head)
     inner = stack.forward

@@ -496,6 +496,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--only", choices=["coconut", "codi"], help="time one method's rows only")
+    ap.add_argument("--shape", choices=sorted(SHAPES), help="time one prompt shape's rows only (short: Coconut only)")
     ap.add_argument("--compile", action="store_true", help="also time the project's optional compiled decode path "
                     "(the CLI's --compile: torch.compile'd fixed-shape steps on a static cache; compile time apart)")
     ap.add_argument("--part", choices=["coconut", "codi"], help=argparse.SUPPRESS)
@@ -528,7 +529,7 @@ def main() -> None:
                PYTHONWARNINGS="ignore", PYTHONBREAKPOINT="0", PYTHONPATH=str(HERE / "parity"),
                HF_HUB_DISABLE_PROGRESS_BARS="1")
     project_env = dict(env, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), env["PYTHONPATH"]]))
-    jobs = [(m, sh) for m, sh in JOBS if args.only in (None, m)]
+    jobs = [(m, sh) for m, sh in JOBS if args.only in (None, m) and args.shape in (None, sh)]
     rounds: dict[str, list[dict]] = {f"{side}_{m}_{sh}": [] for m, sh in jobs for side in ("official", "project")}
     for r in range(args.rounds):
         for method, shape in jobs:

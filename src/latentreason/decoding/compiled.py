@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from latentreason.decoding.generate import last_logits_only, left_pad, normal_tensors, padded_prompt_mask, trim_at_stop
+from latentreason.models.gpt2_step import direct_parts, direct_step, fast_step_enabled
 from latentreason.models.kv_cache import decoder_of, static_cache, static_forward
 
 #: capacities are rounded up to a multiple of this (one compiled graph serves every batch below it)
@@ -44,6 +45,7 @@ class StaticRunner:
         self._model = weakref.ref(model)  # the runner lives as long as the model (a key of _RUNNERS), not longer
         self.cache = static_cache(model, capacity)
         self.decoder = decoder_of(model)
+        self._parts = direct_parts(model) if fast_step_enabled() else None
         device = next(model.parameters()).device
         self.mask = torch.zeros((batch, capacity), dtype=torch.long, device=device)
         self.length = 0
@@ -75,11 +77,18 @@ class StaticRunner:
     def model(self) -> Any:
         return self._model()
 
-    # the compiled bodies: one new position of every row, on the static cache
+    # the compiled bodies: one new position of every row, on the static cache; a GPT-2 runs the direct step
+    # (models/gpt2_step.py: transformers' operations without its per-call machinery), any other model its forward
     def _token(self, ids: Tensor, mask: Tensor, pos: Tensor) -> Tensor:
+        if self._parts is not None:
+            return direct_step(self._parts, self.cache, input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1]
         return static_forward(self.model, self.cache, input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1]
 
     def _embed(self, embeds: Tensor, mask: Tensor, pos: Tensor) -> Tensor:
+        if self._parts is not None:
+            decoder, _, layers = self._parts
+            return direct_step((decoder, None, layers), self.cache, inputs_embeds=embeds, attention_mask=mask,
+                               position_ids=pos).last_hidden_state[:, -1]
         return self._hidden(inputs_embeds=embeds, attention_mask=mask, position_ids=pos)
 
     def _hidden(self, **inputs: Any) -> Tensor:

@@ -20,6 +20,7 @@ from torch import Tensor
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
+from latentreason.models.gpt2_step import gpt2_step
 from latentreason.models.kv_cache import PreallocatedLayer, cached_forward, decoder_of, layer_kv, new_cache
 
 
@@ -110,8 +111,11 @@ class DecodeState:
 
     def _forward(self, model: Any, n_new: int, **inputs: Any):
         attn = None if self.dense else self.mask_with(n_new)
-        out, self.cache = cached_forward(model, self.cache, attention_mask=attn, position_ids=self.positions(n_new),
-                                         **inputs)
+        # a GPT-2's one-position step without transformers' per-call machinery (bitwise the same output), else the model
+        out = gpt2_step(model, self.cache, attention_mask=attn, position_ids=self.positions(n_new), **inputs)
+        if out is None:
+            out = cached_forward(model, self.cache, attention_mask=attn, position_ids=self.positions(n_new), **inputs)[0]
+        self.cache = out.cache
         self.length += n_new
         self._pos = self._pos + n_new
         self.forward_passes += 1

@@ -1,0 +1,164 @@
+"""The direct GPT-2 decode step (models/gpt2_step.py): bitwise the model's own forward, used by the loops, and
+out of the way wherever it does not apply."""
+
+import pytest
+import torch
+
+from conftest import tiny_backbone
+from latentreason.data.procedural import TaskConfig, generate_splits
+from latentreason.decoding import generate as gen_mod
+from latentreason.decoding.generate import greedy_generate
+from latentreason.decoding.latent import latent_generate
+from latentreason.methods.codi import CODI, CODIConfig
+from latentreason.methods.coconut import Coconut, CoconutConfig
+from latentreason.models.gpt2_step import gpt2_step, set_fast_step
+from latentreason.models.kv_cache import cached_forward, decoder_of, new_cache
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _sharp(kind="tiny-gpt2", seed=1, **kw):
+    bb = tiny_backbone(kind, seed=seed, n_embd=48, n_head=4, **kw)
+    with torch.no_grad():  # decisive greedy choices
+        for p in bb.model.parameters():
+            p.mul_(3.0)
+    bb.model.eval()
+    return bb
+
+
+@pytest.fixture
+def plain_forward():
+    """``with plain_forward():`` the loops call the model's forward for every step."""
+    class Ctx:
+        def __enter__(self):
+            self.prev = set_fast_step(False)
+
+        def __exit__(self, *exc):
+            set_fast_step(self.prev)
+
+    return Ctx
+
+
+def _prefilled(model, ids, mask, capacity=32):
+    cache = new_cache(model, capacity=capacity)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        cached_forward(model, cache, input_ids=ids, attention_mask=mask, position_ids=pos)
+    return cache
+
+
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("embeds", [False, True])
+def test_gpt2_step_equals_the_models_forward_bitwise_logits_states_and_cache(padded, embeds):
+    bb = _sharp()
+    model = bb.model
+    torch.manual_seed(0)
+    ids = torch.randint(3, 40, (3, 6))
+    mask = torch.ones(3, 6, dtype=torch.long)
+    if padded:
+        mask[0, :2] = 0
+        mask[2, :1] = 0
+    new = torch.randint(3, 40, (3, 1))
+    for target in (model, decoder_of(model)):  # the LM (logits) and its decoder stack (a thought's state)
+        a, b = _prefilled(model, ids, mask), _prefilled(model, ids, mask)
+        pos = mask.sum(-1, keepdim=True) + 5  # iCoT's keep_position shifts positions: any (batch, 1) positions
+        full = torch.cat([mask, torch.ones(3, 1, dtype=torch.long)], 1) if padded else None
+        inputs = {"inputs_embeds": model.get_input_embeddings()(new)} if embeds else {"input_ids": new}
+        with torch.inference_mode():
+            fast = gpt2_step(target, a, attention_mask=full, position_ids=pos, **inputs)
+            ref, _ = cached_forward(target, b, attention_mask=full, position_ids=pos, **inputs)
+        assert fast is not None
+        key = "logits" if target is model else "last_hidden_state"
+        assert torch.equal(getattr(fast, key), getattr(ref, key))
+        for la, lb in zip(a.layers, b.layers):
+            assert torch.equal(la.keys, lb.keys) and torch.equal(la.values, lb.values)
+
+
+def test_gpt2_step_steps_aside_where_it_does_not_mirror_the_forward():
+    bb = _sharp()
+    model = bb.model
+    ids, mask = torch.randint(3, 40, (2, 4)), torch.ones(2, 4, dtype=torch.long)
+    cache = _prefilled(model, ids, mask)
+    step = dict(input_ids=torch.randint(3, 40, (2, 1)), attention_mask=None, position_ids=torch.full((2, 1), 4))
+    with torch.inference_mode():
+        assert gpt2_step(model, cache, **step) is not None
+        cache.crop(-1)
+        assert gpt2_step(model, cache, output_hidden_states=True, **step) is None  # every layer's states
+        two = dict(step, input_ids=torch.randint(3, 40, (2, 2)), position_ids=torch.tensor([[4, 5], [4, 5]]))
+        assert gpt2_step(model, cache, **two) is None  # more than one new position
+        h = model.transformer.h[1].mlp.register_forward_hook(lambda *a: None)  # a hook on a module it skips
+        assert gpt2_step(model, cache, **step) is None
+        h.remove()
+        model.transformer.forward = model.transformer.forward  # a forward set on the instance (wrapped, timed)
+        assert gpt2_step(model, cache, **step) is None
+        del model.transformer.forward
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert gpt2_step(model, cache, **step) is None
+        model.train()
+        assert gpt2_step(model, cache, **step) is None  # dropout
+        model.eval()
+        model.config._attn_implementation = "eager"
+        try:
+            assert gpt2_step(model, cache, **step) is None  # another attention kernel
+        finally:
+            model.config._attn_implementation = "sdpa"
+        llama = _sharp("tiny-llama").model
+        lcache = _prefilled(llama, ids, mask)
+        assert gpt2_step(llama, lcache, **step) is None
+        prev = set_fast_step(False)
+        try:
+            assert gpt2_step(model, cache, **step) is None
+        finally:
+            set_fast_step(prev)
+
+
+def _eos_some_rows_reach(rows, n_rows):
+    counts = {}
+    for row in rows:
+        for t in set(row):
+            counts[t] = counts.get(t, 0) + 1
+    return max(counts, key=lambda t: (0 < counts[t] < n_rows, counts[t]))
+
+
+def test_greedy_decoding_takes_the_direct_step_and_gives_the_forwards_tokens(plain_forward, monkeypatch):
+    bb = _sharp()
+    prompts = [bb.tokenizer(t).input_ids for t in ("1+2*3\n", "9-8+7*6-5\n", "4\n", "2*2*2*2*2*2\n", "7\n")]
+    free, _ = greedy_generate(bb.model, prompts, bb.ids.pad, eos_id=-1, max_new_tokens=10)
+    eos = _eos_some_rows_reach(free, len(prompts))
+    calls = []
+    real = gen_mod.cached_forward
+    monkeypatch.setattr(gen_mod, "cached_forward", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    for shift in (0, 3):
+        calls.clear()
+        toks, passes = greedy_generate(bb.model, prompts, bb.ids.pad, eos, max_new_tokens=10, position_shift=shift)
+        n_prefill = len(calls)
+        with plain_forward():
+            ref_toks, ref_passes = greedy_generate(bb.model, prompts, bb.ids.pad, eos, max_new_tokens=10,
+                                                   position_shift=shift)
+        assert len({len(t) for t in toks}) >= 2, toks  # rows left the batch at different steps
+        assert toks == ref_toks and passes == ref_passes
+        assert n_prefill <= 4 and len(calls) - n_prefill >= 9  # the steps ran through the forward only when asked
+
+
+@pytest.mark.parametrize("name", ["codi", "coconut"])
+def test_latent_decoding_with_the_direct_step_equals_the_forward_bitwise(name, plain_forward):
+    bb = _sharp(seed=3, n_layer=2)
+    m = CODI(bb, CODIConfig(n_latent=3, max_new_tokens=8)) if name == "codi" else \
+        Coconut(bb, CoconutConfig(max_latent_stage=3, max_new_tokens=8))
+    m.eval()
+    exs = generate_splits(TaskConfig(n_train=6, n_valid=2, n_test=2, seed=0))["train"]
+    prompts = m.latent_prompts(exs)
+
+    def run(eos):
+        return latent_generate(m.model, prompts, n_latent=3, thought_fn=m.thought, eot_id=m.ids.eot, eos_id=eos,
+                               pad_id=m.ids.pad, max_new_tokens=8, record_hidden=True)
+
+    free = run(-1)
+    firsts = [row[2] for row in free.tokens]
+    eos = max(set(firsts), key=lambda t: (firsts.count(t) < len(firsts), firsts.count(t)))
+    got = run(eos)
+    with plain_forward():
+        ref = run(eos)
+    assert got.tokens == ref.tokens and got.forward_passes == ref.forward_passes
+    for a_row, b_row in zip(got.hidden, ref.hidden):
+        assert len(a_row) == len(b_row) and all(torch.equal(a, b) for a, b in zip(a_row, b_row))
