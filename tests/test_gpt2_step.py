@@ -74,6 +74,23 @@ def test_gpt2_step_equals_the_models_forward_bitwise_logits_states_and_cache(pad
             assert torch.equal(la.keys, lb.keys) and torch.equal(la.values, lb.values)
 
 
+def test_gpt2_step_applies_after_transformers_installed_its_idle_output_capture_hooks():
+    """A forward that asks for hidden states leaves transformers' capture hooks on every block for good (training
+    CODI does); idle, they change nothing, and the direct step still runs, bitwise equal."""
+    bb = _sharp()
+    model = bb.model
+    ids, mask = torch.randint(3, 40, (2, 4)), torch.ones(2, 4, dtype=torch.long)
+    with torch.inference_mode():
+        model(input_ids=ids, output_hidden_states=True)
+    assert model.transformer.h[0]._forward_hooks  # installed
+    a, b = _prefilled(model, ids, mask), _prefilled(model, ids, mask)
+    step = dict(input_ids=torch.randint(3, 40, (2, 1)), attention_mask=None, position_ids=torch.full((2, 1), 4))
+    with torch.inference_mode():
+        fast = gpt2_step(model, a, **step)
+        ref, _ = cached_forward(model, b, **step)
+    assert fast is not None and torch.equal(fast.logits, ref.logits)
+
+
 def test_gpt2_step_steps_aside_where_it_does_not_mirror_the_forward():
     bb = _sharp()
     model = bb.model

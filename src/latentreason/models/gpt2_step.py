@@ -26,6 +26,7 @@ from torch import Tensor
 from transformers import GPT2LMHeadModel, GPT2Model
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.models.gpt2.modeling_gpt2 import GPT2Attention, GPT2Block, GPT2MLP
+from transformers.utils import output_capturing as _capture
 
 _ENABLED = True
 
@@ -41,9 +42,25 @@ def fast_step_enabled() -> bool:
     return _ENABLED
 
 
+def _capture_hook(hook: Any) -> bool:
+    """transformers' own output-capturing hook: installed on every block and attention module the first time a
+    forward asks for hidden states or attentions, and a no-op unless a forward is collecting (checked per step)."""
+    return getattr(hook, "__module__", None) == _capture.__name__ and \
+        getattr(hook, "__qualname__", "").endswith(".output_capturing_hook")
+
+
 def _hooked(module: torch.nn.Module) -> bool:
-    """Forward hooks on ``module``, or a ``forward`` set on the instance (a wrapped or timed forward)."""
-    return bool(module._forward_hooks or module._forward_pre_hooks) or "forward" in module.__dict__
+    """Forward hooks on ``module`` (other than transformers' idle output capture), or a ``forward`` set on the
+    instance (a wrapped or timed forward)."""
+    if module._forward_pre_hooks or "forward" in module.__dict__:
+        return True
+    return any(not _capture_hook(h) for h in module._forward_hooks.values()) if module._forward_hooks else False
+
+
+def _collecting() -> bool:
+    """Whether a transformers forward is collecting outputs through its capture hooks right now (unknown: yes)."""
+    collector = getattr(_capture, "_active_collector", None)
+    return collector is None or collector.get() is not None
 
 
 def _global_hooks() -> bool:
@@ -107,7 +124,7 @@ def gpt2_step(model: Any, cache: Any, *, input_ids: Tensor | None = None, inputs
     ``position_ids``: (batch, 1). Returns the model's own output class: ``logits`` (batch, 1, vocab) for a
     ``GPT2LMHeadModel``, ``last_hidden_state`` (batch, 1, d) for a ``GPT2Model``, and ``cache``."""
     x = input_ids if input_ids is not None else inputs_embeds
-    if not _ENABLED or output_hidden_states or unused or x.shape[1] != 1 or _global_hooks() \
+    if not _ENABLED or output_hidden_states or unused or x.shape[1] != 1 or _global_hooks() or _collecting() \
             or torch.is_autocast_enabled(x.device.type):
         return None
     parts = direct_parts(model)
