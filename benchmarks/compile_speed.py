@@ -84,7 +84,8 @@ def main() -> None:
                     set_fast_step(prev)
             return run
 
-        paths = {"forward": plain, "direct": lambda fn: (lambda c, k: fn(False, k)), "compiled": lambda fn: (lambda c, k: fn(True, k))}
+        paths = {"forward": plain, "direct": lambda fn: (lambda c, k: fn(False, k)),
+                 "compiled": lambda fn: (lambda c, k: fn(True, k))}
         same = {kind: len({str(paths[p](fn)(None, k)) for p in paths}) == 1  # the first compiled call compiles
                 for kind, fn, k in (("token", tokens, n), ("thought", thoughts, args.thoughts))}
         ts: dict[tuple[str, str, int], list[float]] = {}

@@ -80,9 +80,10 @@ class StaticRunner:
     # the compiled bodies: one new position of every row, on the static cache; a GPT-2 runs the direct step
     # (models/gpt2_step.py: transformers' operations without its per-call machinery), any other model its forward
     def _token(self, ids: Tensor, mask: Tensor, pos: Tensor) -> Tensor:
+        inputs = dict(input_ids=ids, attention_mask=mask, position_ids=pos)
         if self._parts is not None:
-            return direct_step(self._parts, self.cache, input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1]
-        return static_forward(self.model, self.cache, input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1]
+            return direct_step(self._parts, self.cache, **inputs).logits[:, -1]
+        return static_forward(self.model, self.cache, **inputs).logits[:, -1]
 
     def _embed(self, embeds: Tensor, mask: Tensor, pos: Tensor) -> Tensor:
         if self._parts is not None:

@@ -112,9 +112,10 @@ class DecodeState:
     def _forward(self, model: Any, n_new: int, **inputs: Any):
         attn = None if self.dense else self.mask_with(n_new)
         # a GPT-2's one-position step without transformers' per-call machinery (bitwise the same output), else the model
-        out = gpt2_step(model, self.cache, attention_mask=attn, position_ids=self.positions(n_new), **inputs)
+        pos = self.positions(n_new)
+        out = gpt2_step(model, self.cache, attention_mask=attn, position_ids=pos, **inputs)
         if out is None:
-            out = cached_forward(model, self.cache, attention_mask=attn, position_ids=self.positions(n_new), **inputs)[0]
+            out = cached_forward(model, self.cache, attention_mask=attn, position_ids=pos, **inputs)[0]
         self.cache = out.cache
         self.length += n_new
         self._pos = self._pos + n_new

@@ -6,14 +6,14 @@ every output, around about forty tensor operations. :func:`gpt2_step` runs exact
 the same order and on the same cache (``cache.update`` as the attention calls it), and nothing else, so
 its logits and states are bitwise the model's own (``tests/test_gpt2_step.py`` checks them with
 ``torch.equal``, with and without padding, token ids and input embeddings, iCoT's shifted positions, and
-through the decode loops). Measured: 0.70 against 1.25 ms a step at batch 1, 3.3 against 3.8 ms at batch
-64 (the demo's 4-layer GPT-2, one CPU thread; ``benchmarks/codi_cost.py``).
+through the decode loops). Measured in the greedy loop (the demo's 4-layer GPT-2, one CPU thread;
+``benchmarks/compile_speed.py``): 0.66 against 1.18 ms a token step at batch 1, 2.6 against 3.2 ms at batch 64.
 
 It applies to the transformers classes it mirrors only (``GPT2LMHeadModel`` and ``GPT2Model``, SDPA
-attention, no cross-attention, not training, no autocast, no forward hooks on any module it would skip,
-one new position, no per-layer states asked for, no ``forward`` replaced on an instance); everything else (LLaMA, a peft-wrapped model,
-System-1.5's hooked or swapped layers, eager attention) returns None and the caller runs the model as
-usual. :func:`set_fast_step` turns it off (for comparisons against the plain forward).
+attention, no cross-attention, not training, no autocast, no forward hooks on any module it would skip
+(transformers' idle output-capture hooks excepted), no ``forward`` replaced on an instance, one new
+position, no per-layer states asked for); everything else (LLaMA, a peft-wrapped model, System-1.5's
+hooked or swapped layers, eager attention) returns None and the caller runs the model as usual. :func:`set_fast_step` turns it off (for comparisons against the plain forward).
 """
 
 from __future__ import annotations
