@@ -13,7 +13,9 @@ It applies to the transformers classes it mirrors only (``GPT2LMHeadModel`` and 
 attention, no cross-attention, not training, no autocast, no forward hooks on any module it would skip
 (transformers' idle output-capture hooks excepted), no ``forward`` replaced on an instance, one new
 position, no per-layer states asked for); everything else (LLaMA, a peft-wrapped model, System-1.5's
-hooked or swapped layers, eager attention) returns None and the caller runs the model as usual. :func:`set_fast_step` turns it off (for comparisons against the plain forward).
+hooked or swapped layers, eager attention) returns None and the caller runs the model as usual.
+:func:`set_fast_step` turns it off (for comparisons against the plain forward). Checked on CPU; on a GPU the
+operations are the same, but no GPU has run the bitwise tests yet.
 """
 
 from __future__ import annotations
@@ -26,7 +28,11 @@ from torch import Tensor
 from transformers import GPT2LMHeadModel, GPT2Model
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.models.gpt2.modeling_gpt2 import GPT2Attention, GPT2Block, GPT2MLP
-from transformers.utils import output_capturing as _capture
+
+try:  # transformers' output-capture hooks (5.x); without the module there are none to recognise
+    from transformers.utils import output_capturing as _capture
+except ImportError:  # pragma: no cover - depends on the transformers release
+    _capture = None
 
 _ENABLED = True
 
@@ -45,7 +51,7 @@ def fast_step_enabled() -> bool:
 def _capture_hook(hook: Any) -> bool:
     """transformers' own output-capturing hook: installed on every block and attention module the first time a
     forward asks for hidden states or attentions, and a no-op unless a forward is collecting (checked per step)."""
-    return getattr(hook, "__module__", None) == _capture.__name__ and \
+    return _capture is not None and getattr(hook, "__module__", None) == _capture.__name__ and \
         getattr(hook, "__qualname__", "").endswith(".output_capturing_hook")
 
 
@@ -59,6 +65,8 @@ def _hooked(module: torch.nn.Module) -> bool:
 
 def _collecting() -> bool:
     """Whether a transformers forward is collecting outputs through its capture hooks right now (unknown: yes)."""
+    if _capture is None:
+        return False
     collector = getattr(_capture, "_active_collector", None)
     return collector is None or collector.get() is not None
 
