@@ -159,3 +159,28 @@ def test_icot_positions_scores_each_piece_and_names_cot_tokens_from_the_removed_
     assert mod.position_accuracy(golds, ["7 ) #### 1 9", "3 )"]) == [1.0, 1.0, 0.5, 0.5, 0.0]
     assert mod.position_names(golds[0], 32) == ["CoT token 33", "CoT token 34", "####", "answer 0", "answer 1"]
     assert mod.position_names("#### 4", 46) == ["####", "answer 0"]
+
+
+def test_grow_layers_inserts_identity_blocks_that_leave_the_logits_unchanged(tmp_path):
+    """benchmarks/grow_layers.py: a 2-block checkpoint grown after block 0 has 3 blocks and the same logits; the new
+    block is block 0's copy with both output projections zero."""
+    import torch
+    from safetensors.torch import load_file
+
+    from conftest import tiny_backbone
+    from latentreason.methods.cot import CoT
+    from latentreason.training.checkpoint import load_method, save_method
+
+    src = tmp_path / "src"
+    save_method(CoT(tiny_backbone("tiny-gpt2", n_layer=2)), src)
+    r = subprocess.run([sys.executable, str(BENCH / "grow_layers.py"), str(src), str(tmp_path / "grown"), "--after", "0"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = load_method(src), load_method(tmp_path / "grown")
+    assert b.model.config.n_layer == 3
+    ids = torch.randint(0, a.model.config.vocab_size, (2, 9))
+    with torch.no_grad():
+        assert torch.allclose(a.model(input_ids=ids).logits, b.model(input_ids=ids).logits, atol=1e-5)
+    w = load_file(str(tmp_path / "grown" / "model.safetensors"))
+    assert not w["transformer.h.1.mlp.c_proj.weight"].any() and not w["transformer.h.1.attn.c_proj.bias"].any()
+    assert torch.equal(w["transformer.h.1.attn.c_attn.weight"], w["transformer.h.0.attn.c_attn.weight"])
