@@ -119,6 +119,13 @@ def test_gpt2_step_steps_aside_where_it_does_not_mirror_the_forward():
             assert gpt2_step(model, cache, **step) is None  # another attention kernel
         finally:
             model.config._attn_implementation = "sdpa"
+        from latentreason.models.backbone import ModelConfig, load_backbone, maybe_apply_lora
+
+        cfg = ModelConfig(name="tiny-gpt2", n_layer=2, n_embd=48, n_head=4, lora_r=4, lora_alpha=8, lora_dropout=0.0,
+                          lora_targets=["c_attn", "c_proj", "c_fc"])
+        lora = maybe_apply_lora(load_backbone(cfg), cfg).model.eval()  # LoRA layers in place of Conv1D
+        lcache = _prefilled(lora, ids, mask)
+        assert gpt2_step(lora, lcache, **step) is None and gpt2_step(decoder_of(lora), lcache, **step) is None
         llama = _sharp("tiny-llama").model
         lcache = _prefilled(llama, ids, mask)
         assert gpt2_step(llama, lcache, **step) is None

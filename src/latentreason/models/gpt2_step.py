@@ -28,6 +28,7 @@ from torch import Tensor
 from transformers import GPT2LMHeadModel, GPT2Model
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.models.gpt2.modeling_gpt2 import GPT2Attention, GPT2Block, GPT2MLP
+from transformers.pytorch_utils import Conv1D
 
 try:  # transformers' output-capture hooks (5.x); without the module there are none to recognise
     from transformers.utils import output_capturing as _capture
@@ -88,6 +89,11 @@ def _layer(block: Any) -> tuple | None:
         return None
     c_attn, a_proj = attn._modules["c_attn"], attn._modules["c_proj"]
     c_fc, m_proj = mlp._modules["c_fc"], mlp._modules["c_proj"]
+    # exactly the classes transformers builds: a LoRA layer (peft replaces Conv1D in place) or any other wrapper
+    # computes more than the weight the step would read
+    if any(type(x) is not Conv1D for x in (c_attn, a_proj, c_fc, m_proj)) or \
+            type(ln1) is not torch.nn.LayerNorm or type(ln2) is not torch.nn.LayerNorm:
+        return None
     if any(_hooked(x) for x in (block, ln1, attn, c_attn, a_proj, ln2, mlp, c_fc, m_proj)):
         return None
     p = [x._parameters for x in (ln1, c_attn, a_proj, ln2, c_fc, m_proj)]
@@ -101,7 +107,7 @@ def direct_parts(model: Any) -> tuple[GPT2Model, Any, list[tuple]] | None:
     docstring), else None."""
     if type(model) is GPT2LMHeadModel:
         decoder, head = model._modules["transformer"], model._modules["lm_head"]
-        if type(decoder) is not GPT2Model or _hooked(model) or _hooked(head):
+        if type(decoder) is not GPT2Model or type(head) is not torch.nn.Linear or _hooked(model) or _hooked(head):
             return None
     elif type(model) is GPT2Model:
         decoder, head = model, None
@@ -111,6 +117,9 @@ def direct_parts(model: Any) -> tuple[GPT2Model, Any, list[tuple]] | None:
     if decoder.training or cfg._attn_implementation != "sdpa" or getattr(cfg, "add_cross_attention", False):
         return None
     dm = decoder._modules
+    if type(dm["wte"]) is not torch.nn.Embedding or type(dm["wpe"]) is not torch.nn.Embedding or \
+            type(dm["ln_f"]) is not torch.nn.LayerNorm:
+        return None
     if _hooked(decoder) or any(_hooked(dm[k]) for k in ("wte", "wpe", "drop", "ln_f")):
         return None
     layers = []
