@@ -65,37 +65,37 @@ def main() -> None:
         ids, mask = left_pad(lat_prompts, bb.ids.pad)
 
         def tokens(compiled: bool, k: int):
-            fn = compiled_greedy_generate if compiled is True else greedy_generate
+            fn = compiled_greedy_generate if compiled else greedy_generate
             return fn(model, prompts, bb.ids.pad, -1, k)[0]
 
         def thoughts(compiled: bool, k: int):
-            if compiled is True:
+            if compiled:
                 return compiled_latent_generate(model, ids, mask, n_latent=k, thought_fn=codi.thought, eot_id=bb.ids.eot,
                                                 eos_id=-1, max_new_tokens=1)[0]
             return latent_generate(model, lat_prompts, n_latent=k, thought_fn=codi.thought, eot_id=bb.ids.eot,
                                    eos_id=-1, pad_id=bb.ids.pad, max_new_tokens=1).tokens
 
-        def plain(fn):  # the eager path through transformers' forward
-            def run(compiled, k):
-                prev = set_fast_step(False)
-                try:
-                    return fn(False, k)
-                finally:
-                    set_fast_step(prev)
-            return run
+        paths = ("forward", "direct", "compiled")
 
-        paths = {"forward": plain, "direct": lambda fn: (lambda c, k: fn(False, k)),
-                 "compiled": lambda fn: (lambda c, k: fn(True, k))}
-        same = {kind: len({str(paths[p](fn)(None, k)) for p in paths}) == 1  # the first compiled call compiles
+        def run(path: str, fn, k: int):  # "forward": the eager path through transformers' forward
+            if path != "forward":
+                return fn(path == "compiled", k)
+            prev = set_fast_step(False)
+            try:
+                return fn(False, k)
+            finally:
+                set_fast_step(prev)
+
+        same = {kind: len({str(run(p, fn, k)) for p in paths}) == 1  # the first compiled call compiles
                 for kind, fn, k in (("token", tokens, n), ("thought", thoughts, args.thoughts))}
         ts: dict[tuple[str, str, int], list[float]] = {}
         with torch.no_grad():
             for _ in range(args.rounds):
-                for path, wrap in paths.items():
+                for path in paths:
                     for kind, fn, ks in (("token", tokens, (1, n)), ("thought", thoughts, (0, args.thoughts))):
                         for k in ks:
                             t0 = time.perf_counter()
-                            wrap(fn)(None, k)
+                            run(path, fn, k)
                             ts.setdefault((kind, path, k), []).append(time.perf_counter() - t0)
         comp = compile_seconds(model)
         for kind, (k0, k1) in (("token", (1, n)), ("thought", (0, args.thoughts))):

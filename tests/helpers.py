@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -74,3 +75,36 @@ def assert_same_weights(a: Path, b: Path) -> None:
     assert wa.keys() == wb.keys()
     differ = [k for k in wa if not torch.equal(wa[k], wb[k])]
     assert not differ, f"{len(differ)} of {len(wa)} tensors differ, e.g. {differ[:3]}"
+
+
+def sharp_backbone(kind: str = "tiny-gpt2", seed: int = 1, dtype=torch.float32, **kw):
+    """A tiny backbone (d = 48, 4 heads) in eval mode with its weights tripled: decisive greedy choices
+    (random-init logits are near-uniform otherwise), so two code paths either agree on tokens or truly differ."""
+    from conftest import tiny_backbone
+
+    bb = tiny_backbone(kind, seed=seed, dtype=dtype, n_embd=48, n_head=4, **kw)
+    with torch.no_grad():
+        for p in bb.model.parameters():
+            p.mul_(3.0)
+    bb.model.eval()
+    return bb
+
+
+def sharp_latent_method(name: str, kind: str = "tiny-gpt2"):
+    """CODI (3 thoughts) or Coconut (3 latent stages) on a 2-layer :func:`sharp_backbone`, in eval mode."""
+    from latentreason.methods.coconut import Coconut, CoconutConfig
+    from latentreason.methods.codi import CODI, CODIConfig
+
+    bb = sharp_backbone(kind, seed=3, n_layer=2)
+    if name == "codi":
+        m = CODI(bb, CODIConfig(n_latent=3, max_new_tokens=8))
+    else:
+        m = Coconut(bb, CoconutConfig(max_latent_stage=3, max_new_tokens=8))
+    return m.eval()
+
+
+def stop_token(rows: list[list[int]], at: int | None = None) -> int:
+    """The most common token that some generated rows hold and others do not (at position ``at``, or anywhere):
+    used as EOS, it makes rows leave the batch at different steps."""
+    counts = Counter(t for row in rows for t in ({row[at]} if at is not None else set(row)))
+    return max(counts, key=lambda t: (counts[t] < len(rows), counts[t]))

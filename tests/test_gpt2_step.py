@@ -1,42 +1,30 @@
 """The direct GPT-2 decode step (models/gpt2_step.py): bitwise the model's own forward, used by the loops, and
 out of the way wherever it does not apply."""
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 
-from conftest import tiny_backbone
+from helpers import sharp_backbone, sharp_latent_method, stop_token
 from latentreason.data.procedural import TaskConfig, generate_splits
 from latentreason.decoding import generate as gen_mod
 from latentreason.decoding.generate import greedy_generate
 from latentreason.decoding.latent import latent_generate
-from latentreason.methods.codi import CODI, CODIConfig
-from latentreason.methods.coconut import Coconut, CoconutConfig
 from latentreason.models.gpt2_step import gpt2_step, set_fast_step
 from latentreason.models.kv_cache import cached_forward, decoder_of, new_cache
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _sharp(kind="tiny-gpt2", seed=1, **kw):
-    bb = tiny_backbone(kind, seed=seed, n_embd=48, n_head=4, **kw)
-    with torch.no_grad():  # decisive greedy choices
-        for p in bb.model.parameters():
-            p.mul_(3.0)
-    bb.model.eval()
-    return bb
-
-
-@pytest.fixture
+@contextmanager
 def plain_forward():
-    """``with plain_forward():`` the loops call the model's forward for every step."""
-    class Ctx:
-        def __enter__(self):
-            self.prev = set_fast_step(False)
-
-        def __exit__(self, *exc):
-            set_fast_step(self.prev)
-
-    return Ctx
+    """Inside, the loops call the model's forward for every step."""
+    prev = set_fast_step(False)
+    try:
+        yield
+    finally:
+        set_fast_step(prev)
 
 
 def _prefilled(model, ids, mask, capacity=32):
@@ -50,7 +38,7 @@ def _prefilled(model, ids, mask, capacity=32):
 @pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("embeds", [False, True])
 def test_gpt2_step_equals_the_models_forward_bitwise_logits_states_and_cache(padded, embeds):
-    bb = _sharp()
+    bb = sharp_backbone()
     model = bb.model
     torch.manual_seed(0)
     ids = torch.randint(3, 40, (3, 6))
@@ -77,7 +65,7 @@ def test_gpt2_step_equals_the_models_forward_bitwise_logits_states_and_cache(pad
 def test_gpt2_step_applies_after_transformers_installed_its_idle_output_capture_hooks():
     """A forward that asks for hidden states leaves transformers' capture hooks on every block for good (training
     CODI does); idle, they change nothing, and the direct step still runs, bitwise equal."""
-    bb = _sharp()
+    bb = sharp_backbone()
     model = bb.model
     ids, mask = torch.randint(3, 40, (2, 4)), torch.ones(2, 4, dtype=torch.long)
     with torch.inference_mode():
@@ -92,7 +80,7 @@ def test_gpt2_step_applies_after_transformers_installed_its_idle_output_capture_
 
 
 def test_gpt2_step_steps_aside_where_it_does_not_mirror_the_forward():
-    bb = _sharp()
+    bb = sharp_backbone()
     model = bb.model
     ids, mask = torch.randint(3, 40, (2, 4)), torch.ones(2, 4, dtype=torch.long)
     cache = _prefilled(model, ids, mask)
@@ -126,7 +114,7 @@ def test_gpt2_step_steps_aside_where_it_does_not_mirror_the_forward():
         lora = maybe_apply_lora(load_backbone(cfg), cfg).model.eval()  # LoRA layers in place of Conv1D
         lcache = _prefilled(lora, ids, mask)
         assert gpt2_step(lora, lcache, **step) is None and gpt2_step(decoder_of(lora), lcache, **step) is None
-        llama = _sharp("tiny-llama").model
+        llama = sharp_backbone("tiny-llama").model
         lcache = _prefilled(llama, ids, mask)
         assert gpt2_step(llama, lcache, **step) is None
         prev = set_fast_step(False)
@@ -136,19 +124,11 @@ def test_gpt2_step_steps_aside_where_it_does_not_mirror_the_forward():
             set_fast_step(prev)
 
 
-def _eos_some_rows_reach(rows, n_rows):
-    counts = {}
-    for row in rows:
-        for t in set(row):
-            counts[t] = counts.get(t, 0) + 1
-    return max(counts, key=lambda t: (0 < counts[t] < n_rows, counts[t]))
-
-
-def test_greedy_decoding_takes_the_direct_step_and_gives_the_forwards_tokens(plain_forward, monkeypatch):
-    bb = _sharp()
+def test_greedy_decoding_takes_the_direct_step_and_gives_the_forwards_tokens(monkeypatch):
+    bb = sharp_backbone()
     prompts = [bb.tokenizer(t).input_ids for t in ("1+2*3\n", "9-8+7*6-5\n", "4\n", "2*2*2*2*2*2\n", "7\n")]
     free, _ = greedy_generate(bb.model, prompts, bb.ids.pad, eos_id=-1, max_new_tokens=10)
-    eos = _eos_some_rows_reach(free, len(prompts))
+    eos = stop_token(free)
     calls = []
     real = gen_mod.cached_forward
     monkeypatch.setattr(gen_mod, "cached_forward", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
@@ -165,11 +145,8 @@ def test_greedy_decoding_takes_the_direct_step_and_gives_the_forwards_tokens(pla
 
 
 @pytest.mark.parametrize("name", ["codi", "coconut"])
-def test_latent_decoding_with_the_direct_step_equals_the_forward_bitwise(name, plain_forward):
-    bb = _sharp(seed=3, n_layer=2)
-    m = CODI(bb, CODIConfig(n_latent=3, max_new_tokens=8)) if name == "codi" else \
-        Coconut(bb, CoconutConfig(max_latent_stage=3, max_new_tokens=8))
-    m.eval()
+def test_latent_decoding_with_the_direct_step_equals_the_forward_bitwise(name):
+    m = sharp_latent_method(name)
     exs = generate_splits(TaskConfig(n_train=6, n_valid=2, n_test=2, seed=0))["train"]
     prompts = m.latent_prompts(exs)
 
@@ -178,8 +155,7 @@ def test_latent_decoding_with_the_direct_step_equals_the_forward_bitwise(name, p
                                pad_id=m.ids.pad, max_new_tokens=8, record_hidden=True)
 
     free = run(-1)
-    firsts = [row[2] for row in free.tokens]
-    eos = max(set(firsts), key=lambda t: (firsts.count(t) < len(firsts), firsts.count(t)))
+    eos = stop_token(free.tokens, at=2)
     got = run(eos)
     with plain_forward():
         ref = run(eos)

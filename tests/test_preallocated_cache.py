@@ -11,12 +11,11 @@ import pytest
 import torch
 
 from conftest import tiny_backbone
+from helpers import sharp_backbone, sharp_latent_method, stop_token
 from latentreason.data.procedural import TaskConfig, generate_splits
 from latentreason.decoding import generate as gen_mod
 from latentreason.decoding.generate import greedy_generate, greedy_reference
 from latentreason.decoding.latent import latent_generate
-from latentreason.methods.codi import CODI, CODIConfig
-from latentreason.methods.coconut import Coconut, CoconutConfig
 from latentreason.models import kv_cache
 from latentreason.models.kv_cache import PreallocatedLayer, layer_kv, new_cache
 
@@ -37,15 +36,6 @@ def on_dynamic_cache(monkeypatch):
             yield
 
     return use
-
-
-def _sharp(kind, seed=1, dtype=torch.float32, **kw):
-    bb = tiny_backbone(kind, seed=seed, dtype=dtype, n_embd=48, n_head=4, **kw)
-    with torch.no_grad():  # decisive greedy choices (random-init logits are near-uniform otherwise)
-        for p in bb.model.parameters():
-            p.mul_(3.0)
-    bb.model.eval()
-    return bb
 
 
 def _head_log(model):
@@ -95,15 +85,11 @@ def test_preallocated_layer_holds_the_dynamic_caches_entries_through_row_removal
 def test_cot_decoding_on_the_preallocated_cache_gives_the_dynamic_caches_tokens_and_logits(kind, on_dynamic_cache,
                                                                                           monkeypatch):
     monkeypatch.setattr(gen_mod, "length_groups", lambda lengths: None)  # one padded prefill (grouped: below)
-    bb = _sharp(kind)
+    bb = sharp_backbone(kind)
     prompts = [bb.tokenizer(t).input_ids for t in ("1+2*3\n", "9-8+7*6-5\n", "4\n", "2*2*2*2*2*2\n", "7\n")]
     free, _ = greedy_generate(bb.model, prompts, bb.ids.pad, eos_id=-1, max_new_tokens=10)
     # EOS := a token some rows produce at different steps, so rows leave the batch at different times
-    counts = {}
-    for row in free:
-        for t in set(row):
-            counts[t] = counts.get(t, 0) + 1
-    eos = max(counts, key=lambda t: (0 < counts[t] < len(prompts), counts[t]))
+    eos = stop_token(free)
     calls, h = _head_log(bb.model)
     try:
         toks, passes = greedy_generate(bb.model, prompts, bb.ids.pad, eos, max_new_tokens=10)
@@ -123,19 +109,10 @@ def test_cot_decoding_on_the_preallocated_cache_gives_the_dynamic_caches_tokens_
         assert got == greedy_reference(bb.model, p, eos, max_new_tokens=10)
 
 
-def _latent_method(name, kind="tiny-gpt2"):
-    bb = _sharp(kind, seed=3, n_layer=2)
-    if name == "codi":
-        m = CODI(bb, CODIConfig(n_latent=3, max_new_tokens=8))
-    else:
-        m = Coconut(bb, CoconutConfig(max_latent_stage=3, max_new_tokens=8))
-    return m.eval()
-
-
 @pytest.mark.parametrize("name", ["codi", "coconut"])
 @pytest.mark.parametrize("halting", [False, True])
 def test_latent_generation_on_the_preallocated_cache_equals_the_dynamic_cache(name, halting, on_dynamic_cache):
-    m = _latent_method(name)
+    m = sharp_latent_method(name)
     exs = generate_splits(TaskConfig(n_train=6, n_valid=2, n_test=2, seed=0))["train"]
     prompts = m.latent_prompts(exs)
 
@@ -145,8 +122,7 @@ def test_latent_generation_on_the_preallocated_cache_equals_the_dynamic_cache(na
                                pad_id=m.ids.pad, max_new_tokens=8, record_hidden=True, halt_fn=halt)
 
     free = run(-1)
-    firsts = [row[2] for row in free.tokens]
-    eos = max(set(firsts), key=lambda t: (firsts.count(t) < len(firsts), firsts.count(t)))
+    eos = stop_token(free.tokens, at=2)
     got = run(eos)
     with on_dynamic_cache():
         ref = run(eos)
@@ -164,7 +140,7 @@ def test_latent_generation_on_the_preallocated_cache_equals_the_dynamic_cache(na
 def test_thoughts_skip_the_lm_head():
     """A latent prompt and its thoughts run the decoder stack only: the LM head runs at ``<eot>`` and
     for every answer token after it, on one position each."""
-    m = _latent_method("codi")
+    m = sharp_latent_method("codi")
     exs = generate_splits(TaskConfig(n_train=3, n_valid=2, n_test=2, seed=0))["train"]
     calls, h = _head_log(m.model)
     try:
@@ -217,7 +193,7 @@ def _counted_prefills(monkeypatch):
 @pytest.mark.parametrize("kind", ["tiny-gpt2", "tiny-llama"])
 @pytest.mark.parametrize("shift", [0, 3])
 def test_grouped_prefill_decodes_the_single_padded_prefills_tokens(kind, shift, monkeypatch):
-    bb = _sharp(kind)
+    bb = sharp_backbone(kind)
     texts = ("1+2*3\n", "9-8+7*6-5*4+3-2*1+9-8+7\n", "4\n", "2*2*2*2*2*2*2*2*2*2*2*2\n", "7\n", "5-5\n")
     prompts = [bb.tokenizer(t).input_ids for t in texts]
     seen = _counted_prefills(monkeypatch)
@@ -235,7 +211,7 @@ def test_grouped_prefill_decodes_the_single_padded_prefills_tokens(kind, shift, 
 
 @pytest.mark.parametrize("name", ["codi", "coconut"])
 def test_grouped_prefill_gives_the_single_padded_prefills_thoughts_and_answers(name, monkeypatch):
-    m = _latent_method(name)
+    m = sharp_latent_method(name)
     exs = generate_splits(TaskConfig(n_train=12, n_valid=2, n_test=2, seed=0))["train"]
     prompts = m.latent_prompts(exs)
     prompts = [p if i % 3 else p[:2] + p for i, p in enumerate(prompts)]  # lengths further apart
@@ -258,7 +234,7 @@ def test_grouped_prefill_gives_the_single_padded_prefills_thoughts_and_answers(n
 
 
 def test_grouped_prefill_is_off_for_the_official_padding_and_custom_state_readers(monkeypatch):
-    m = _latent_method("codi")
+    m = sharp_latent_method("codi")
     exs = generate_splits(TaskConfig(n_train=6, n_valid=2, n_test=2, seed=0))["train"]
     prompts = m.latent_prompts(exs)
     prompts[0] = prompts[0][:1] * 40 + prompts[0]
@@ -278,7 +254,7 @@ def test_generation_without_padding_calls_the_model_without_a_mask_and_without_t
 
     from transformers.utils import logging as hf_logging
 
-    bb = _sharp("tiny-gpt2")
+    bb = sharp_backbone("tiny-gpt2")
     prompt = bb.tokenizer("9-8+7*6\n").input_ids
     free = greedy_reference(bb.model, prompt, -1, max_new_tokens=6)
     bb.model.config.pad_token_id = free[2]  # a token the loop will feed back

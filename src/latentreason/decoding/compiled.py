@@ -45,7 +45,8 @@ class StaticRunner:
         self._model = weakref.ref(model)  # the runner lives as long as the model (a key of _RUNNERS), not longer
         self.cache = static_cache(model, capacity)
         self.decoder = decoder_of(model)
-        self._parts = direct_parts(model) if fast_step_enabled() else None
+        self._parts = direct_parts(model) if fast_step_enabled() else None  # (decoder, lm_head, layers) of a GPT-2
+        self._decoder_parts = None if self._parts is None else (self._parts[0], None, self._parts[2])
         device = next(model.parameters()).device
         self.mask = torch.zeros((batch, capacity), dtype=torch.long, device=device)
         self.length = 0
@@ -86,9 +87,8 @@ class StaticRunner:
         return static_forward(self.model, self.cache, **inputs).logits[:, -1]
 
     def _embed(self, embeds: Tensor, mask: Tensor, pos: Tensor) -> Tensor:
-        if self._parts is not None:
-            decoder, _, layers = self._parts
-            return direct_step((decoder, None, layers), self.cache, inputs_embeds=embeds, attention_mask=mask,
+        if self._decoder_parts is not None:  # the decoder stack alone: no LM head
+            return direct_step(self._decoder_parts, self.cache, inputs_embeds=embeds, attention_mask=mask,
                                position_ids=pos).last_hidden_state[:, -1]
         return self._hidden(inputs_embeds=embeds, attention_mask=mask, position_ids=pos)
 
