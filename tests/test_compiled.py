@@ -11,7 +11,8 @@ import torch
 
 from conftest import tiny_backbone
 from latentreason.data.procedural import TaskConfig, generate_splits
-from latentreason.decoding.compiled import StaticRunner, compiled_greedy_generate, compiled_latent_generate
+from latentreason.decoding.compiled import (StaticRunner, compiled_greedy_generate, compiled_latent_generate,
+                                            weights_version)
 from latentreason.decoding.generate import greedy_generate, left_pad
 from latentreason.decoding.latent import latent_generate
 from latentreason.errors import ConfigError
@@ -94,7 +95,7 @@ def test_step_inputs_keep_one_stride_whatever_the_prompt_width():
         ids, mask = left_pad([p], m.ids.pad)
         runner = StaticRunner.get(m.model, 1, ids.shape[1] + 3 + 1 + 4, compile=False)
         inner = runner._fns["embed"]
-        runner._fns["embed"] = lambda x, mask, pos, inner=inner: (seen.append(x.stride()), inner(x, mask, pos))[1]
+        runner._fns["embed"] = lambda x, *rest, inner=inner: (seen.append(x.stride()), inner(x, *rest))[1]
         # Coconut's thought: the last state itself (CODI's projection would hand over a fresh tensor)
         compiled_latent_generate(m.model, ids, mask, n_latent=3, thought_fn=lambda h, k, rows: h, eot_id=m.ids.eot,
                                  eos_id=m.ids.eos, max_new_tokens=4, compile=False)
@@ -127,3 +128,37 @@ def test_compiled_steps_give_the_eager_tokens():
     for a_row, b_row in zip(hidden, eager.hidden):
         for a, b in zip(a_row, b_row):
             assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["foreach", "fused"])
+def test_weights_version_changes_with_an_optimiser_step_fused_included(kind):
+    """A frozen graph keeps the weights it was compiled with: the runner is rebuilt when this changes. A fused
+    AdamW step updates the weights in place without bumping their version counters; the sums still see it."""
+    bb = tiny_backbone("tiny-gpt2", seed=0, n_embd=48, n_head=4, n_layer=1)
+    before = weights_version(bb.model)
+    assert weights_version(bb.model) == before
+    opt = torch.optim.AdamW(bb.model.parameters(), lr=1e-3, **{kind: True})
+    ids = torch.tensor([[1, 2, 3, 4]])
+    bb.model(input_ids=ids, labels=ids).loss.backward()
+    opt.step()
+    assert weights_version(bb.model) != before
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_compiled_steps_follow_weights_changed_after_compiling():
+    """Frozen weights must not go stale: after an in-place update of the weights (as an optimiser step between two
+    validations), the compiled path recompiles and gives the new weights' eager tokens."""
+    bb = _sharp(seed=2, n_layer=1)
+    prompts = _prompts(bb)
+    old = greedy_generate(bb.model, prompts, bb.ids.pad, bb.ids.eos, 8)
+    assert compiled_greedy_generate(bb.model, prompts, bb.ids.pad, bb.ids.eos, 8) == old
+    ids, _ = left_pad(prompts, bb.ids.pad)
+    first = StaticRunner.get(bb.model, len(prompts), ids.shape[1] + 8)
+    with torch.no_grad():
+        for p in bb.model.parameters():
+            p.add_(torch.randn_like(p))
+    want = greedy_generate(bb.model, prompts, bb.ids.pad, bb.ids.eos, 8)
+    assert want != old  # stale weights would give the old tokens
+    assert compiled_greedy_generate(bb.model, prompts, bb.ids.pad, bb.ids.eos, 8) == want
+    assert StaticRunner.get(bb.model, len(prompts), ids.shape[1] + 8) is not first

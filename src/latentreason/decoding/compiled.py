@@ -11,6 +11,13 @@ each one-position step (a token to the last logits; an input embedding to the la
 without the LM head) is one compiled graph per (model, batch, capacity). A :class:`StaticRunner`
 is kept per model and shape, so later batches of the same shape reuse its graphs.
 
+On a CPU the steps are compiled for inference (:data:`CPU_OPTIONS`): the weights *frozen* into the graph
+(constants, pre-packed for the matrix kernels), matrix products chosen among MKL and inductor's own C++
+kernels by timing them on the step's shapes, and the graph called from a C++ wrapper instead of
+Python. A frozen graph holds the weights it was compiled with, so a runner remembers the parameters'
+storage and sums (:func:`weights_version`) and is rebuilt (compiled again) when they change, e.g. after
+an optimiser step between two validations of a training run.
+
 The first call of a step compiles it (seconds to a minute on a CPU: ``compile_seconds``); greedy
 tokens equal the eager path's (``tests/test_compiled.py``); ``benchmarks/compile_speed.py``
 measures the per-step gain. Fixed thoughts only: halting rules and System-1.5's routed steps
@@ -19,6 +26,7 @@ measures the per-step gain. Fixed thoughts only: halting rules and System-1.5's 
 
 from __future__ import annotations
 
+import contextlib
 import time
 import types
 import weakref
@@ -30,6 +38,11 @@ from torch import Tensor
 from latentreason.decoding.generate import last_logits_only, left_pad, normal_tensors, padded_prompt_mask, trim_at_stop
 from latentreason.models.gpt2_step import direct_parts, direct_step, fast_step_enabled
 from latentreason.models.kv_cache import decoder_of, static_cache, static_forward
+
+#: inductor's options for the CPU steps (``torch.compile(options=...)``): freezing, autotuned matrix products, the
+#: C++ wrapper; the autotuning's choice tables are not printed. On other devices the defaults.
+CPU_OPTIONS = {"freezing": True, "max_autotune_gemm": True, "cpp_wrapper": True,
+               "autotune_num_choices_displayed": 0, "max_autotune_report_choices_stats": False}
 
 #: capacities are rounded up to a multiple of this (one compiled graph serves every batch below it)
 CAPACITY_STEP = 64
@@ -43,25 +56,37 @@ class StaticRunner:
     def __init__(self, model: Any, batch: int, capacity: int, compile: bool = True):
         self.batch, self.capacity = batch, capacity
         self._model = weakref.ref(model)  # the runner lives as long as the model (a key of _RUNNERS), not longer
+        self.weights = weights_version(model)
         self.cache = static_cache(model, capacity)
         self.decoder = decoder_of(model)
         self._parts = direct_parts(model) if fast_step_enabled() else None  # (decoder, lm_head, layers) of a GPT-2
         self._decoder_parts = None if self._parts is None else (self._parts[0], None, self._parts[2])
         device = next(model.parameters()).device
+        emb = model.get_input_embeddings().weight
+        # every graph input is a buffer of the runner, fixed in shape, dtype and strides; the graphs update them in
+        # place (the mask slot they write, the positions, the slot counter, the greedy state), so a step is one call
         self.mask = torch.zeros((batch, capacity), dtype=torch.long, device=device)
-        self.length = 0
         self.pos = torch.zeros((batch, 1), dtype=torch.long, device=device)
+        self.col = torch.zeros(1, dtype=torch.long, device=device)  # the slot the next step writes (= self.length)
+        self.length = 0
+        #: a thought's input: a copy, whatever the strides of the tensor it came from (a state of the prompt's last
+        #: position is a view whose stride follows the prompt width: a graph guarded on it would recompile)
+        self.embeds = torch.zeros((batch, 1, emb.shape[1]), dtype=emb.dtype, device=device)
+        # the greedy step's state: its input token (its output, written back), EOS seen per row, EOS id, stop count
+        self.ids = torch.zeros((batch, 1), dtype=torch.long, device=device)
+        self.seen = torch.zeros(batch, dtype=torch.long, device=device)
+        self.eos = torch.zeros(1, dtype=torch.long, device=device)
+        self.stop = torch.ones(1, dtype=torch.long, device=device)
+        self.compiled = compile
         self.compile_seconds = 0.0
         self._warm: set[str] = set()
-        #: each step's input is copied into a buffer of its own: a compiled graph is guarded on its inputs' strides,
-        #: and a thought computed from the prompt's last position is a view whose stride follows the prompt width
-        #: (every new width would recompile, until torch's recompile limit sends the step back to eager)
-        self._inputs: dict[str, Tensor] = {}
-        tok, emb = self._token, self._embed
+        fns: dict[str, Callable[..., Any]] = {"greedy": self._greedy, "embed": self._embed}
         if compile:  # each runner's steps get code objects of their own: torch caches graphs (and counts
             # recompilations against its limit) per code object, and every runner compiles its shapes once
-            tok, emb = (torch.compile(_own_code(f, self), dynamic=False) for f in (StaticRunner._token, StaticRunner._embed))
-        self._fns: dict[str, Callable[..., Tensor]] = {"token": tok, "embed": emb}
+            options = CPU_OPTIONS if device.type == "cpu" else None
+            fns = {k: torch.compile(_own_code(getattr(StaticRunner, "_" + k), self), dynamic=False, options=options)
+                   for k in fns}
+        self._fns = fns
 
     @classmethod
     def get(cls, model: Any, batch: int, positions: int, compile: bool = True) -> "StaticRunner":
@@ -70,7 +95,7 @@ class StaticRunner:
         dtype = next(model.parameters()).dtype
         runners = _RUNNERS.setdefault(model, {})
         key = (batch, capacity, dtype, compile)
-        if key not in runners:
+        if key not in runners or (compile and runners[key].weights != weights_version(model)):  # frozen stale weights
             runners[key] = cls(model, batch, capacity, compile)
         return runners[key]
 
@@ -80,17 +105,34 @@ class StaticRunner:
 
     # the compiled bodies: one new position of every row, on the static cache; a GPT-2 runs the direct step
     # (models/gpt2_step.py: transformers' operations without its per-call machinery), any other model its forward
-    def _token(self, ids: Tensor, mask: Tensor, pos: Tensor) -> Tensor:
+    def _greedy(self, ids: Tensor, mask: Tensor, pos: Tensor, col: Tensor, seen: Tensor, eos: Tensor, stop: Tensor
+                ) -> tuple[Tensor, Tensor]:
+        """From the tokens in ``ids``: their greedy successors (also written back into ``ids``), EOS counted into
+        ``seen``; returns (the successors, whether every row has seen ``stop`` EOS)."""
+        mask.index_fill_(1, col, 1)
         inputs = dict(input_ids=ids, attention_mask=mask, position_ids=pos)
         if self._parts is not None:
-            return direct_step(self._parts, self.cache, **inputs).logits[:, -1]
-        return static_forward(self.model, self.cache, **inputs).logits[:, -1]
+            logits = direct_step(self._parts, self.cache, **inputs).logits[:, -1]
+        else:
+            logits = static_forward(self.model, self.cache, **inputs).logits[:, -1]
+        pos.add_(1)
+        col.add_(1)
+        nxt = logits.argmax(-1)
+        ids.copy_(nxt[:, None])
+        seen.add_((nxt == eos).long())
+        return nxt, (seen >= stop).all()
 
-    def _embed(self, embeds: Tensor, mask: Tensor, pos: Tensor) -> Tensor:
+    def _embed(self, embeds: Tensor, mask: Tensor, pos: Tensor, col: Tensor) -> Tensor:
+        """The last layer's states after input embeddings ``embeds`` (B, 1, d)."""
+        mask.index_fill_(1, col, 1)
         if self._decoder_parts is not None:  # the decoder stack alone: no LM head
-            return direct_step(self._decoder_parts, self.cache, inputs_embeds=embeds, attention_mask=mask,
-                               position_ids=pos).last_hidden_state[:, -1]
-        return self._hidden(inputs_embeds=embeds, attention_mask=mask, position_ids=pos)
+            h = direct_step(self._decoder_parts, self.cache, inputs_embeds=embeds, attention_mask=mask,
+                            position_ids=pos).last_hidden_state[:, -1]
+        else:
+            h = self._hidden(inputs_embeds=embeds, attention_mask=mask, position_ids=pos)
+        pos.add_(1)
+        col.add_(1)
+        return h
 
     def _hidden(self, **inputs: Any) -> Tensor:
         """The last layer's states at the last position: the decoder stack alone where the model has one."""
@@ -118,30 +160,91 @@ class StaticRunner:
             pos = pos.clone()
             pos[:, -1] += position_shift
         self.length = width
-        self.pos = self.mask[:, :width].sum(-1, keepdim=True) + position_shift
+        self.col.fill_(width)
+        self.pos.copy_(self.mask[:, :width].sum(-1, keepdim=True) + position_shift)
         inputs = dict(input_ids=ids, attention_mask=attn, position_ids=pos)
         if hidden_only:
             return self._hidden(**inputs)
         return static_forward(self.model, self.cache, **inputs, **last_logits_only(self.model)).logits[:, -1]
 
-    def step(self, kind: str, x: Tensor) -> Tensor:
-        """One position of every row: ``token`` ids (B,) to logits (B, V), ``embed`` inputs (B, d) to states (B, d)."""
+    def _call(self, kind: str, *args: Tensor) -> Any:
         if self.length >= self.capacity:
             raise ValueError(f"static cache of {self.capacity} positions is full")
-        self.mask[:, self.length] = 1
-        fn = self._fns[kind]
-        buf = self._inputs.get(kind)
-        if buf is None or buf.dtype != x.dtype:
-            buf = self._inputs[kind] = x.new_empty((x.shape[0], 1, *x.shape[1:]))
-        buf.copy_(x[:, None])
-        t0 = time.perf_counter() if kind not in self._warm else None
-        out = fn(buf, self.mask, self.pos)
-        if t0 is not None:  # the first call compiles
-            self._warm.add(kind)
-            self.compile_seconds += time.perf_counter() - t0
         self.length += 1
-        self.pos = self.pos + 1
+        if kind in self._warm:
+            return self._fns[kind](*args)
+        t0 = time.perf_counter()  # the first call compiles
+        out = self._fns[kind](*args)
+        self._warm.add(kind)
+        self.compile_seconds += time.perf_counter() - t0
         return out
+
+    def _unguarded(self, kind: str) -> Any:
+        """Where ``kind`` has compiled its one graph: a context that runs it without evaluating its guards (~30 us a
+        step on a CPU). Every input is one of the runner's buffers (fixed shape, dtype and strides) and the weights
+        are checked before each generation, so no guard can fail after the first call. (Entering the context costs
+        ~100 us: it is held over a loop of steps.)"""
+        if self.compiled and kind in self._warm:
+            return torch.compiler.set_stance("default", skip_guard_eval_unsafe=True)
+        return contextlib.nullcontext()
+
+    def embed(self, x: Tensor) -> Tensor:
+        """One position of every row from input embeddings ``x`` (B, d): the last layer's states (B, d)."""
+        self.embeds.copy_(x[:, None])
+        return self._call("embed", self.embeds, self.mask, self.pos, self.col)
+
+    def thoughts(self, h: Tensor, n: int, thought_fn: Callable[..., Tensor], record: list[Tensor] | None = None
+                 ) -> Tensor:
+        """``n`` continuous thoughts from the last states ``h`` (B, d): each the step on ``thought_fn``'s embedding
+        of the states before it; returns the last states (each thought's states appended to ``record``)."""
+        b = h.shape[0]
+        rows = torch.arange(b, device=h.device)
+
+        def one(h: Tensor, k: int) -> Tensor:
+            h = self.embed(thought_fn(h, torch.full((b,), k, dtype=torch.long, device=h.device), rows=rows))
+            if record is not None:
+                record.append(h)
+            return h
+
+        first = 0
+        if n and "embed" not in self._warm:  # the first call compiles (with its guards)
+            h, first = one(h, 0), 1
+        with self._unguarded("embed"):
+            for k in range(first, n):
+                h = one(h, k)
+        return h
+
+    def decode(self, tok: Tensor, steps: int, eos_id: int, stop_after_eos: int = 1, seen: Tensor | None = None
+               ) -> list[Tensor]:
+        """Up to ``steps`` greedy positions from input tokens ``tok`` (B,): each step's tokens, until every row has
+        seen ``stop_after_eos`` EOS (``seen``: those already seen per row)."""
+        self.ids.copy_(tok[:, None])
+        self.seen.copy_(seen if seen is not None else torch.zeros_like(self.seen))
+        self.eos.fill_(eos_id)
+        self.stop.fill_(stop_after_eos)
+        args = (self.ids, self.mask, self.pos, self.col, self.seen, self.eos, self.stop)
+        out: list[Tensor] = []
+        if steps and "greedy" not in self._warm:  # the first call compiles (with its guards)
+            nxt, done = self._call("greedy", *args)
+            out.append(nxt)
+            if bool(done):
+                return out
+        with self._unguarded("greedy"):
+            while len(out) < steps:
+                nxt, done = self._call("greedy", *args)
+                out.append(nxt)
+                if bool(done):
+                    break
+        return out
+
+
+def weights_version(model: Any) -> tuple[Any, ...]:
+    """Each parameter's storage and sum: a frozen graph is stale when either changes. (Version counters are not
+    enough: a fused AdamW step updates the weights in place without bumping them.) One pass over the weights per
+    generation call, a few milliseconds for GPT-2 small on a CPU."""
+    params = list(model.parameters())
+    sums = torch.stack([p.sum(dtype=torch.float64) for p in params]).tolist() if params else []
+    return tuple(p.data_ptr() for p in params), tuple(sums)
 
 
 def _own_code(fn: Callable[..., Tensor], owner: Any) -> Callable[..., Tensor]:
@@ -154,24 +257,20 @@ def compile_seconds(model: Any) -> float:
     return sum(r.compile_seconds for r in _RUNNERS.get(model, {}).values())
 
 
-def static_greedy(runner: StaticRunner, logits: Tensor, eos_id: int, max_new_tokens: int,
-                  stop_after_eos: int = 1) -> list[list[int]]:
-    """Greedy decoding on a :class:`StaticRunner` from ``logits`` (B, V): every row stays in the batch; each
-    row's tokens end at its stopping EOS (included), as :func:`~latentreason.decoding.generate.greedy_continue`."""
-    b = logits.shape[0]
-    gen = torch.empty((b, max(max_new_tokens, 0)), dtype=torch.long, device=logits.device)
-    eos_seen = torch.zeros(b, dtype=torch.long, device=logits.device)
-    n = 0
-    for t in range(max_new_tokens):
-        tok = logits.argmax(-1)
-        gen[:, t] = tok
-        n = t + 1
-        eos_seen = eos_seen + (tok == eos_id).long()
-        if t == max_new_tokens - 1 or bool((eos_seen >= stop_after_eos).all()):
-            break
-        logits = runner.step("token", tok)
+def static_greedy(runner: StaticRunner, start: Tensor, eos_id: int, max_new_tokens: int, stop_after_eos: int = 1,
+                  first_known: bool = False) -> list[list[int]]:
+    """Greedy decoding on a :class:`StaticRunner` from ``start`` (B,): the first new tokens (``first_known``: the
+    prompt's argmax) or the input tokens the first new tokens follow (an ``<eot>``). Every row stays in the batch;
+    each row's tokens end at its stopping EOS (included), as :func:`~latentreason.decoding.generate.greedy_continue`."""
+    if max_new_tokens <= 0:
+        return [[] for _ in range(start.shape[0])]
+    steps, seen = [], None
+    if first_known:
+        steps, seen = [start], (start == eos_id).long()
+    if not first_known or (max_new_tokens > 1 and not bool((seen >= stop_after_eos).all())):
+        steps += runner.decode(start, max_new_tokens - len(steps), eos_id, stop_after_eos, seen)
     out = []
-    for row in gen[:, :n].tolist():
+    for row in torch.stack(steps, 1).tolist():
         body = trim_at_stop(row, eos_id, stop_after_eos)
         out.append(row[: len(body) + 1] if len(body) < len(row) else row)
     return out
@@ -185,8 +284,8 @@ def compiled_greedy_generate(model: Any, prompts: list[list[int]], pad_id: int, 
     fixed-shape steps, eager)."""
     ids, mask = left_pad(prompts, pad_id, next(model.parameters()).device)
     runner = StaticRunner.get(model, ids.shape[0], ids.shape[1] + max_new_tokens, compile=compile)
-    logits = runner.prefill(ids, mask, position_shift=position_shift)
-    tokens = static_greedy(runner, logits, eos_id, max_new_tokens, stop_after_eos)
+    first = runner.prefill(ids, mask, position_shift=position_shift).argmax(-1)
+    tokens = static_greedy(runner, first, eos_id, max_new_tokens, stop_after_eos, first_known=True)
     return tokens, [len(t) for t in tokens]  # the prefill, then one pass per token after the first
 
 
@@ -200,14 +299,9 @@ def compiled_latent_generate(model: Any, ids: Tensor, mask: Tensor, *, n_latent:
     b = ids.shape[0]
     runner = StaticRunner.get(model, b, ids.shape[1] + n_latent + 1 + max_new_tokens, compile=compile)
     h = runner.prefill(ids, mask, hidden_only=True, count_padding=count_padding)
-    hidden: list[list[Tensor]] = [[h[i].clone()] if record_hidden else [] for i in range(b)]
-    rows = torch.arange(b, device=ids.device)
-    for k in range(n_latent):
-        e = thought_fn(h, torch.full((b,), k, dtype=torch.long, device=ids.device), rows=rows).to(h.dtype)
-        h = runner.step("embed", e)
-        if record_hidden:
-            for i in range(b):
-                hidden[i].append(h[i].clone())
-    logits = runner.step("token", torch.full((b,), eot_id, dtype=torch.long, device=ids.device))
-    tokens = static_greedy(runner, logits, eos_id, max_new_tokens, stop_after_eos)
+    states = [h.clone()] if record_hidden else None
+    runner.thoughts(h, n_latent, thought_fn, states)
+    hidden: list[list[Tensor]] = [[s[i] for s in states] if states else [] for i in range(b)]
+    eot = torch.full((b,), eot_id, dtype=torch.long, device=ids.device)
+    tokens = static_greedy(runner, eot, eos_id, max_new_tokens, stop_after_eos)
     return tokens, [n_latent + 1 + len(t) for t in tokens], normal_tensors(hidden) if record_hidden else hidden
