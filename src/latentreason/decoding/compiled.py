@@ -7,9 +7,12 @@ static cache of ``capacity`` positions (rounded up to a multiple of :data:`CAPAC
 batches of similar prompt lengths share a graph), a (batch, capacity) mask buffer whose slots are
 switched on as they are written, and finished rows stay in the batch (their tokens after the stop
 are dropped; their forward-pass counts stop where the eager path's would). The prompt runs eagerly;
-each one-position step (a token to the last logits; an input embedding to the last layer's state,
-without the LM head) is one compiled graph per (model, batch, capacity). A :class:`StaticRunner`
-is kept per model and shape, so later batches of the same shape reuse its graphs.
+each one-position step is one compiled graph per (model, batch, capacity): a greedy step (a token to
+its greedy successor, with the EOS count, the mask slot and the positions updated in place, so a
+step is one call) and a thought step (an input embedding to the last layer's state, without the LM
+head). A :class:`StaticRunner` is kept per model and shape, so later batches of the same shape reuse
+its graphs; after a graph's first call its loops skip dynamo's guard evaluation (every input is a
+buffer of the runner's own).
 
 On a CPU the steps are compiled for inference (:data:`CPU_OPTIONS`): the weights *frozen* into the graph
 (constants, pre-packed for the matrix kernels), matrix products chosen among MKL and inductor's own C++
