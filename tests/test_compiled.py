@@ -12,7 +12,7 @@ import torch
 from conftest import tiny_backbone
 from latentreason.data.procedural import TaskConfig, generate_splits
 from latentreason.decoding.compiled import (StaticRunner, compiled_greedy_generate, compiled_latent_generate,
-                                            weights_version)
+                                            traced_owner, weights_version)
 from latentreason.decoding.generate import greedy_generate, left_pad
 from latentreason.decoding.latent import latent_generate
 from latentreason.errors import ConfigError
@@ -162,3 +162,38 @@ def test_compiled_steps_follow_weights_changed_after_compiling():
     assert want != old  # stale weights would give the old tokens
     assert compiled_greedy_generate(bb.model, prompts, bb.ids.pad, bb.ids.eos, 8) == want
     assert StaticRunner.get(bb.model, len(prompts), ids.shape[1] + 8) is not first
+
+
+def test_only_a_methods_own_thought_is_traced_into_the_compiled_graph():
+    """A method's own ``thought`` is pure (its inputs and weights): traced into the thought graph. Any other callable
+    (a noise or a capture hook, a lambda) may have side effects and runs eagerly between the compiled steps."""
+    m = _codi()
+    assert traced_owner(m.thought) is m
+    assert traced_owner(lambda h, k, rows=None: m.thought(h, k, rows)) is None
+    assert traced_owner(m.forward) is None
+
+    class Noisy(CODI):
+        def thought(self, hidden, step, rows=None):
+            return super().thought(hidden, step, rows) + torch.randn_like(hidden)
+
+    noisy = Noisy(m.backbone, m.config)
+    assert traced_owner(noisy.thought) is noisy  # a subclass's own thought is its method's
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_traced_thoughts_follow_the_projection_changed_after_compiling():
+    """CODI's projection is frozen into the thought graph with the model: changed in place (an optimiser step), the
+    graph is made again and the states follow the new weights."""
+    m = _codi()
+    eager, (tokens, _, hidden) = _latent_pair(m, True, False)
+    assert tokens == eager.tokens
+    with torch.no_grad():
+        for p in m.projection.parameters():
+            p.add_(torch.randn_like(p))
+    eager2, (tokens2, _, hidden2) = _latent_pair(m, True, False)
+    assert not torch.allclose(eager2.hidden[0][1], eager.hidden[0][1], atol=1e-3)  # the projection matters
+    assert tokens2 == eager2.tokens
+    for a_row, b_row in zip(hidden2, eager2.hidden):
+        for a, b in zip(a_row, b_row):
+            assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)

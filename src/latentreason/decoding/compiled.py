@@ -75,6 +75,10 @@ class StaticRunner:
         #: a thought's input: a copy, whatever the strides of the tensor it came from (a state of the prompt's last
         #: position is a view whose stride follows the prompt width: a graph guarded on it would recompile)
         self.embeds = torch.zeros((batch, 1, emb.shape[1]), dtype=emb.dtype, device=device)
+        # a traced thought's inputs: the states it starts from (a copy, as above), the thought's index, the rows
+        self.states = torch.zeros((batch, emb.shape[1]), dtype=emb.dtype, device=device)
+        self.k = torch.zeros(batch, dtype=torch.long, device=device)
+        self.rows = torch.arange(batch, device=device)
         # the greedy step's state: its input token (its output, written back), EOS seen per row, EOS id, stop count
         self.ids = torch.zeros((batch, 1), dtype=torch.long, device=device)
         self.seen = torch.zeros(batch, dtype=torch.long, device=device)
@@ -82,14 +86,20 @@ class StaticRunner:
         self.stop = torch.ones(1, dtype=torch.long, device=device)
         self.compiled = compile
         self.compile_seconds = 0.0
-        self._warm: set[str] = set()
-        fns: dict[str, Callable[..., Any]] = {"greedy": self._greedy, "embed": self._embed}
-        if compile:  # each runner's steps get code objects of their own: torch caches graphs (and counts
-            # recompilations against its limit) per code object, and every runner compiles its shapes once
-            options = CPU_OPTIONS if device.type == "cpu" else None
-            fns = {k: torch.compile(_own_code(getattr(StaticRunner, "_" + k), self), dynamic=False, options=options)
-                   for k in fns}
-        self._fns = fns
+        self._options = CPU_OPTIONS if device.type == "cpu" else None
+        self._warm: set[Any] = set()
+        self._fns: dict[Any, Callable[..., Any]] = {k: self._compiled(k) for k in ("greedy", "embed")}
+        #: a method whose own ``thought`` is traced into a thought graph -> (its kind, its own weights' version)
+        self._thinkers: "weakref.WeakKeyDictionary[Any, tuple[Any, Any]]" = weakref.WeakKeyDictionary()
+
+    def _compiled(self, body: str) -> Callable[..., Any]:
+        """The step ``_<body>`` of this runner, through torch.compile where the runner compiles. Each runner's steps
+        get code objects of their own: torch caches graphs (and counts recompilations against its limit) per code
+        object, and every runner compiles its shapes once."""
+        fn = getattr(StaticRunner, "_" + body)
+        if not self.compiled:
+            return types.MethodType(fn, self)
+        return torch.compile(_own_code(fn, self), dynamic=False, options=self._options)
 
     @classmethod
     def get(cls, model: Any, batch: int, positions: int, compile: bool = True) -> "StaticRunner":
@@ -137,6 +147,10 @@ class StaticRunner:
         col.add_(1)
         return h
 
+    def _think(self, owner: Any, h: Tensor, k: Tensor, rows: Tensor, mask: Tensor, pos: Tensor, col: Tensor) -> Tensor:
+        """A method's own thought function on the states ``h`` (B, d), then :meth:`_embed` on its output."""
+        return self._embed(owner.thought(h, k, rows=rows)[:, None].to(self.embeds.dtype), mask, pos, col)
+
     def _hidden(self, **inputs: Any) -> Tensor:
         """The last layer's states at the last position: the decoder stack alone where the model has one."""
         if self.decoder is None:
@@ -170,7 +184,7 @@ class StaticRunner:
             return self._hidden(**inputs)
         return static_forward(self.model, self.cache, **inputs, **last_logits_only(self.model)).logits[:, -1]
 
-    def _call(self, kind: str, *args: Tensor) -> Any:
+    def _call(self, kind: Any, *args: Any) -> Any:
         if self.length >= self.capacity:
             raise ValueError(f"static cache of {self.capacity} positions is full")
         self.length += 1
@@ -182,7 +196,7 @@ class StaticRunner:
         self.compile_seconds += time.perf_counter() - t0
         return out
 
-    def _unguarded(self, kind: str) -> Any:
+    def _unguarded(self, kind: Any) -> Any:
         """Where ``kind`` has compiled its one graph: a context that runs it without evaluating its guards (~30 us a
         step on a CPU). Every input is one of the runner's buffers (fixed shape, dtype and strides) and the weights
         are checked before each generation, so no guard can fail after the first call. (Entering the context costs
@@ -199,23 +213,52 @@ class StaticRunner:
     def thoughts(self, h: Tensor, n: int, thought_fn: Callable[..., Tensor], record: list[Tensor] | None = None
                  ) -> Tensor:
         """``n`` continuous thoughts from the last states ``h`` (B, d): each the step on ``thought_fn``'s embedding
-        of the states before it; returns the last states (each thought's states appended to ``record``)."""
-        b = h.shape[0]
-        rows = torch.arange(b, device=h.device)
+        of the states before it; returns the last states (each thought's states appended to ``record``).
 
-        def one(h: Tensor, k: int) -> Tensor:
-            h = self.embed(thought_fn(h, torch.full((b,), k, dtype=torch.long, device=h.device), rows=rows))
-            if record is not None:
-                record.append(h)
-            return h
+        Where ``thought_fn`` is a method's own ``thought`` (CODI's projection, Coconut's identity) a compiled
+        runner traces it into the step: one graph a thought. Any other callable (noise, capture hooks) runs
+        eagerly between the compiled decoder steps."""
+        owner = traced_owner(thought_fn) if self.compiled else None
+        if owner is not None:
+            kind = self._thinker(owner)
+            args = (owner, self.states, self.k, self.rows, self.mask, self.pos, self.col)
+
+            def one(h: Tensor, k: int) -> Tensor:
+                self.states.copy_(h)
+                self.k.fill_(k)
+                return self._call(kind, *args)
+        else:
+            kind = "embed"
+            rows = torch.arange(h.shape[0], device=h.device)
+
+            def one(h: Tensor, k: int) -> Tensor:
+                return self.embed(thought_fn(h, torch.full((h.shape[0],), k, dtype=torch.long, device=h.device),
+                                             rows=rows))
 
         first = 0
-        if n and "embed" not in self._warm:  # the first call compiles (with its guards)
+        if n and kind not in self._warm:  # the first call compiles (with its guards)
             h, first = one(h, 0), 1
-        with self._unguarded("embed"):
+            if record is not None:
+                record.append(h)
+        with self._unguarded(kind):
             for k in range(first, n):
                 h = one(h, k)
+                if record is not None:
+                    record.append(h)
         return h
+
+    def _thinker(self, owner: Any) -> Any:
+        """The kind of ``owner``'s thought graph, made anew when the owner's own weights (those not the model's, e.g.
+        CODI's projection: frozen into the graph too) have changed."""
+        model_params = {id(p) for p in self.model.parameters()}
+        version = weights_version([p for p in owner.parameters() if id(p) not in model_params])
+        kind, seen = self._thinkers.get(owner, (None, None))
+        if kind is None or seen != version:
+            kind = ("think", id(owner))
+            self._fns[kind] = self._compiled("think")
+            self._warm.discard(kind)
+            self._thinkers[owner] = (kind, version)
+        return kind
 
     def decode(self, tok: Tensor, steps: int, eos_id: int, stop_after_eos: int = 1, seen: Tensor | None = None
                ) -> list[Tensor]:
@@ -241,13 +284,23 @@ class StaticRunner:
         return out
 
 
-def weights_version(model: Any) -> tuple[Any, ...]:
-    """Each parameter's storage and sum: a frozen graph is stale when either changes. (Version counters are not
-    enough: a fused AdamW step updates the weights in place without bumping them.) One pass over the weights per
-    generation call, a few milliseconds for GPT-2 small on a CPU."""
-    params = list(model.parameters())
+@torch.no_grad()
+def weights_version(weights: Any) -> tuple[Any, ...]:
+    """Each parameter's storage and sum (``weights``: a module or its parameters): a frozen graph is stale when either
+    changes. (Version counters are not enough: a fused AdamW step updates the weights in place without bumping them.)
+    One pass over the weights per generation call, a few milliseconds for GPT-2 small on a CPU."""
+    params = list(weights.parameters() if hasattr(weights, "parameters") else weights)
     sums = torch.stack([p.sum(dtype=torch.float64) for p in params]).tolist() if params else []
     return tuple(p.data_ptr() for p in params), tuple(sums)
+
+
+def traced_owner(thought_fn: Callable[..., Tensor]) -> Any:
+    """The latent method whose own ``thought`` ``thought_fn`` is (a pure function of its inputs and weights, safe to
+    trace into a compiled graph), else None."""
+    owner = getattr(thought_fn, "__self__", None)
+    if isinstance(owner, torch.nn.Module) and getattr(thought_fn, "__func__", None) is getattr(type(owner), "thought", None):
+        return owner
+    return None
 
 
 def _own_code(fn: Callable[..., Tensor], owner: Any) -> Callable[..., Tensor]:
