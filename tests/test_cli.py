@@ -75,6 +75,13 @@ def test_train_eval_cli_roundtrip(tmp_path, fixtures, capsys):
     assert r.returncode == 0, r.stderr
     out = json.loads((run / "eval-gsm8k-test.json").read_text())
     assert out["metrics"]["n"] == 2 and len(out["records"]) == 2
+    # --compile: the same answers through the compiled decode path
+    r = cli_process("eval", "--checkpoint", str(run), "--dataset", str(fixtures / "gsm8k.jsonl"), "--batch-size", "2",
+             "--max-new-tokens", "8", "--no-progress", "--compile")
+    assert r.returncode == 0, r.stderr
+    compiled = json.loads((run / "eval-gsm8k-test.json").read_text())
+    assert [(x["output"], x["forward_passes"]) for x in compiled["records"]] == \
+        [(x["output"], x["forward_passes"]) for x in out["records"]]
     # SVAMP / GSM-Hard style files with questions too long for a 128-position model: the evaluation finishes,
     # counts them as too_long and wrong (as the demo's --eval-set does), or skips them with --too-long skip
     small = tmp_path / "small"
