@@ -38,9 +38,10 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from latentreason.decoding.generate import last_logits_only, left_pad, normal_tensors, padded_prompt_mask, trim_at_stop
+from latentreason.decoding.generate import (grouped_passes, last_logits_only, left_pad, length_groups, normal_tensors,
+                                            padded_prompt_mask, trim_at_stop)
 from latentreason.models.gpt2_step import direct_parts, direct_step, fast_step_enabled
-from latentreason.models.kv_cache import decoder_of, static_cache, static_forward
+from latentreason.models.kv_cache import decoder_of, layer_kv, static_cache, static_forward
 
 #: inductor's options for the CPU steps (``torch.compile(options=...)``): freezing, autotuned matrix products, the
 #: C++ wrapper; the autotuning's choice tables are not printed. On other devices the defaults.
@@ -179,10 +180,28 @@ class StaticRunner:
         self.length = width
         self.col.fill_(width)
         self.pos.copy_(self.mask[:, :width].sum(-1, keepdim=True) + position_shift)
+        fwd = self.decoder if hidden_only else self.model
+        lengths = mask.sum(-1).tolist()
+        groups = None if count_padding or fwd is None else length_groups(lengths)
+        if groups is not None:  # as decoding.generate.prefill: prompts of very different lengths in length groups
+            last = grouped_passes(fwd, self.model, hidden_only, ids, mask, pos, lengths, groups, self._write_rows)
+            for layer in self.cache.layers:
+                layer.cumulative_length.fill_(width)
+            return last[:, -1]
         inputs = dict(input_ids=ids, attention_mask=attn, position_ids=pos)
         if hidden_only:
             return self._hidden(**inputs)
         return static_forward(self.model, self.cache, **inputs, **last_logits_only(self.model)).logits[:, -1]
+
+    def _write_rows(self, rows: Tensor, start: int, part: Any) -> None:
+        """A length group's keys/values (cache ``part``) into the static cache at rows ``rows``, from ``start``."""
+        for i, layer in enumerate(self.cache.layers):
+            k, v = layer_kv(part, i)
+            if not layer.is_initialized:
+                layer.lazy_initialization(k.new_empty((self.batch, k.shape[1], 0, k.shape[3])),
+                                          v.new_empty((self.batch, v.shape[1], 0, v.shape[3])))
+            layer.keys[rows, :, start : start + k.shape[2]] = k
+            layer.values[rows, :, start : start + v.shape[2]] = v
 
     def _call(self, kind: Any, *args: Any) -> Any:
         if self.length >= self.capacity:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -219,12 +219,12 @@ def length_groups(lengths: list[int], max_groups: int = 4, min_saving: float = 0
     return [order[upto[i]: upto[j]] for i, j in reversed(bounds)]
 
 
-def _grouped_prefill(state: DecodeState, fwd: Any, hidden_only: bool, ids: Tensor, mask: Tensor, pos: Tensor,
-                     lengths: list[int], groups: list[list[int]]):
-    """The prompt pass of ``prefill`` run per group of similar length (each group padded to its own width),
-    its keys/values written into the one preallocated cache where the single padded pass would have put
-    them (right-aligned); the padding slots hold zeros and stay masked. Returns the last position's
-    output (the last layer's state, or logits as one padded pass with ``logits_to_keep=1`` gives them)."""
+def grouped_passes(fwd: Any, model: Any, hidden_only: bool, ids: Tensor, mask: Tensor, pos: Tensor,
+                   lengths: list[int], groups: list[list[int]], write: Callable[[Tensor, int, Any], None]) -> Tensor:
+    """The prompt pass of ``prefill`` run per group of similar length (each group padded to its own width);
+    ``write(rows, start, cache)`` puts each group's keys/values where the single padded pass would have put them
+    (right-aligned at ``start``). Returns the last position's output (B, 1, ·): the last layer's state, or logits
+    as one padded pass with ``logits_to_keep=1`` gives them."""
     b, width = ids.shape
     extra = {} if hidden_only else last_logits_only(fwd)
     last: Tensor | None = None
@@ -232,14 +232,27 @@ def _grouped_prefill(state: DecodeState, fwd: Any, hidden_only: bool, ids: Tenso
         idx = torch.tensor(g, device=ids.device)
         w = max(lengths[i] for i in g)
         sl = slice(width - w, width)
-        out, part = cached_forward(fwd, new_cache(state.model, capacity=w), input_ids=ids[idx, sl],
+        out, part = cached_forward(fwd, new_cache(model, capacity=w), input_ids=ids[idx, sl],
                                    attention_mask=mask[idx, sl], position_ids=pos[idx, sl], **extra)
-        for i, layer in enumerate(state.cache.layers):
-            layer.write_rows(idx, width - w, *layer_kv(part, i), batch=b)
+        write(idx, width - w, part)
         res = out.last_hidden_state if hidden_only else out.logits
         if last is None:
             last = res.new_empty((b, 1, res.shape[-1]))
         last[idx] = res[:, -1:]
+    assert last is not None
+    return last
+
+
+def _grouped_prefill(state: DecodeState, fwd: Any, hidden_only: bool, ids: Tensor, mask: Tensor, pos: Tensor,
+                     lengths: list[int], groups: list[list[int]]):
+    """:func:`grouped_passes` into the state's preallocated cache; the padding slots hold zeros and stay masked."""
+    b = ids.shape[0]
+
+    def write(idx: Tensor, start: int, part: Any) -> None:
+        for i, layer in enumerate(state.cache.layers):
+            layer.write_rows(idx, start, *layer_kv(part, i), batch=b)
+
+    last = grouped_passes(fwd, state.model, hidden_only, ids, mask, pos, lengths, groups, write)
     return BaseModelOutputWithPast(last_hidden_state=last) if hidden_only else CausalLMOutputWithPast(logits=last)
 
 
