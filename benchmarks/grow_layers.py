@@ -8,6 +8,11 @@ same point with more layers to learn in. Used to ask whether a plateau of an iCo
 ``latentreason train --init-from OUT ...``.
 
     python benchmarks/grow_layers.py RUN/checkpoints/step-N OUT --after 1,3   # a new block after blocks 1 and 3
+    python benchmarks/grow_layers.py RUN/checkpoints/step-N OUT --after "" --mlp-width 2048   # wider MLPs only
+
+``--mlp-width`` widens every block's MLP (GPT-2's 4 d by default) the same way: the new hidden units get
+random input weights (normal, std 0.02, as GPT-2 initialises) and zero output weights, so they add nothing
+until trained.
 
 Only the model and the method's metadata are copied (no optimizer or trainer state: ``--init-from`` starts a
 fresh optimiser, as every iCoT removal does).
@@ -48,18 +53,39 @@ def grow(state: dict[str, torch.Tensor], n_layer: int, after: list[int]) -> tupl
     return out, len(grown)
 
 
+def widen_mlp(state: dict[str, torch.Tensor], n_layer: int, width: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The state dict with every block's MLP widened to ``width`` hidden units (new units: random in, zero out)."""
+    g = torch.Generator().manual_seed(seed)
+    out = dict(state)
+    for i in range(n_layer):
+        p = f"transformer.h.{i}.mlp."
+        w_in, b_in, w_out = state[p + "c_fc.weight"], state[p + "c_fc.bias"], state[p + "c_proj.weight"]
+        d, old = w_in.shape  # Conv1D weights are (in, out)
+        if width < old:
+            raise SystemExit(f"--mlp-width {width} is narrower than the model's {old}")
+        extra = width - old
+        out[p + "c_fc.weight"] = torch.cat([w_in, 0.02 * torch.randn(d, extra, generator=g, dtype=w_in.dtype)], 1)
+        out[p + "c_fc.bias"] = torch.cat([b_in, b_in.new_zeros(extra)])
+        out[p + "c_proj.weight"] = torch.cat([w_out, w_out.new_zeros(extra, d)], 0)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("out", type=Path)
-    ap.add_argument("--after", type=lambda x: [int(v) for v in x.split(",")], default=[1, 3],
-                    help="insert a new block after each of these blocks (0-based, original numbering)")
+    ap.add_argument("--after", type=lambda x: [int(v) for v in x.split(",") if v], default=[1, 3],
+                    help="insert a new block after each of these blocks (0-based, original numbering; \"\": none)")
+    ap.add_argument("--mlp-width", type=int, help="widen every block's MLP to this many hidden units")
     args = ap.parse_args()
     src, out = args.checkpoint, args.out
     cfg = json.loads((src / "config.json").read_text())
     if cfg.get("model_type") != "gpt2":
         raise SystemExit(f"{src}: a GPT-2 checkpoint is needed (model_type {cfg.get('model_type')!r})")
     state = load_file(str(src / "model.safetensors"))
+    if args.mlp_width:
+        state = widen_mlp(state, cfg["n_layer"], args.mlp_width)
+        cfg = {**cfg, "n_inner": args.mlp_width}
     new_state, n = grow(state, cfg["n_layer"], args.after)
     out.mkdir(parents=True, exist_ok=False)
     for f in src.iterdir():
@@ -75,7 +101,8 @@ def main() -> None:
     with torch.no_grad():
         la, lb = a.model(input_ids=ids).logits, b.model(input_ids=ids).logits
     diff = (la - lb).abs().max().item()
-    print(f"{src} ({cfg['n_layer']} blocks) -> {out} ({n} blocks, new after {args.after}); max |logit difference| {diff:.2e}")
+    print(f"{src} ({cfg['n_layer']} blocks) -> {out} ({n} blocks, new after {args.after}, MLP width "
+          f"{cfg.get('n_inner') or 4 * cfg['n_embd']}); max |logit difference| {diff:.2e}")
     if diff > 1e-4:
         shutil.rmtree(out)
         raise SystemExit("the grown model does not compute the original's function; nothing written")

@@ -184,3 +184,29 @@ def test_grow_layers_inserts_identity_blocks_that_leave_the_logits_unchanged(tmp
     w = load_file(str(tmp_path / "grown" / "model.safetensors"))
     assert not w["transformer.h.1.mlp.c_proj.weight"].any() and not w["transformer.h.1.attn.c_proj.bias"].any()
     assert torch.equal(w["transformer.h.1.attn.c_attn.weight"], w["transformer.h.0.attn.c_attn.weight"])
+
+
+def test_grow_layers_widens_the_mlps_without_changing_the_logits(tmp_path):
+    """benchmarks/grow_layers.py --mlp-width: every block's MLP gets new hidden units (random in, zero out); the
+    widened model's logits equal the original's and its config says the new width."""
+    import torch
+    from safetensors.torch import load_file
+
+    from conftest import tiny_backbone
+    from latentreason.methods.cot import CoT
+    from latentreason.training.checkpoint import load_method, save_method
+
+    src = tmp_path / "src"
+    save_method(CoT(tiny_backbone("tiny-gpt2", n_layer=2)), src)
+    d = load_method(src).model.config.n_embd
+    r = subprocess.run([sys.executable, str(BENCH / "grow_layers.py"), str(src), str(tmp_path / "wide"), "--after", "",
+                        "--mlp-width", str(8 * d)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = load_method(src), load_method(tmp_path / "wide")
+    assert b.model.config.n_layer == 2 and b.model.config.n_inner == 8 * d
+    ids = torch.randint(0, a.model.config.vocab_size, (2, 9))
+    with torch.no_grad():
+        assert torch.allclose(a.model(input_ids=ids).logits, b.model(input_ids=ids).logits, atol=1e-5)
+    w = load_file(str(tmp_path / "wide" / "model.safetensors"))
+    assert w["transformer.h.0.mlp.c_fc.weight"].shape == (d, 8 * d)
+    assert not w["transformer.h.1.mlp.c_proj.weight"][4 * d:].any() and w["transformer.h.1.mlp.c_fc.weight"][:, 4 * d:].any()
