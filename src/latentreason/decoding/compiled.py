@@ -259,7 +259,8 @@ class StaticRunner:
             h, first = one(h, 0), 1
             if record is not None:
                 record.append(h)
-        with self._unguarded(kind):
+        # guards are skipped only where nothing but the runner's graph runs (a callable of the caller's may compile)
+        with self._unguarded(kind) if owner is not None else contextlib.nullcontext():
             for k in range(first, n):
                 h = one(h, k)
                 if record is not None:
@@ -268,7 +269,7 @@ class StaticRunner:
 
     def _thinker(self, owner: Any) -> Any:
         """The kind of ``owner``'s thought graph, made anew when the owner's own weights (those not the model's, e.g.
-        CODI's projection: frozen into the graph too) have changed."""
+        CODI's projection) have changed: a graph may hold weights as constants (inductor's freezing)."""
         model_params = {id(p) for p in self.model.parameters()}
         version = weights_version([p for p in owner.parameters() if id(p) not in model_params])
         kind, seen = self._thinkers.get(owner, (None, None))
