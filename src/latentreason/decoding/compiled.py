@@ -57,10 +57,11 @@ _RUNNERS: "weakref.WeakKeyDictionary[Any, dict[tuple, StaticRunner]]" = weakref.
 class StaticRunner:
     """Fixed-shape cached steps of one model at one (batch, capacity, dtype)."""
 
-    def __init__(self, model: Any, batch: int, capacity: int, compile: bool = True):
+    def __init__(self, model: Any, batch: int, capacity: int, compile: bool = True, weights: Any = None):
         self.batch, self.capacity = batch, capacity
         self._model = weakref.ref(model)  # the runner lives as long as the model (a key of _RUNNERS), not longer
-        self.weights = weights_version(model)
+        #: the weights a compiled runner's graphs were made with (:func:`weights_version`; eager runners read them live)
+        self.weights = (weights if weights is not None else weights_version(model)) if compile else None
         self.cache = static_cache(model, capacity)
         self.decoder = decoder_of(model)
         self._parts = direct_parts(model) if fast_step_enabled() else None  # (decoder, lm_head, layers) of a GPT-2
@@ -109,9 +110,11 @@ class StaticRunner:
         dtype = next(model.parameters()).dtype
         runners = _RUNNERS.setdefault(model, {})
         key = (batch, capacity, dtype, compile)
-        if key not in runners or (compile and runners[key].weights != weights_version(model)):  # frozen stale weights
-            runners[key] = cls(model, batch, capacity, compile)
-        return runners[key]
+        runner = runners.get(key)
+        weights = weights_version(model) if compile else None  # one pass over the weights per call, compiled only
+        if runner is None or runner.weights != weights:  # new, or its frozen weights are stale
+            runner = runners[key] = cls(model, batch, capacity, compile, weights)
+        return runner
 
     @property
     def model(self) -> Any:
