@@ -62,6 +62,41 @@ def test_gpt2_step_equals_the_models_forward_bitwise_logits_states_and_cache(pad
             assert torch.equal(la.keys, lb.keys) and torch.equal(la.values, lb.values)
 
 
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("cached", [False, True])
+def test_gpt2_step_runs_a_prompt_of_several_positions_as_the_models_forward_bitwise(padded, cached):
+    """A prompt pass (the prefill, each group of the grouped prefill): transformers' causal mask, or causality alone
+    where it builds none, and the LM head at every position or the last one only."""
+    bb = sharp_backbone()
+    model = bb.model
+    torch.manual_seed(1)
+    ids = torch.randint(3, 40, (3, 7))
+    mask = torch.ones(3, 7, dtype=torch.long)
+    if padded:
+        mask[0, :3] = 0
+        mask[2, :1] = 0
+    for target in (model, decoder_of(model)):
+        for keep in ((0, 1) if target is model else (0,)):
+            if cached:  # several positions after a cached prefix
+                a, b = _prefilled(model, ids[:, :4], mask[:, :4]), _prefilled(model, ids[:, :4], mask[:, :4])
+                new, full = ids[:, 4:], mask
+                pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, 4:]
+            else:
+                a, b = new_cache(model, capacity=16), new_cache(model, capacity=16)
+                new, full, pos = ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+            attn = full if padded or cached else None
+            extra = {"logits_to_keep": keep} if target is model else {}
+            with torch.inference_mode():
+                fast = gpt2_step(target, a, input_ids=new, attention_mask=attn, position_ids=pos, **extra)
+                ref, _ = cached_forward(target, b, input_ids=new, attention_mask=attn, position_ids=pos, **extra)
+            assert fast is not None
+            key = "logits" if target is model else "last_hidden_state"
+            assert getattr(fast, key).shape == getattr(ref, key).shape
+            assert torch.equal(getattr(fast, key), getattr(ref, key))
+            for la, lb in zip(a.layers, b.layers):
+                assert torch.equal(la.keys, lb.keys) and torch.equal(la.values, lb.values)
+
+
 def test_gpt2_step_applies_after_transformers_installed_its_idle_output_capture_hooks():
     """A forward that asks for hidden states leaves transformers' capture hooks on every block for good (training
     CODI does); idle, they change nothing, and the direct step still runs, bitwise equal."""
@@ -89,8 +124,8 @@ def test_gpt2_step_steps_aside_where_it_does_not_mirror_the_forward():
         assert gpt2_step(model, cache, **step) is not None
         cache.crop(-1)
         assert gpt2_step(model, cache, output_hidden_states=True, **step) is None  # every layer's states
-        two = dict(step, input_ids=torch.randint(3, 40, (2, 2)), position_ids=torch.tensor([[4, 5], [4, 5]]))
-        assert gpt2_step(model, cache, **two) is None  # more than one new position
+        four_d = torch.zeros(2, 1, 1, 5)
+        assert gpt2_step(model, cache, **dict(step, attention_mask=four_d)) is None  # a 4-D mask is the model's to read
         h = model.transformer.h[1].mlp.register_forward_hook(lambda *a: None)  # a hook on a module it skips
         assert gpt2_step(model, cache, **step) is None
         h.remove()
@@ -162,3 +197,25 @@ def test_latent_decoding_with_the_direct_step_equals_the_forward_bitwise(name):
     assert got.tokens == ref.tokens and got.forward_passes == ref.forward_passes
     for a_row, b_row in zip(got.hidden, ref.hidden):
         assert len(a_row) == len(b_row) and all(torch.equal(a, b) for a, b in zip(a_row, b_row))
+
+
+def test_in_place_gelu_new_equals_gpt2s_activation_bitwise_and_keeps_autograd_intact():
+    from transformers.activations import NewGELUActivation
+
+    from latentreason.models.gpt2_step import gelu_new_inplace
+
+    module = NewGELUActivation()
+    torch.manual_seed(0)
+    x = torch.cat([torch.randn(200_000) * s for s in (0.1, 1.0, 4.0, 30.0)] + [torch.tensor(
+        [0.0, -0.0, 1e-40, -1e-40, 1e30, -1e30, float("inf"), float("-inf"), float("nan")])])
+    for dtype in (torch.float32, torch.bfloat16, torch.float64):
+        u = x.to(dtype)
+        ref = module(u)
+        out = gelu_new_inplace(u.clone())
+        assert torch.equal(out.isnan(), ref.isnan())
+        assert torch.equal(out[~ref.isnan()], ref[~ref.isnan()]), dtype
+    # where autograd records the input, the values and the gradient are the module's (nothing overwritten)
+    a, b = x[:1000].clone().requires_grad_(), x[:1000].clone().requires_grad_()
+    gelu_new_inplace(a).sum().backward()
+    module(b).sum().backward()
+    assert torch.equal(a.grad, b.grad)

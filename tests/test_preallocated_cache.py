@@ -295,3 +295,65 @@ def test_write_rows_places_a_groups_entries_right_aligned_with_zeros_in_the_padd
     assert not keys[1, :, :3].any() and not values[1, :, :3].any()
     layer.update(torch.randn(3, 4, 1, 8), torch.randn(3, 4, 1, 8))  # the loop appends after the prompt
     assert cache.get_seq_length() == 6
+
+
+def test_a_released_caches_buffers_serve_the_next_generation_with_the_same_tokens_and_states():
+    """CPU caches take spare buffers (written before: no page faults) and give them back when the loop ends;
+    a buffer holding the previous call's keys/values changes nothing in the next call's results."""
+    m = sharp_latent_method("coconut")
+    exs = generate_splits(TaskConfig(n_train=6, n_valid=2, n_test=2, seed=0))["train"]
+    prompts = m.latent_prompts(exs)
+
+    def run(ps):
+        return latent_generate(m.model, ps, n_latent=3, thought_fn=m.thought, eot_id=m.ids.eot, eos_id=-1,
+                               pad_id=m.ids.pad, max_new_tokens=6, record_hidden=True)
+
+    spare = kv_cache.SPARE_BUFFERS
+    spare.clear()
+    try:
+        first = run(prompts)
+        assert spare.nbytes > 0  # the cache's buffers came back
+        kept = {t.data_ptr() for t in spare._free}
+        taken: list[int] = []
+        real_take = spare.take
+
+        def take(shape, like):
+            buf = real_take(shape, like)
+            taken.append(buf.data_ptr())
+            return buf
+
+        spare.take = take
+        other = run(prompts[::-1])  # fills the buffers with other rows' keys/values
+        again = run(prompts)
+        del spare.take
+        assert kept & set(taken)  # the next generations wrote into released buffers
+        assert again.tokens == first.tokens and again.forward_passes == first.forward_passes
+        assert other.tokens == first.tokens[::-1]
+        for a_row, b_row in zip(again.hidden, first.hidden):
+            assert all(torch.equal(a, b) for a, b in zip(a_row, b_row))
+    finally:
+        spare.clear()
+
+
+def test_spare_buffers_keep_cpu_buffers_within_their_limit_and_respect_inference_mode():
+    spare = kv_cache.SpareBuffers(limit_bytes=4096)
+    like = torch.zeros(1)
+    with torch.inference_mode():
+        inf_buf = spare.take((2, 2, 8, 16), like)  # 512 floats: 2 KiB
+    spare.give([inf_buf, torch.empty(2048), torch.empty(256)])  # 2 + 8 + 1 KiB: the 8 alone is over the limit
+    assert sorted(t.numel() for t in spare._free) == [256, 512]
+    spare = kv_cache.SpareBuffers(limit_bytes=1 << 20)
+    with torch.inference_mode():
+        inf_buf = spare.take((2, 2, 8, 16), like)
+    spare.give([inf_buf])
+    normal = spare.take((2, 2, 8, 16), like)  # outside inference mode an inference tensor cannot be written
+    assert normal.data_ptr() != inf_buf.data_ptr() and not normal.is_inference()
+    with torch.inference_mode():
+        assert spare.take((2, 2, 4, 16), like).data_ptr() == inf_buf.data_ptr()  # smaller shapes fit in it
+    spare.give([torch.empty(10, dtype=torch.float64)])
+    assert spare.take((10,), like).dtype == torch.float32  # never another dtype
+    layer = PreallocatedLayer(capacity=8)
+    with torch.inference_mode():
+        layer.update(torch.ones(1, 2, 3, 4), torch.ones(1, 2, 3, 4))
+    kv_cache.release_cache(type("C", (), {"layers": [layer]})())
+    assert not layer.is_initialized and layer.get_seq_length() == 0 and layer._owned == []

@@ -21,7 +21,8 @@ from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from latentreason.models.gpt2_step import gpt2_step
-from latentreason.models.kv_cache import PreallocatedLayer, cached_forward, decoder_of, layer_kv, new_cache
+from latentreason.models.kv_cache import (PreallocatedLayer, cached_forward, decoder_of, layer_kv, new_cache,
+                                         release_cache)
 
 
 @dataclass
@@ -48,6 +49,13 @@ def left_pad(seqs: list[list[int]], pad_id: int, device: torch.device | str = "c
             ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
             mask[i, width - len(s) :] = 1
     return ids.to(device), mask.to(device)
+
+
+def forward(model: Any, cache: Any, **inputs: Any) -> tuple[Any, Any]:
+    """``cached_forward``, through a GPT-2's direct step where it applies (``models/gpt2_step.py``: the same
+    operations without transformers' per-call machinery, bitwise the same output; GELU in place)."""
+    out = gpt2_step(model, cache, **inputs)
+    return (out, out.cache) if out is not None else cached_forward(model, cache, **inputs)
 
 
 class DecodeState:
@@ -111,12 +119,7 @@ class DecodeState:
 
     def _forward(self, model: Any, n_new: int, **inputs: Any):
         attn = None if self.dense else self.mask_with(n_new)
-        # a GPT-2's one-position step without transformers' per-call machinery (bitwise the same output), else the model
-        pos = self.positions(n_new)
-        out = gpt2_step(model, self.cache, attention_mask=attn, position_ids=pos, **inputs)
-        if out is None:
-            out = cached_forward(model, self.cache, attention_mask=attn, position_ids=pos, **inputs)[0]
-        self.cache = out.cache
+        out, self.cache = forward(model, self.cache, attention_mask=attn, position_ids=self.positions(n_new), **inputs)
         self.length += n_new
         self._pos = self._pos + n_new
         self.forward_passes += 1
@@ -232,9 +235,10 @@ def grouped_passes(fwd: Any, model: Any, hidden_only: bool, ids: Tensor, mask: T
         idx = torch.tensor(g, device=ids.device)
         w = max(lengths[i] for i in g)
         sl = slice(width - w, width)
-        out, part = cached_forward(fwd, new_cache(model, capacity=w), input_ids=ids[idx, sl],
+        out, part = forward(fwd, new_cache(model, capacity=w), input_ids=ids[idx, sl],
                                    attention_mask=mask[idx, sl], position_ids=pos[idx, sl], **extra)
         write(idx, width - w, part)
+        release_cache(part)  # its keys/values are copied: the next group's cache takes the buffers
         res = out.last_hidden_state if hidden_only else out.logits
         if last is None:
             last = res.new_empty((b, 1, res.shape[-1]))
@@ -296,11 +300,11 @@ def prefill(model: PreTrainedModel, ids: Tensor, mask: Tensor, output_hidden_sta
         if groups is not None:
             return state, _grouped_prefill(state, fwd, hidden_only, ids, mask, pos, lengths, groups)
     if hidden_only and state._decoder is not None:
-        out, state.cache = cached_forward(state._decoder, cache, **inputs)
+        out, state.cache = forward(state._decoder, cache, **inputs)
     elif hidden_only or output_hidden_states:
         out, state.cache = cached_forward(model, cache, output_hidden_states=True, **inputs)
     else:
-        out, state.cache = cached_forward(model, cache, **inputs, **last_logits_only(model))
+        out, state.cache = forward(model, cache, **inputs, **last_logits_only(model))
     return state, out
 
 
@@ -374,6 +378,7 @@ def greedy_generate(
     ids, mask = left_pad(prompts, pad_id, device)
     state, out = prefill(model, ids, mask, position_shift=position_shift, reserve=max_new_tokens, grouped=True)
     tokens = greedy_continue(state, out.logits[:, -1, :], eos_id, max_new_tokens, stop_after_eos)
+    release_cache(state.cache)
     return tokens, state.row_passes.tolist()
 
 

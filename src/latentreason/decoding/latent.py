@@ -26,7 +26,7 @@ from latentreason.decoding.compiled import compiled_latent_generate
 from latentreason.decoding.generate import (DecodeState, greedy_continue, left_pad, normal_tensors, padded_prompt_mask,
                                              prefill)
 from latentreason.errors import ConfigError
-from latentreason.models.kv_cache import cached_forward, new_cache
+from latentreason.models.kv_cache import cached_forward, new_cache, release_cache
 
 
 class ThoughtFn(Protocol):
@@ -108,6 +108,7 @@ def latent_generate(
         gen = _halting(state, h, hidden, model.get_input_embeddings(), n_latent=n_latent, thought_fn=thought_fn,
                        eot_id=eot_id, eos_id=eos_id, max_new_tokens=max_new_tokens, stop_after_eos=stop_after_eos,
                        halt_fn=halt_fn, min_latent=min_latent, record_hidden=record_hidden, last_hidden=last_hidden)
+    release_cache(state.cache)  # what the loops return (tokens, counts, copied states) holds no view of it
     if record_hidden:
         gen.hidden = normal_tensors(gen.hidden)
     return gen

@@ -13,16 +13,21 @@ at every step. Rows can still leave the batch (``batch_select_indices`` compacts
 place), the cache can be cropped, and a write past N grows the buffers (so a capacity is a size
 hint, never a limit). The attention sees the same keys/values, mask and positions as with a
 dynamic cache. Training keeps the dynamic cache: autograd saves the views an in-place write would
-overwrite. With a transformers outside the supported range these fail with one line
+overwrite. On a CPU the buffers come from, and go back to, a small pool of spare buffers
+(:func:`release_cache`): a fresh buffer is fresh pages, and the first write to each page is a page
+fault, a few per cent of a generation call at batch 64. With a transformers outside the supported range these fail with one line
 naming the range: an older release would silently ignore the ``cache`` keyword and decode without
 a cache (wrong positions), which must never pass unnoticed.
 """
 
 from __future__ import annotations
 
+import math
+import threading
 from functools import lru_cache
 from typing import Any
 
+import torch
 import transformers
 from packaging.version import Version
 from torch import Tensor
@@ -53,6 +58,59 @@ def check_transformers(version: str | None = None) -> None:
         )
 
 
+class SpareBuffers:
+    """Released CPU cache buffers, handed to the next preallocated cache that fits in one.
+
+    Linux maps a fresh allocation this size to pages it faults in on first write, so a cache made for every
+    generation call pays for its pages again each time; a buffer taken from here has been written before.
+    Holds flat buffers of at most ``limit_bytes`` in all (the largest that fit), CPU only (a GPU's
+    caching allocator already reuses memory, and keeping it here would hide it from training). A buffer is
+    given back only by :func:`release_cache`, whose caller vouches that nothing still views the cache."""
+
+    def __init__(self, limit_bytes: int = 256 << 20):
+        self.limit_bytes = int(limit_bytes)
+        self._free: list[Tensor] = []
+        self._lock = threading.Lock()
+
+    def take(self, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        """A flat buffer of ``like``'s dtype and device with room for ``shape`` (a spare one if one fits)."""
+        n = math.prod(shape)
+        if like.device.type == "cpu":
+            with self._lock:
+                # an inference-mode tensor cannot be written outside inference mode
+                inference_ok = torch.is_inference_mode_enabled()
+                fits = [i for i, t in enumerate(self._free) if t.dtype == like.dtype and t.numel() >= n
+                        and (inference_ok or not t.is_inference())]
+                if fits:
+                    return self._free.pop(min(fits, key=lambda i: self._free[i].numel()))
+        return like.new_empty((n,))
+
+    def give(self, buffers: list[Tensor]) -> None:
+        """Keep ``buffers`` (flat, CPU) for later; the largest first while they fit in ``limit_bytes``."""
+        with self._lock:
+            kept, total = [], 0
+            for t in sorted(self._free + [t for t in buffers if t.device.type == "cpu" and t.dim() == 1],
+                            key=lambda t: -t.numel() * t.element_size()):
+                size = t.numel() * t.element_size()
+                if total + size <= self.limit_bytes:
+                    kept.append(t)
+                    total += size
+            self._free = kept
+
+    def clear(self) -> None:
+        with self._lock:
+            self._free.clear()
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(t.numel() * t.element_size() for t in self._free)
+
+
+#: the process's pool of spare cache buffers (``SPARE_BUFFERS.limit_bytes = 0`` turns keeping them off)
+SPARE_BUFFERS = SpareBuffers()
+
+
 class PreallocatedLayer(transformers.DynamicLayer):
     """A full-attention layer cache whose keys/values live in buffers of ``capacity`` positions.
 
@@ -66,20 +124,27 @@ class PreallocatedLayer(transformers.DynamicLayer):
         self.length = 0
         self._k: Tensor | None = None
         self._v: Tensor | None = None
+        self._owned: list[Tensor] = []  # the flat buffers _k and _v view
+
+    def _buffers(self, k_shape: tuple[int, ...], v_shape: tuple[int, ...], like_k: Tensor, like_v: Tensor):
+        fk, fv = SPARE_BUFFERS.take(k_shape, like_k), SPARE_BUFFERS.take(v_shape, like_v)
+        self._owned = [fk, fv]
+        return fk[: math.prod(k_shape)].view(k_shape), fv[: math.prod(v_shape)].view(v_shape)
 
     def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
         b, h, _, dk = key_states.shape
-        self._k = key_states.new_empty((b, h, self.capacity, dk))
-        self._v = value_states.new_empty((b, h, self.capacity, value_states.shape[-1]))
+        self._k, self._v = self._buffers((b, h, self.capacity, dk), (b, h, self.capacity, value_states.shape[-1]),
+                                         key_states, value_states)
 
     def _grow(self, need: int) -> None:
         cap = max(need, 2 * self._k.shape[2])
-        k, v = self._k.new_empty((*self._k.shape[:2], cap, self._k.shape[3])), \
-            self._v.new_empty((*self._v.shape[:2], cap, self._v.shape[3]))
-        k[:, :, : self.length] = self._k[:, :, : self.length]
-        v[:, :, : self.length] = self._v[:, :, : self.length]
+        old, (ok, ov) = self._owned, (self._k, self._v)
+        k, v = self._buffers((*ok.shape[:2], cap, ok.shape[3]), (*ov.shape[:2], cap, ov.shape[3]), ok, ov)
+        k[:, :, : self.length] = ok[:, :, : self.length]
+        v[:, :, : self.length] = ov[:, :, : self.length]
         self._k, self._v = k, v
+        SPARE_BUFFERS.give(old)
 
     def _views(self) -> None:
         self.keys, self.values = self._k[:, :, : self.length], self._v[:, :, : self.length]
@@ -138,7 +203,14 @@ class PreallocatedLayer(transformers.DynamicLayer):
     def reset(self) -> None:
         self.length = 0
         self._k = self._v = None
+        self._owned = []
         super().reset()
+
+    def release(self) -> None:
+        """Give the buffers to :data:`SPARE_BUFFERS` and empty the layer (the caller holds no view of them)."""
+        owned = self._owned
+        self.reset()
+        SPARE_BUFFERS.give(owned)
 
 
 def new_cache(model: Any, capacity: int | None = None):
@@ -154,6 +226,15 @@ def new_cache(model: Any, capacity: int | None = None):
             if type(layer) is transformers.DynamicLayer:  # sliding / hybrid / dummy layers keep their own logic
                 cache.layers[i] = PreallocatedLayer(capacity)
     return cache
+
+
+def release_cache(cache: Any) -> None:
+    """Hand a finished inference cache's preallocated buffers back for the next cache (:class:`SpareBuffers`);
+    the cache is empty afterwards. Only for a cache the caller alone holds: a view of its keys or values kept
+    elsewhere would be overwritten by the next cache that takes the buffer."""
+    for layer in getattr(cache, "layers", ()):
+        if isinstance(layer, PreallocatedLayer):
+            layer.release()
 
 
 def static_cache(model: Any, capacity: int):
