@@ -8,6 +8,8 @@ removal amount, acc_full with the whole CoT removed. The CoT model is cached in 
 starts at the first removal. The project's own run of the same recipe is `latentreason repro icot-mult`.
 
     python benchmarks/icot_mult_explore.py --lr 1e-3 --cot_steps 2000 --spt 120 --post_steps 1500 --keep_position
+
+--aux W adds an auxiliary running-sum loss (after Bai et al. 2025; docs/results.md, "An auxiliary running-sum loss").
 """
 import argparse
 import json
@@ -46,6 +48,13 @@ p.add_argument("--attn", default="sdpa", help="attention implementation: sdpa | 
 p.add_argument("--dropout", type=float, default=0.1)
 p.add_argument("--resume_gated", default=None,
                help="a gated run's state (written to --cache_dir at every removal) to continue from: weights, k, step")
+p.add_argument("--aux", type=float, default=0.0,
+               help="weight of an auxiliary running-sum loss (after Bai et al. 2025): a linear probe on the states after "
+                    "block --aux_layer, at each position that predicts an answer digit c_k, regresses the running sum "
+                    "c^_k = sum_{i+j=k} a_i b_j + carry_{k-1} (divided by 100; mean squared error); 0: off")
+p.add_argument("--aux_layer", type=int, default=None, help="block whose output the probe reads (default: layers // 2)")
+p.add_argument("--cot_from", default=None, help="start from this CoT model (a state dict this script cached) instead of "
+               "the one its own settings name (e.g. a run with --aux from the CoT model of a run without)")
 p.add_argument("--data_dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 p.add_argument("--cache_dir", default="runs/icot_explore")
 a = p.parse_args()
@@ -56,10 +65,20 @@ def enc(s): return [V[t] for t in s.split()]
 test = load_file(Path(a.data_dir) / "icot_multiplication/icot_si_2024/4_by_4_mult/test_bigbench.txt", "icot_mult")
 train = generate_multiplication(4, 4, a.ntrain, seed=0, exclude={e.question for e in test})
 valid = generate_multiplication(4, 4, a.nvalid, seed=12345, exclude={e.question for e in test} | {e.question for e in train})
+def running_sums(q):
+    """c^_k for k = 0..7 from the question's digits (least significant first: a0..a3 * b0..b3)."""
+    x, y = q[:4], q[5:9]
+    out, carry = [], 0
+    for k in range(8):
+        c = sum(x[i] * y[k - i] for i in range(4) if 0 <= k - i < 4) + carry
+        out.append(c); carry = c // 10
+    return out
 def tok(e):
     q = enc(e.question); c = enc(" + ".join(e.steps)); ans = enc("#### " + e.answer)
     return q, c, ans
 TR = [tok(e) for e in train]; TE = [tok(e) for e in test]; VA = [tok(e) for e in valid]
+for q_, _, ans_ in TR[:50]:  # the running sums' digits are the answer's (both least significant first)
+    assert [x % 10 for x in running_sums(q_)] == ans_[1:], (q_, ans_)
 LC = len(TR[0][1]); print("cot len", LC, "q", len(TR[0][0]), "ans", len(TR[0][2]), flush=True)
 cfg = GPT2Config(vocab_size=len(V), n_positions=128, n_embd=a.d, n_layer=a.layers, n_head=a.heads, bos_token_id=EOS, eos_token_id=EOS,
                  resid_pdrop=a.dropout, embd_pdrop=a.dropout, attn_pdrop=a.dropout)
@@ -68,8 +87,10 @@ model = GPT2LMHeadModel(cfg)
 amp = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16)
 print("params", sum(p.numel() for p in model.parameters()), flush=True)
 lam_p = torch.tensor([(1 - math.exp(-a.lam)) * math.exp(-a.lam * o) for o in range(100)]); lam_p[-1] += 1 - lam_p.sum()
-def build(batch, removed, offsets):
-    ids, labs, pos = [], [], []
+aux_layer = a.aux_layer if a.aux_layer is not None else a.layers // 2
+probe = torch.nn.Linear(a.d, 1) if a.aux else None
+def build(batch, removed, offsets, aux=False):
+    ids, labs, pos, apos, atgt = [], [], [], [], []
     for (q, c, ans), o in zip(batch, offsets):
         r = min(LC, removed + o) if removed != math.inf else LC
         if a.mode == "nocot": r = LC
@@ -79,10 +100,14 @@ def build(batch, removed, offsets):
         if a.keep_position:  # official: shift from the first EOS on
             ps = ps[:len(q)] + [x + r for x in ps[len(q):]]
         ids.append(seq); labs.append(lab); pos.append(ps)
+        first = len(seq) - len(ans) - 1  # the position of "####": it predicts c_0, c_k's predecessor predicts c_k
+        apos.append([first + k for k in range(8)]); atgt.append(running_sums(q))
     L = max(map(len, ids))
     pad = lambda xs, v: [x + [v] * (L - len(x)) for x in xs]
-    return torch.tensor(pad(ids, EOS)), torch.tensor(pad(labs, -100)), torch.tensor([p + list(range(p[-1] + 1, p[-1] + 1 + L - len(p))) for p in pos])
-def opt(): return torch.optim.AdamW(model.parameters(), lr=(a.icot_lr or a.lr) if step >= a.cot_steps else a.lr, weight_decay=0.01)
+    out = (torch.tensor(pad(ids, EOS)), torch.tensor(pad(labs, -100)),
+           torch.tensor([p + list(range(p[-1] + 1, p[-1] + 1 + L - len(p))) for p in pos]))
+    return out + (torch.tensor(apos), torch.tensor(atgt, dtype=torch.float32) / 100) if aux else out
+def opt(): return torch.optim.AdamW(list(model.parameters()) + (list(probe.parameters()) if probe else []), lr=(a.icot_lr or a.lr) if step >= a.cot_steps else a.lr, weight_decay=0.01)
 @torch.no_grad()
 def evaluate(removed, n=1000, data=None):
     data = TE if data is None else data
@@ -98,9 +123,10 @@ def evaluate(removed, n=1000, data=None):
     model.train(); return ok / n
 step = 0; o = opt(); t0 = time.time(); removed = 0; last_empty = False
 os.makedirs(a.cache_dir, exist_ok=True)
-ck = f"{a.cache_dir}/cot_L{a.layers}_d{a.d}_s{a.seed}_n{a.cot_steps}_lr{a.lr}{'_bf16' if a.bf16 else ''}{'' if a.dropout == 0.1 else f'_do{a.dropout}'}.pt"
-if a.mode == "icot" and os.path.exists(ck):
-    model.load_state_dict(torch.load(ck, weights_only=True)); step = a.cot_steps; print("loaded", ck, flush=True)
+ck = f"{a.cache_dir}/cot_L{a.layers}_d{a.d}_s{a.seed}_n{a.cot_steps}_lr{a.lr}{'_bf16' if a.bf16 else ''}{'' if a.dropout == 0.1 else f'_do{a.dropout}'}{f'_aux{a.aux}' if a.aux else ''}.pt"
+if a.mode == "icot" and os.path.exists(a.cot_from or ck):
+    model.load_state_dict(torch.load(a.cot_from or ck, weights_only=True)); step = a.cot_steps
+    print("loaded", a.cot_from or ck, flush=True)
 total = a.cot_steps + a.spt * (LC + 2) + a.post_steps if a.mode == "icot" else a.cot_steps
 if a.mode == "nocot": a.lam = 1e9
 stage_start = a.cot_steps; gate_removed = 1  # the gated schedule's state: when the current token's stage began
@@ -134,14 +160,22 @@ while step < total:
         removed = new
     batch = random.sample(TR, a.bs)
     offs = torch.multinomial(lam_p, a.bs, replacement=True).tolist() if (a.mode == "icot" and step >= a.cot_steps) else [0] * a.bs
-    ids, labs, pos = build(batch, removed, offs)
+    if probe is not None:
+        ids, labs, pos, apos, atgt = build(batch, removed, offs, aux=True)
+    else:
+        ids, labs, pos = build(batch, removed, offs)
     last_empty = all(removed == math.inf or removed + x >= LC for x in offs)
     with amp():
-        out = model(input_ids=ids, position_ids=pos)
+        out = model(input_ids=ids, position_ids=pos, output_hidden_states=probe is not None)
     loss = F.cross_entropy(out.logits[:, :-1].float().reshape(-1, len(V)), labs[:, 1:].reshape(-1))
+    if probe is not None:
+        hs = out.hidden_states[aux_layer].float()
+        pred = probe(hs.gather(1, apos[..., None].expand(-1, -1, hs.shape[-1]))).squeeze(-1)
+        aux_loss = F.mse_loss(pred, atgt)
+        loss = loss + a.aux * aux_loss
     loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); o.step(); o.zero_grad(set_to_none=True)
     step += 1
     if a.mode == "icot" and step == a.cot_steps and not os.path.exists(ck): torch.save(model.state_dict(), ck)
     if step % a.eval_every == 0 or step == total:
-        print(json.dumps(dict(step=step, t=round(time.time() - t0), removed=str(removed), loss=round(loss.item(), 4), acc_now=evaluate(removed, 500), valid_now=(valid_seen := (step, removed, evaluate(removed, a.nvalid, VA)))[2], acc_full=evaluate(math.inf, 500))), flush=True)
+        print(json.dumps(dict(step=step, t=round(time.time() - t0), removed=str(removed), loss=round(loss.item(), 4), **({"aux": round(aux_loss.item(), 4)} if probe is not None else {}), acc_now=evaluate(removed, 500), valid_now=(valid_seen := (step, removed, evaluate(removed, a.nvalid, VA)))[2], acc_full=evaluate(math.inf, 500))), flush=True)
 print("final", evaluate(math.inf), "time", time.time() - t0, flush=True)
