@@ -1,4 +1,4 @@
-"""One new position of a GPT-2 on a KV cache, without transformers' per-call machinery.
+"""New positions of a GPT-2 on a KV cache (a decode step, or a prompt), without transformers' per-call machinery.
 
 A decode step of a small model at batch 1 is mostly the cost of calling it: transformers' GPT-2 forward
 checks its arguments, builds a 4-D mask, dispatches the attention through its interface table and wraps
@@ -8,11 +8,13 @@ its logits and states are bitwise the model's own (``tests/test_gpt2_step.py`` c
 ``torch.equal``, with and without padding, token ids and input embeddings, iCoT's shifted positions, and
 through the decode loops). Measured in the greedy loop (the demo's 4-layer GPT-2, one CPU thread;
 ``benchmarks/compile_speed.py``): 0.66 against 1.18 ms a token step at batch 1, 2.6 against 3.2 ms at batch 64.
+Several positions (a prompt) attend under the mask transformers builds for the model (its own
+``create_causal_mask``); GPT-2's ``gelu_new`` runs in place (:func:`gelu_new_inplace`, the same bits).
 
 It applies to the transformers classes it mirrors only (``GPT2LMHeadModel`` and ``GPT2Model``, SDPA
 attention, no cross-attention, not training, no autocast, no forward hooks on any module it would skip
-(transformers' idle output-capture hooks excepted), no ``forward`` replaced on an instance, one new
-position, no per-layer states asked for); everything else (LLaMA, a peft-wrapped model, System-1.5's
+(transformers' idle output-capture hooks excepted), no ``forward`` replaced on an instance, a 2-D
+mask or none, no per-layer states asked for); everything else (LLaMA, a peft-wrapped model, System-1.5's
 hooked or swapped layers, eager attention) returns None and the caller runs the model as usual.
 :func:`set_fast_step` turns it off (for comparisons against the plain forward). Checked on CPU; on a GPU the
 operations are the same, but no GPU has run the bitwise tests yet.
