@@ -89,7 +89,7 @@ print("params", sum(p.numel() for p in model.parameters()), flush=True)
 lam_p = torch.tensor([(1 - math.exp(-a.lam)) * math.exp(-a.lam * o) for o in range(100)]); lam_p[-1] += 1 - lam_p.sum()
 aux_layer = a.aux_layer if a.aux_layer is not None else a.layers // 2
 probe = torch.nn.Linear(a.d, 1) if a.aux else None
-def build(batch, removed, offsets, aux=False):
+def build(batch, removed, offsets):
     ids, labs, pos, apos, atgt = [], [], [], [], []
     for (q, c, ans), o in zip(batch, offsets):
         r = min(LC, removed + o) if removed != math.inf else LC
@@ -104,9 +104,9 @@ def build(batch, removed, offsets, aux=False):
         apos.append([first + k for k in range(8)]); atgt.append(running_sums(q))
     L = max(map(len, ids))
     pad = lambda xs, v: [x + [v] * (L - len(x)) for x in xs]
-    out = (torch.tensor(pad(ids, EOS)), torch.tensor(pad(labs, -100)),
-           torch.tensor([p + list(range(p[-1] + 1, p[-1] + 1 + L - len(p))) for p in pos]))
-    return out + (torch.tensor(apos), torch.tensor(atgt, dtype=torch.float32) / 100) if aux else out
+    return (torch.tensor(pad(ids, EOS)), torch.tensor(pad(labs, -100)),
+            torch.tensor([p + list(range(p[-1] + 1, p[-1] + 1 + L - len(p))) for p in pos]),
+            torch.tensor(apos), torch.tensor(atgt, dtype=torch.float32) / 100)
 def opt(): return torch.optim.AdamW(list(model.parameters()) + (list(probe.parameters()) if probe else []), lr=(a.icot_lr or a.lr) if step >= a.cot_steps else a.lr, weight_decay=0.01)
 @torch.no_grad()
 def evaluate(removed, n=1000, data=None):
@@ -114,7 +114,7 @@ def evaluate(removed, n=1000, data=None):
     model.eval(); ok = 0
     for i in range(0, n, 250):
         b = data[i:i + 250]
-        ids, labs, pos = build(b, removed, [0] * len(b))
+        ids, labs, pos, _, _ = build(b, removed, [0] * len(b))
         with amp():
             logits = model(input_ids=ids, position_ids=pos).logits
         pred = logits[:, :-1].argmax(-1); tgt = labs[:, 1:]
@@ -160,10 +160,7 @@ while step < total:
         removed = new
     batch = random.sample(TR, a.bs)
     offs = torch.multinomial(lam_p, a.bs, replacement=True).tolist() if (a.mode == "icot" and step >= a.cot_steps) else [0] * a.bs
-    if probe is not None:
-        ids, labs, pos, apos, atgt = build(batch, removed, offs, aux=True)
-    else:
-        ids, labs, pos = build(batch, removed, offs)
+    ids, labs, pos, apos, atgt = build(batch, removed, offs)
     last_empty = all(removed == math.inf or removed + x >= LC for x in offs)
     with amp():
         out = model(input_ids=ids, position_ids=pos, output_hidden_states=probe is not None)

@@ -35,17 +35,32 @@ def _prefilled(model, ids, mask, capacity=32):
     return cache
 
 
+def _prompts(seed, width, padded):
+    """Three random prompts of ``width`` tokens, left-padded (two rows) when ``padded``."""
+    torch.manual_seed(seed)
+    ids = torch.randint(3, 40, (3, width))
+    mask = torch.ones(3, width, dtype=torch.long)
+    if padded:
+        mask[0, :width // 2] = 0
+        mask[2, :1] = 0
+    return ids, mask
+
+
+def _assert_bitwise(fast, ref, a, b, key):
+    """The direct step's output and cache equal the forward's, bit for bit."""
+    assert fast is not None
+    assert getattr(fast, key).shape == getattr(ref, key).shape
+    assert torch.equal(getattr(fast, key), getattr(ref, key))
+    for la, lb in zip(a.layers, b.layers):
+        assert torch.equal(la.keys, lb.keys) and torch.equal(la.values, lb.values)
+
+
 @pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("embeds", [False, True])
 def test_gpt2_step_equals_the_models_forward_bitwise_logits_states_and_cache(padded, embeds):
     bb = sharp_backbone()
     model = bb.model
-    torch.manual_seed(0)
-    ids = torch.randint(3, 40, (3, 6))
-    mask = torch.ones(3, 6, dtype=torch.long)
-    if padded:
-        mask[0, :2] = 0
-        mask[2, :1] = 0
+    ids, mask = _prompts(0, 6, padded)
     new = torch.randint(3, 40, (3, 1))
     for target in (model, decoder_of(model)):  # the LM (logits) and its decoder stack (a thought's state)
         a, b = _prefilled(model, ids, mask), _prefilled(model, ids, mask)
@@ -55,11 +70,7 @@ def test_gpt2_step_equals_the_models_forward_bitwise_logits_states_and_cache(pad
         with torch.inference_mode():
             fast = gpt2_step(target, a, attention_mask=full, position_ids=pos, **inputs)
             ref, _ = cached_forward(target, b, attention_mask=full, position_ids=pos, **inputs)
-        assert fast is not None
-        key = "logits" if target is model else "last_hidden_state"
-        assert torch.equal(getattr(fast, key), getattr(ref, key))
-        for la, lb in zip(a.layers, b.layers):
-            assert torch.equal(la.keys, lb.keys) and torch.equal(la.values, lb.values)
+        _assert_bitwise(fast, ref, a, b, "logits" if target is model else "last_hidden_state")
 
 
 @pytest.mark.parametrize("padded", [False, True])
@@ -69,12 +80,7 @@ def test_gpt2_step_runs_a_prompt_of_several_positions_as_the_models_forward_bitw
     where it builds none, and the LM head at every position or the last one only."""
     bb = sharp_backbone()
     model = bb.model
-    torch.manual_seed(1)
-    ids = torch.randint(3, 40, (3, 7))
-    mask = torch.ones(3, 7, dtype=torch.long)
-    if padded:
-        mask[0, :3] = 0
-        mask[2, :1] = 0
+    ids, mask = _prompts(1, 7, padded)
     for target in (model, decoder_of(model)):
         for keep in ((0, 1) if target is model else (0,)):
             if cached:  # several positions after a cached prefix
@@ -89,12 +95,7 @@ def test_gpt2_step_runs_a_prompt_of_several_positions_as_the_models_forward_bitw
             with torch.inference_mode():
                 fast = gpt2_step(target, a, input_ids=new, attention_mask=attn, position_ids=pos, **extra)
                 ref, _ = cached_forward(target, b, input_ids=new, attention_mask=attn, position_ids=pos, **extra)
-            assert fast is not None
-            key = "logits" if target is model else "last_hidden_state"
-            assert getattr(fast, key).shape == getattr(ref, key).shape
-            assert torch.equal(getattr(fast, key), getattr(ref, key))
-            for la, lb in zip(a.layers, b.layers):
-                assert torch.equal(la.keys, lb.keys) and torch.equal(la.values, lb.values)
+            _assert_bitwise(fast, ref, a, b, "logits" if target is model else "last_hidden_state")
 
 
 def test_gpt2_step_applies_after_transformers_installed_its_idle_output_capture_hooks():

@@ -297,7 +297,7 @@ def test_write_rows_places_a_groups_entries_right_aligned_with_zeros_in_the_padd
     assert cache.get_seq_length() == 6
 
 
-def test_a_released_caches_buffers_serve_the_next_generation_with_the_same_tokens_and_states():
+def test_a_released_caches_buffers_serve_the_next_generation_with_the_same_tokens_and_states(monkeypatch):
     """CPU caches take spare buffers (written before: no page faults) and give them back when the loop ends;
     a buffer holding the previous call's keys/values changes nothing in the next call's results."""
     m = sharp_latent_method("coconut")
@@ -322,10 +322,9 @@ def test_a_released_caches_buffers_serve_the_next_generation_with_the_same_token
             taken.append(buf.data_ptr())
             return buf
 
-        spare.take = take
+        monkeypatch.setattr(spare, "take", take)
         other = run(prompts[::-1])  # fills the buffers with other rows' keys/values
         again = run(prompts)
-        del spare.take
         assert kept & set(taken)  # the next generations wrote into released buffers
         assert again.tokens == first.tokens and again.forward_passes == first.forward_passes
         assert other.tokens == first.tokens[::-1]

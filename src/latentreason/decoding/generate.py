@@ -236,7 +236,7 @@ def grouped_passes(fwd: Any, model: Any, hidden_only: bool, ids: Tensor, mask: T
         w = max(lengths[i] for i in g)
         sl = slice(width - w, width)
         out, part = forward(fwd, new_cache(model, capacity=w), input_ids=ids[idx, sl],
-                                   attention_mask=mask[idx, sl], position_ids=pos[idx, sl], **extra)
+                            attention_mask=mask[idx, sl], position_ids=pos[idx, sl], **extra)
         write(idx, width - w, part)
         release_cache(part)  # its keys/values are copied: the next group's cache takes the buffers
         res = out.last_hidden_state if hidden_only else out.logits
