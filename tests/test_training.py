@@ -262,7 +262,8 @@ def test_lora_under_autocast_over_float32_weights_is_noted(tmp_path, dtype, note
     assert any("autocast over frozen float32 weights" in s and "model.dtype=bfloat16" in s for s in logs) == noted
 
 
-def test_gated_icot_needs_validation_and_a_stage_ending_at_a_validation_is_not_validated_twice(tmp_path, monkeypatch):
+def test_gated_icot_needs_validation_and_a_stage_ending_at_a_validation_is_not_validated_or_logged_twice(
+        tmp_path, monkeypatch):
     import latentreason.training.trainer as trainer_mod
 
     with pytest.raises(ConfigError, match="removal_gate"):
@@ -273,10 +274,13 @@ def test_gated_icot_needs_validation_and_a_stage_ending_at_a_validation_is_not_v
     monkeypatch.setattr(trainer_mod, "validation_metrics", lambda *a, **k: calls.append(1) or real(*a, **k))
     cfg = _cfg(tmp_path, method="icot", steps=12, **{"method_args.removal_gate": 1.0, "method_args.gate_max_steps": 4,
                                                       "train.eval_every": 4})
-    run_training(cfg, progress=False, evaluate_test=False)
+    logs: list[str] = []
+    run_training(cfg, progress=False, evaluate_test=False, log=logs.append)
     rows = [json.loads(line) for line in (tmp_path / "icot" / "metrics.jsonl").read_text().splitlines()]
     evals = [(r["step"], r["type"], r.get("stage")) for r in rows if r["type"] != "train"]
     # a tiny model after 4 steps is below the gate: the amount grows at gate_max_steps, each stage's end coincides
     # with a periodic validation of the same weights, which its row reuses
     assert evals == [(4, "eval", "0"), (4, "stage_end", "0"), (8, "eval", "1"), (8, "stage_end", "1"), (12, "final", "2")]
     assert len(calls) == 3
+    lines = [s for s in logs if "valid accuracy" in s]  # one line per validation run, none for a reused one
+    assert [s.split(":")[0] for s in lines] == ["step 4", "step 8", "step 12"], logs

@@ -207,7 +207,8 @@ class Trainer:
         acc = None
         if self.accelerator.is_main_process:
             m = self.accelerator.unwrap_model(self.model)
-            if self._validated is not None and self._validated[0] == (step, stage):
+            reused = self._validated is not None and self._validated[0] == (step, stage)
+            if reused:
                 metrics = self._validated[1]  # the same weights at the same stage (a stage ending at a validation)
             else:
                 was_training = m.training
@@ -224,7 +225,8 @@ class Trainer:
             if stage is not None:
                 row["stage"] = stage
             self._write_metrics(row)
-            self.log(f"step {step}: valid accuracy {acc:.3f}" + (f" (stage {stage})" if stage is not None else ""))
+            if not reused:  # the row above is written again under its kind; the line was printed once already
+                self.log(f"step {step}: valid accuracy {acc:.3f}" + (f" (stage {stage})" if stage is not None else ""))
         self.accelerator.wait_for_everyone()
         return acc
 
