@@ -220,6 +220,21 @@ def test_paper_presets_reproduction_runs_each_preset_with_its_papers_schedule():
     assert {x.row for x in r.expect if x.metric == "gap_closed"} == {"coconut_paper", "codi_paper"}
 
 
+def test_icot_embedded_reproduction_gates_the_removal_and_checks_the_gap_with_zero_tokens():
+    """icot-embedded runs the demo's task with the project's gated schedule (named for what it is, not the paper
+    preset) beside the demo's fixed one, and checks the share of the No-CoT→CoT gap at zero reasoning tokens."""
+    r = load_reproduction("icot-embedded")
+    rows = {e.name: e for e in r.bench.entries}
+    gated = rows["icot_gated"]
+    assert gated.method_args == {"preset": "default_task", "keep_position": True, "removal_gate": 0.9,
+                                 "gate_max_steps": 3000}
+    assert gated.init_from == "cot" and gated.train["eval_every"] > 0  # the gate reads periodic validations
+    assert rows["icot_fast"].method_args == {"preset": "default_task"}
+    assert r.bench.task.identity_prob == 0.25 and r.bench.task.n_steps == 4 and r.bench.data is None  # the embedded task
+    assert {(x.row, x.metric) for x in r.expect} == {("nocot", "accuracy"), ("cot", "accuracy"),
+                                                     ("icot_gated", "gap_closed"), ("icot_gated", "mean_reasoning_tokens")}
+
+
 def test_reproduction_overrides_reach_an_entry_by_name():
     r = load_reproduction("icot-mult", ["bench.entries.icot.train.max_steps=7", "bench.valid_limit=5"])
     assert next(e for e in r.bench.entries if e.name == "icot").train["max_steps"] == 7
