@@ -162,6 +162,41 @@ def test_icot_gated_schedule_removes_a_token_only_when_validation_reaches_the_ga
         ICoTConfig(removal_gate=1.5).validate()
 
 
+def test_icot_gate_deadline_gives_each_token_its_share_of_the_steps_left_and_ends_the_cot_by_the_deadline():
+    """gate_deadline: a token's cap is (deadline - the step its amount began) // the tokens still to remove, also
+    bounded by gate_max_steps; tokens the gate passes early leave their steps to the later ones; with no validation
+    ever passing, the last token goes by the deadline."""
+    m = ICoT(_shared_backbone(), ICoTConfig(removal_gate=0.9, gate_deadline=300, smoothing_lambda=None))
+    toks = m.prepare(train_examples(8))
+    m.fit_to_data(toks)
+    n = max(len(m.removable(t)[0]) for t in toks)
+    assert n >= 5 and m.gate_cap() == 300 // n
+    grew = [s for s in range(400) if m.on_train_step(s, 0.0, 100)]  # no validation reaches the gate
+    assert len(grew) == n and grew[-1] <= 300 and m.removed == n
+    starts = [0] + grew
+    assert [b - a for a, b in zip(starts, grew)] == [(300 - a) // (n - i) for i, a in enumerate(starts[:-1])]
+    # the first three tokens pass the gate at once: the rest share what they left
+    fast = ICoT(_shared_backbone(), ICoTConfig(removal_gate=0.9, gate_deadline=300, smoothing_lambda=None))
+    fast.fit_to_data(toks)
+    for s in range(3):
+        fast.on_train_step(s, 0.0, 100)
+        fast.on_validation(s + 1, 0.95)
+    assert fast.on_train_step(3, 0.0, 100) and fast.removed == 3 and fast.gate_cap() == (300 - 3) // (n - 3) > 300 // n
+    capped = ICoT(_shared_backbone(), ICoTConfig(removal_gate=0.9, gate_deadline=300, gate_max_steps=7, smoothing_lambda=None))
+    capped.fit_to_data(toks)
+    assert capped.gate_cap() == min(7, 300 // n)
+    for b in (3, n + 1):  # remove_all_beyond ends it (n + 1: the step that takes the CoT's closing piece too)
+        beyond = ICoT(_shared_backbone(), ICoTConfig(removal_gate=0.9, gate_deadline=300, remove_all_beyond=b, smoothing_lambda=None))
+        beyond.fit_to_data(toks)
+        assert beyond.gate_cap() == 300 // b
+        grew = [s for s in range(400) if beyond.on_train_step(s, 0.0, 100)]
+        assert len(grew) == b and grew[-1] <= 300 and beyond.removed == math.inf
+    with pytest.raises(Exception, match="gate_deadline"):
+        ICoTConfig(gate_deadline=100).validate()  # without removal_gate
+    with pytest.raises(Exception, match="gate_deadline"):
+        ICoTConfig(removal_gate=0.9, gate_deadline=0).validate()
+
+
 def test_icot_remove_start_from_counts_the_schedule_on_from_tokens_already_removed():
     """remove_start_from (the official --remove_start_from): k tokens are gone from the first step, the fixed
     schedule adds its own on top, the gated one passes k + 1 at its first validation over the gate; no reset at

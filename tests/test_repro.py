@@ -227,8 +227,9 @@ def test_icot_embedded_reproduction_gates_the_removal_and_checks_the_gap_with_ze
     rows = {e.name: e for e in r.bench.entries}
     gated = rows["icot_gated"]
     assert gated.method_args == {"preset": "default_task", "keep_position": True, "removal_gate": 0.9,
-                                 "gate_max_steps": 1500}
+                                 "gate_deadline": 22000}
     assert gated.init_from == "cot" and gated.train["eval_every"] > 0  # the gate reads periodic validations
+    assert gated.method_args["gate_deadline"] < gated.train["max_steps"]  # steps with no CoT after the deadline
     assert rows["icot_fast"].method_args == {"preset": "default_task"}
     assert r.bench.task.identity_prob == 0.25 and r.bench.task.n_steps == 4 and r.bench.data is None  # the embedded task
     assert {(x.row, x.metric) for x in r.expect} == {("nocot", "accuracy"), ("cot", "accuracy"),

@@ -65,6 +65,11 @@ class ICoTConfig(MethodConfig):
     removal_gate: float | None = None
     #: gated schedule: the most optimiser steps one token may take (None: no limit); then it is removed anyway
     gate_max_steps: int | None = None
+    #: gated schedule: the optimiser step by which every CoT token is gone (None: no deadline). Each token's cap is
+    #: its fair share of the steps left, (gate_deadline - the step its amount began) // the tokens still to remove
+    #: (and at most gate_max_steps), so the steps the easy tokens leave go to the hard ones and the curriculum is
+    #: sure to end, leaving the steps after the deadline to the model answering with no CoT
+    gate_deadline: int | None = None
     max_new_tokens: int | None = None  # None: follow the training data (MethodConfig)
 
     def validate(self) -> None:
@@ -83,6 +88,9 @@ class ICoTConfig(MethodConfig):
             raise ConfigError(f"method_args.removal_gate must be in (0, 1] (a validation accuracy), got {self.removal_gate}")
         if self.gate_max_steps is not None and self.gate_max_steps < 1:
             raise ConfigError(f"method_args.gate_max_steps must be >= 1, got {self.gate_max_steps}")
+        if self.gate_deadline is not None and (self.removal_gate is None or self.gate_deadline < 1):
+            raise ConfigError("method_args.gate_deadline must be >= 1 and needs method_args.removal_gate (the gated "
+                              f"schedule), got gate_deadline={self.gate_deadline}, removal_gate={self.removal_gate}")
         if self.smoothing_lambda is not None and self.smoothing_lambda <= 0:
             raise ConfigError(f"method_args.smoothing_lambda must be > 0 (or null to disable), got {self.smoothing_lambda}")
 
@@ -139,6 +147,8 @@ class ICoT(CoT):
         self._rng = torch.Generator().manual_seed(0)
         # the gated schedule: tokens removed so far, and the step the current amount began
         self._gated, self._gate_start = self.config.remove_start_from, self.config.start_step
+        #: gate_deadline: how many removals end the curriculum (fixed from the training data by fit_to_data)
+        self._to_remove: int | None = None
 
     # ------------------------------------------------------------------ schedule
     def interval(self, steps_per_epoch: int) -> int:
@@ -151,14 +161,25 @@ class ICoT(CoT):
         if step < self.config.start_step:
             return first
         if self.config.removal_gate is not None:
-            s = self._gated + int(self.config.gate_max_steps is not None
-                                  and step - self._gate_start >= self.config.gate_max_steps)
+            cap = self.gate_cap()
+            s = self._gated + int(cap is not None and step - self._gate_start >= cap)
         else:
             every = self.interval(steps_per_epoch)
             s = first + ((step - self.config.start_step) // every if every else step - self.config.start_step + 1)
         if self.config.remove_all_beyond is not None and s >= self.config.remove_all_beyond:
             return INF
         return s
+
+    def gate_cap(self) -> int | None:
+        """The most steps the current amount may take under the gated schedule (None: no limit)."""
+        caps = [self.config.gate_max_steps] if self.config.gate_max_steps is not None else []
+        if self.config.gate_deadline is not None:
+            if self._to_remove is None:
+                raise ConfigError("method_args.gate_deadline needs the training data's CoT length (fit_to_data)")
+            left = self._to_remove - self._gated
+            if left > 0:  # none left: every example answers without CoT, nothing more to force
+                caps.append(max((self.config.gate_deadline - self._gate_start) // left, 1))
+        return min(caps) if caps else None
 
     def stage_label(self) -> str:
         return "all" if self.removed == INF else str(int(self.removed))
@@ -262,6 +283,9 @@ class ICoT(CoT):
 
     def fit_to_data(self, train: list[TokExample]) -> None:
         super().fit_to_data(train)
+        if train:  # the removals that end the curriculum: remove_all_beyond, else the longest CoT's tokens
+            beyond = self.config.remove_all_beyond
+            self._to_remove = beyond if beyond is not None else max(len(self.removable(t)[0]) for t in train)
         if self.config.keep_position and self.config.position_shift is None and train:
             lengths = Counter(len(self.removable(t)[0]) for t in train)
             self.config.position_shift = lengths.most_common(1)[0][0]
