@@ -6,8 +6,9 @@ optimiser step and the curriculum stage, read from each run's ``metrics.jsonl``;
     python benchmarks/learning_curve.py runs/gated-s0 runs/gated-s1 --stage-steps  # steps spent per stage
 
 ``--stage-steps`` prints one row per run directory: the optimiser steps each stage took (for iCoT's gated schedule,
-stage k = k tokens removed) and the validation accuracy that ended it; bold where the stage hit
-``method_args.gate_max_steps`` (moved on without reaching the gate), "…" for the stage still running.
+stage k = k tokens removed) and the validation accuracy that ended it; bold where the stage ended below
+``method_args.removal_gate`` (moved on by its cap, ``gate_max_steps`` or ``gate_deadline``'s share), "…" for the
+stage still running.
 
 For a multi-seed run (``seed-S/`` sub-directories) every seed's value is one column. ``--every N`` keeps the
 validations at multiples of N steps plus the first and last (and all up to --first); ``--stages`` keeps one row per stage end instead.
@@ -52,17 +53,19 @@ def stage_steps(run: Path) -> tuple[list[dict], int, float | None]:
     its elapsed training seconds."""
     rows = _rows(run)
     cfg = run / "run_config.json"
-    cap = json.loads(cfg.read_text()).get("method_args", {}).get("gate_max_steps") if cfg.is_file() else None
+    gate = json.loads(cfg.read_text()).get("method_args", {}).get("removal_gate") if cfg.is_file() else None
     last_val: dict[str, dict] = {}
     for r in rows:
         if "valid_accuracy" in r and r.get("stage") is not None:
-            done = r.get("type") in ("stage_end", "final") or last_val.get(r["stage"], {}).get("done", False)
-            last_val[r["stage"]] = {"step": r["step"], "acc": r["valid_accuracy"], "done": done}
+            ended = r.get("type") == "stage_end" or last_val.get(r["stage"], {}).get("ended", False)
+            done = ended or r.get("type") == "final" or last_val.get(r["stage"], {}).get("done", False)
+            last_val[r["stage"]] = {"step": r["step"], "acc": r["valid_accuracy"], "done": done, "ended": ended}
     out, prev = [], 0
     for stage, v in last_val.items():
         steps = v["step"] - prev
+        # a stage the gate did not end: it moved on below the gate (its cap), validated where it ended
         out.append({"stage": stage, "steps": steps, "acc": v["acc"], "done": v["done"],
-                    "capped": v["done"] and cap is not None and steps >= cap})
+                    "capped": v["ended"] and gate is not None and v["acc"] < gate})
         prev = v["step"]
     train = [r for r in rows if r.get("type") == "train"]
     return out, (train[-1]["step"] if train else 0), (train[-1].get("elapsed_s") if train else None)

@@ -101,9 +101,11 @@ def test_learning_curve_and_digit_accuracy_read_a_multi_seed_run(tmp_path):
     assert "| icot | seed-0 | 1.000 | 0.500 | 0.500 |" in r.stdout
 
 
-def test_learning_curve_stage_steps_counts_each_removal_and_marks_the_cap_and_the_running_stage(tmp_path):
-    """``--stage-steps``: steps between stage ends (the gated iCoT table), bold where a stage used up
-    ``gate_max_steps``, the unfinished stage as its last accuracy "after" its steps so far."""
+@pytest.mark.parametrize("cap", [{"gate_max_steps": 750}, {"gate_deadline": 9000}])
+def test_learning_curve_stage_steps_counts_each_removal_and_marks_the_cap_and_the_running_stage(tmp_path, cap):
+    """``--stage-steps``: steps between stage ends (the gated iCoT table), bold where a stage ended below the gate
+    (its cap: gate_max_steps or gate_deadline's share), the unfinished stage as its last accuracy "after" its steps
+    so far."""
     import json
 
     run = tmp_path / "gated"
@@ -114,7 +116,7 @@ def test_learning_curve_stage_steps_counts_each_removal_and_marks_the_cap_and_th
                      {"step": 1250, "type": "stage_end", "valid_accuracy": 0.91, "stage": "2"},
                      {"step": 1500, "type": "eval", "valid_accuracy": 0.3, "stage": "3"},
                      {"step": 1510, "type": "train", "loss": 0.1, "elapsed_s": 99.4}], [])
-    (run / "run_config.json").write_text(json.dumps({"method_args": {"gate_max_steps": 750}}))
+    (run / "run_config.json").write_text(json.dumps({"method_args": {"removal_gate": 0.9, **cap}}))
     r = subprocess.run([sys.executable, str(BENCH / "learning_curve.py"), str(run), "--stage-steps"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
