@@ -227,7 +227,7 @@ def test_icot_embedded_reproduction_gates_the_removal_and_checks_the_gap_with_ze
     rows = {e.name: e for e in r.bench.entries}
     gated = rows["icot_gated"]
     assert gated.method_args == {"preset": "default_task", "keep_position": True, "removal_gate": 0.9,
-                                 "gate_deadline": 22000}
+                                 "gate_deadline": 40000}
     assert gated.init_from == "cot" and gated.train["eval_every"] > 0  # the gate reads periodic validations
     assert gated.method_args["gate_deadline"] < gated.train["max_steps"]  # steps with no CoT after the deadline
     assert rows["icot_fast"].method_args == {"preset": "default_task"}
