@@ -76,14 +76,16 @@ def print_stage_steps(runs: list[Path]) -> None:
     stages = max((t[0] for t in tables.values()), key=len, default=[])
     print("| run | " + " | ".join(st["stage"] for st in stages) + " | last step | train s |")
     print("|---|" + "---|" * (len(stages) + 2))
+    names = [r.name for r in runs]
     for run, (per, last, elapsed) in tables.items():
+        label = run.name if names.count(run.name) == 1 else f"{run.parent.name}/{run.name}"  # seed-0/icot_gated
         cells = []
         for st in per:
             cell = f"{st['steps']:,} ({st['acc']:.2f})" if st["done"] else f"{st['acc']:.2f} after {st['steps']:,}…"
             cells.append(f"**{cell}**" if st["capped"] else cell)
         cells += [""] * (len(stages) - len(cells))
         secs = f"{elapsed:,.0f}" if elapsed is not None else "–"
-        print(f"| {run.name} | " + " | ".join(cells) + f" | {last:,} | {secs} |")
+        print(f"| {label} | " + " | ".join(cells) + f" | {last:,} | {secs} |")
 
 
 def main() -> None:

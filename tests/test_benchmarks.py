@@ -121,6 +121,13 @@ def test_learning_curve_stage_steps_counts_each_removal_and_marks_the_cap_and_th
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "| gated | 250 (0.95) | **750 (0.60)** | 250 (0.91) | 0.30 after 250… | 1,510 | 99 |" in r.stdout
+    twin = tmp_path / "seed-1" / "gated"  # the same row of another seed: each named with its parent
+    import shutil
+    shutil.copytree(run, twin)
+    r = subprocess.run([sys.executable, str(BENCH / "learning_curve.py"), str(run), str(twin), "--stage-steps"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"| {tmp_path.name}/gated | 250 (0.95)" in r.stdout and "| seed-1/gated | 250 (0.95)" in r.stdout
 
 
 def test_official_environment_setup_clones_local_mirrors_and_shares_only_torch(tmp_path):
