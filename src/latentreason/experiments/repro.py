@@ -233,6 +233,7 @@ def run_repro(name: str, out_dir: str | Path, seeds: list[int], *, jobs: int = 1
     out = check_writable_dir(out_dir)
     jobs = max(1, min(jobs, len(seeds)))
     t0 = time.perf_counter()
+    code = code_identity()  # read before training, as each seed's benchmark does
     if jobs > 1:
         if fresh:
             raise ConfigError("--fresh with --jobs > 1: remove the run directory instead")
@@ -253,7 +254,7 @@ def run_repro(name: str, out_dir: str | Path, seeds: list[int], *, jobs: int = 1
         f = (out if len(seeds) == 1 else out / f"seed-{s}") / "seed_results.json"
         if f.exists():
             results["seconds_per_seed"][str(s)] = json.loads(f.read_text()).get("total_seconds")
-    results.setdefault("code", code_identity())
+    results.setdefault("code", code)
     results["reproduction"] = {"name": repro.name, "title": repro.title, "finding": repro.finding, "source": repro.source,
                                "budget_minutes_per_seed": repro.budget_minutes_per_seed, **check(repro, results)}
     atomic_write_json(out / "results.json", results)
