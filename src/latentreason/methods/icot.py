@@ -67,8 +67,8 @@ class ICoTConfig(MethodConfig):
     gate_max_steps: int | None = None
     #: gated schedule: the optimiser step by which every CoT token is gone (None: no deadline). Each token's cap is
     #: its fair share of the steps left, (gate_deadline - the step its amount began) // the tokens still to remove
-    #: (and at most gate_max_steps), so the steps the easy tokens leave go to the hard ones and the curriculum is
-    #: sure to end, leaving the steps after the deadline to the model answering with no CoT
+    #: (and at most gate_max_steps; at least 1), so the steps the easy tokens leave go to the hard ones and the
+    #: curriculum is sure to end, leaving the steps after the deadline to the model answering with no CoT
     gate_deadline: int | None = None
     max_new_tokens: int | None = None  # None: follow the training data (MethodConfig)
 
