@@ -124,14 +124,17 @@ def test_stale_code_identity_retrains_unless_reuse_stale(tmp_path, monkeypatch):
 
 
 def test_results_record_the_code_identity_read_before_training_not_after(tmp_path, monkeypatch):
-    """A commit made while a benchmark trains is not its revision: results.json and done.json carry the identity
-    read when the seed's benchmark started."""
+    """A commit made while a benchmark trains is not its revision: results.json (code and env) and done.json carry
+    the identity read when the seed's benchmark started."""
     real = bench_mod.code_identity()
     calls = iter(range(1000))
     monkeypatch.setattr(bench_mod, "code_identity", lambda: {**real, "git_revision": f"rev-{next(calls)}"})
+    done_file = tmp_path / "b" / "cot" / "done.json"
+    monkeypatch.setattr(bench_mod, "env_info", lambda device: {"read_after_training": done_file.exists()})
     res = run_bench(_cfg(entries=[TINY["entries"][0]]), tmp_path / "b", progress=False, log=lambda s: None)
     done = json.loads((tmp_path / "b" / "cot" / "done.json").read_text())
     assert res["code"]["git_revision"] == done["code"]["git_revision"] == "rev-0"
+    assert res["env"] == {"read_after_training": False}  # the environment (its git revision too) is read before
 
 
 def test_modules_added_to_a_loaded_model_follow_the_seed(tmp_path):

@@ -110,17 +110,15 @@ def run_bench(
 
 
 def train_entries(cfg: BenchConfig, entries: list[BenchEntry], out: Path, *, fresh: bool, progress: bool,
-                  log: Callable[[str], None], reuse_stale: bool = False,
-                  code: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+                  log: Callable[[str], None], code: dict[str, Any], reuse_stale: bool = False) -> dict[str, dict[str, Any]]:
     """Train every entry in order, or reuse its finished run when config, parent run and code are unchanged.
 
     The reuse key (``done.json``) is the entry's full run config, the identity of the run it starts
     from (its ``run_id``: a retrained parent invalidates its children) and the hash of the package's
     source (:func:`latentreason.utils.code_identity`); a run trained by other code is retrained unless
     ``reuse_stale``, and is then marked ``code_stale`` in the results. ``code``: the identity read when the
-    benchmark started (None: read now).
+    benchmark started.
     """
-    code = code or code_identity()
     trained: dict[str, dict[str, Any]] = {}
     for e in entries:
         if e.model_from is not None:
@@ -175,17 +173,18 @@ def run_bench_seed(
     entries = entries_needed(cfg, only)
     ood_sets = load_eval_sets(cfg.eval_sets)  # before training: a bad path fails fast
     t0 = time.perf_counter()
-    # the code that runs: read before training (a commit made while it trains is not this run's revision)
+    # the code and environment that run: read before training (a commit made while it trains is not its revision)
     code = code_identity()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    env = env_info(device)
     trained = train_entries(cfg, entries, out, fresh=fresh, progress=progress, log=log, reuse_stale=reuse_stale, code=code)
     # ------------------------------------------------------------ one evaluation for all
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results: dict[str, Any] = {
         "task": task_description(cfg.task) if cfg.data is None else {"dataset": cfg.data.dataset,
                                                                        "train_limit": cfg.data.train_limit},
         "model": to_dict(cfg.model),
         "methods": {},
-        "env": env_info(device),
+        "env": env,
         "code": code,
         "seed": cfg.seed,
     }
