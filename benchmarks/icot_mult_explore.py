@@ -10,6 +10,7 @@ starts at the first removal. The project's own run of the same recipe is `latent
     python benchmarks/icot_mult_explore.py --lr 1e-3 --cot_steps 2000 --spt 120 --post_steps 1500 --keep_position
 
 --aux W adds an auxiliary running-sum loss (after Bai et al. 2025; docs/results.md, "An auxiliary running-sum loss").
+--grokfast LAMBDA amplifies the slow gradients (Grokfast-EMA; docs/results.md, "Grokfast").
 """
 import argparse
 import json
@@ -53,6 +54,10 @@ p.add_argument("--aux", type=float, default=0.0,
                     "block --aux_layer, at each position that predicts an answer digit c_k, regresses the running sum "
                     "c^_k = sum_{i+j=k} a_i b_j + carry_{k-1} (divided by 100; mean squared error); 0: off")
 p.add_argument("--aux_layer", type=int, default=None, help="block whose output the probe reads (default: layers // 2)")
+p.add_argument("--grokfast", type=float, default=0.0,
+               help="Grokfast-EMA (Lee et al. 2024, arXiv 2405.20233): add LAMBDA x an EMA of past gradients to each "
+                    "gradient (the slow component); the EMA restarts with the optimiser at every removal")
+p.add_argument("--grokfast_alpha", type=float, default=0.98, help="the EMA's decay for --grokfast")
 p.add_argument("--cot_from", default=None, help="start from this CoT model (a state dict this script cached) instead of "
                "the one its own settings name (e.g. a run with --aux from the CoT model of a run without)")
 p.add_argument("--data_dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -107,7 +112,17 @@ def build(batch, removed, offsets):
     return (torch.tensor(pad(ids, EOS)), torch.tensor(pad(labs, -100)),
             torch.tensor([p + list(range(p[-1] + 1, p[-1] + 1 + L - len(p))) for p in pos]),
             torch.tensor(apos), torch.tensor(atgt, dtype=torch.float32) / 100)
-def opt(): return torch.optim.AdamW(list(model.parameters()) + (list(probe.parameters()) if probe else []), lr=(a.icot_lr or a.lr) if step >= a.cot_steps else a.lr, weight_decay=0.01)
+slow = {}  # --grokfast: parameter -> EMA of its gradients
+def amplify_slow_gradients():
+    for q in model.parameters():
+        if q.grad is None: continue
+        e = slow.get(q)
+        if e is None: slow[q] = e = q.grad.detach().clone()
+        else: e.mul_(a.grokfast_alpha).add_(q.grad, alpha=1 - a.grokfast_alpha)
+        q.grad.add_(e, alpha=a.grokfast)
+def opt():
+    slow.clear()
+    return torch.optim.AdamW(list(model.parameters()) + (list(probe.parameters()) if probe else []), lr=(a.icot_lr or a.lr) if step >= a.cot_steps else a.lr, weight_decay=0.01)
 @torch.no_grad()
 def evaluate(removed, n=1000, data=None):
     data = TE if data is None else data
@@ -170,7 +185,9 @@ while step < total:
         pred = probe(hs.gather(1, apos[..., None].expand(-1, -1, hs.shape[-1]))).squeeze(-1)
         aux_loss = F.mse_loss(pred, atgt)
         loss = loss + a.aux * aux_loss
-    loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); o.step(); o.zero_grad(set_to_none=True)
+    loss.backward()
+    if a.grokfast: amplify_slow_gradients()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); o.step(); o.zero_grad(set_to_none=True)
     step += 1
     if a.mode == "icot" and step == a.cot_steps and not os.path.exists(ck): torch.save(model.state_dict(), ck)
     if step % a.eval_every == 0 or step == total:

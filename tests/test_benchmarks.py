@@ -17,6 +17,8 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
      ["CODI / CoT", "thought / bare", "token / bare"]),
     ("coconut_cost.py", ["--batch-size", "2", "--repeats", "1"], ["Coconut / CoT"]),
     ("decode_speed.py", ["--batch-size", "4", "--questions", "8", "--new-tokens", "6", "--repeats", "1"], []),
+    ("attention_reads.py", ["--batch", "2", "--length", "8", "--capacity", "16", "--layers", "2", "--repeats", "1",
+                            "--stream", "1048576"], ["layers / one layer"]),
 ])
 def test_benchmark_script_prints_ratios(script, args, ratios):
     r = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=300)
