@@ -6,7 +6,8 @@ timed again and again) they stay in the processor's caches; in the decode loop t
 64 that is larger than what the caches keep for one core. This script times SDPA as the decode step calls it (one
 query, the filled part of preallocated buffers, a boolean padding mask) over ``--layers`` layers' buffers in turn,
 against the same calls over one layer's buffers, and prints the ratio and the bytes of keys and values read per
-second; ``--stream`` bytes summed once (a plain read of memory no cache holds) give the memory's own rate.
+second (medians of --repeats calls or rounds); ``--stream`` bytes summed (a plain read of memory no cache holds) give
+the memory's own rate.
 
     python benchmarks/attention_reads.py [--batch 64] [--heads 4] [--head-dim 32] [--length 68] [--capacity 128]
         [--layers 4] [--repeats 50] [--threads 1]
@@ -17,24 +18,10 @@ docs/performance.md ("Against the official code") uses it for the Coconut short-
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
-
-
-def per_call_seconds(calls, repeats: int) -> float:
-    """Minimum over ``repeats`` rounds of one round's time divided by its number of calls (after 3 warm-up rounds)."""
-    for _ in range(3):
-        for c in calls:
-            c()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        for c in calls:
-            c()
-        best = min(best, (time.perf_counter() - t) / len(calls))
-    return best
+from _timing import median_time
 
 
 def main() -> None:
@@ -63,11 +50,12 @@ def main() -> None:
     def attend(i: int):
         return lambda: F.scaled_dot_product_attention(q, keys[i][:, :, :n], values[i][:, :, :n], attn_mask=mask)
 
+    calls = [attend(i) for i in range(args.layers)]
     with torch.inference_mode():
-        one = per_call_seconds([attend(0)], args.repeats)
-        every = per_call_seconds([attend(i) for i in range(args.layers)], args.repeats)
+        one = median_time(calls[0], args.repeats)
+        every = median_time(lambda: [c() for c in calls], args.repeats) / args.layers  # per call
         big = torch.ones(max(args.stream // 4, 1))
-        stream = min(per_call_seconds([big.sum], 1) for _ in range(3))
+        stream = median_time(big.sum, 3)
     kv_bytes = 2 * b * h * n * d * 4
     print(f"batch {b}, {h} heads x {d}, {n} of {cap} positions, {args.layers} layers, {args.threads} thread(s); "
           f"keys + values {kv_bytes / 2**20:.2f} MiB a layer")
